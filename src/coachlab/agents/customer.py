@@ -1,0 +1,159 @@
+"""The customer: plays a persona, keeps its private goal, ends the dialogue with a marker.
+
+Small models slip out of the customer role (they answer as the assistant they were trained to
+be). Three things keep them in it: a persona-first system prompt, the dialogue shown from the
+customer's side ("write Dana's next line" over a transcript in which the agent is the other
+party), and `role_slip`, a rule that catches lines that read like the agent's so the
+environment can re-ask.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+
+from coachlab.agents._context import ObservedContext
+from coachlab.agents._text import clean_line, normalize
+from coachlab.schema import Scenario
+
+__all__ = [
+    "CustomerEnding",
+    "build_customer",
+    "customer_system_prompt",
+    "customer_view",
+    "parse_customer_line",
+    "role_slip",
+]
+
+_PATIENCE = {
+    "very low": "You have almost no patience: if the first answer is not useful, you give up.",
+    "low": "You are impatient: after two unhelpful answers you give up.",
+    "medium": "You are reasonably patient, but you give up if you go in circles.",
+    "high": "You are patient and keep explaining until it is sorted out.",
+}
+
+_AGENT_PHRASES: list[tuple[str, re.Pattern[str]]] = [
+    ("offers-help", re.compile(r"\bhow (can|may|could) i (help|assist)|\bwhat can i do for you", re.I)),
+    ("anything-else", re.compile(r"\bis there anything else i can", re.I)),
+    ("ai-refusal", re.compile(r"\b(i'?m|i am) (sorry|afraid),? but i (can(no|')t|am unable)|\bas an ai\b", re.I)),
+    ("language-model", re.compile(r"\blanguage model\b|\bi'?m an? (ai|assistant)\b", re.I)),
+    ("thanks-for-contacting", re.compile(r"\bthank(s| you) for (contacting|reaching out to|choosing) ", re.I)),
+    ("agent-action", re.compile(r"\blet me (check|look (that|this|it) up|pull up|look into)\b", re.I)),
+    ("company-voice", re.compile(r"\b(our|my) (records|system) show|\bour (policy|team) (is|will|can)\b", re.I)),
+    ("agent-label", re.compile(r"^\s*(agent|support|assistant|representative)\s*:", re.I)),
+]
+
+
+class CustomerEnding(StrEnum):
+    """How a customer line ends the dialogue, if it does."""
+
+    NONE = "none"
+    SATISFIED = "satisfied"
+    GAVE_UP = "gave_up"
+
+
+_END_MARK = re.compile(
+    r"\[\s*(done|end|satisfied|resolved|leave|left|give ?up|gave ?up|quit|bye)\s*\]|<\s*(done|leave)\s*>", re.I
+)
+
+
+def customer_system_prompt(scenario: Scenario) -> str:
+    """The persona-first system prompt of the customer (it holds the private goal)."""
+    p = scenario.persona
+    lines = [
+        f"You are {p.name}. {p.description}",
+        f"Personality: {', '.join(p.traits) or 'ordinary'}. Mood right now: {p.mood}.",
+        f"You write like this: {p.style}. {_PATIENCE[p.patience]}",
+        "",
+        f"You are the CUSTOMER, chatting with a support agent of {scenario.company}. You are not the "
+        "agent: you never offer help, never apologise for the company, never explain its policy.",
+        f"Your problem: {scenario.issue}",
+        f"What you want (do not say all of it at once): {p.goal}",
+    ]
+    if scenario.facts:
+        lines.append("What you know about your case:")
+        lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in scenario.facts.items()]
+    if p.hidden_constraints:
+        lines.append("Private facts (say them only if the agent asks, or when they matter):")
+        lines += [f"- {c}" for c in p.hidden_constraints]
+    lines.append(f"You are satisfied when: {p.satisfied_when}")
+    if p.gives_up_when:
+        lines.append(f"You give up when: {p.gives_up_when}")
+    lines += [
+        "",
+        f"Write only {p.name}'s next message: one to three short sentences, as {p.name} would type them. "
+        "No name label, no narration.",
+        "When you are satisfied, thank the agent and put [DONE] at the end of your message.",
+        "When you give up, say so and put [LEAVE] at the end of your message.",
+    ]
+    return "\n".join(lines)
+
+
+def customer_view(
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    *,
+    slip: str | None = None,
+) -> list[LLMMessage]:
+    """The customer's whole view for the next turn: system prompt plus the dialogue from its side.
+
+    Args:
+        scenario: The scenario (with the persona).
+        dialogue: (speaker, text) pairs so far, speaker "customer" or "agent".
+        slip: The customer's previous attempt, rejected because it read like the agent's.
+    """
+    name = scenario.persona.name
+    if dialogue:
+        transcript = "\n".join(
+            f"{name} (you): {text}" if who == "customer" else f"Agent: {text}" for who, text in dialogue
+        )
+        ask = f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent."
+    else:
+        ask = f"You open the chat. Write {name}'s first message to the agent, saying what your problem is."
+    if slip is not None:
+        ask += (
+            f'\n\nYour last attempt was "{slip}". That sounds like the support agent, not like {name}. '
+            f"You are the customer, {name}. Write {name}'s message again, as the customer."
+        )
+    return [SystemMessage(content=customer_system_prompt(scenario)), UserMessage(content=ask, source="environment")]
+
+
+def parse_customer_line(raw: str, *, name: str) -> tuple[str, CustomerEnding]:
+    """Clean a customer reply and read its end marker, if any."""
+    text = clean_line(raw, own_labels=(name, f"{name} (you)"), other_labels=("Agent", "Support agent"))
+    ending = CustomerEnding.NONE
+    match = _END_MARK.search(text)
+    if match:
+        word = (match.group(1) or match.group(2) or "").lower().replace(" ", "")
+        gave_up = word in {"leave", "left", "giveup", "gaveup", "quit"}
+        ending = CustomerEnding.GAVE_UP if gave_up else CustomerEnding.SATISFIED
+        text = _END_MARK.sub("", text).strip()
+    return text, ending
+
+
+def role_slip(line: str, *, last_agent_line: str | None) -> str | None:
+    """The name of the rule a customer line breaks by reading like the agent's, or None."""
+    if not line.strip():
+        return "empty"
+    for name, pattern in _AGENT_PHRASES:
+        if pattern.search(line):
+            return name
+    if last_agent_line:
+        mine, theirs = set(normalize(line).split()), set(normalize(last_agent_line).split())
+        if len(mine) >= 6 and len(mine & theirs) / len(mine | theirs) >= 0.8:
+            return "echoes-agent"
+    return None
+
+
+def build_customer(*, model_client: ChatCompletionClient, name: str = "customer") -> AssistantAgent:
+    """Build the customer agent; the environment gives it `customer_view(...)` each turn."""
+    return AssistantAgent(
+        name=name,
+        model_client=model_client,
+        system_message=None,
+        model_context=ObservedContext(),
+        description="A simulated customer playing a persona.",
+    )

@@ -1,0 +1,79 @@
+"""The service agent: the student (or the teacher, as the reference) answering the customer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+
+from coachlab.agents._context import ObservedContext
+from coachlab.agents._text import clean_line
+from coachlab.schema import Scenario
+
+__all__ = ["Guidance", "build_service_agent", "parse_agent_line", "service_system_prompt", "service_view"]
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """One strategy as the service agent reads it."""
+
+    id: str
+    situation: str
+    guidance: str
+    score: float = 0.0
+
+
+def service_system_prompt(scenario: Scenario, guidance: Sequence[Guidance] = ()) -> str:
+    """The service agent's system prompt: only what the company knows (never the private goal)."""
+    view = scenario.public_view()
+    lines = [
+        f"You are a customer-service agent for {view['company']}, chatting with a customer "
+        f"named {view['customer_name']}.",
+        "Reply with your next message only: one to three short, friendly sentences. "
+        "Never invent facts, prices or promises that are not in your records or policy.",
+    ]
+    facts = scenario.facts
+    if facts:
+        lines.append("Records you can see:")
+        lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]
+    lines.append("Company policy (always follow it):")
+    lines += [f"- {rule}" for rule in scenario.policy]
+    if guidance:
+        lines.append("Guidance from your coach (apply it when the situation fits):")
+        lines += [f"- {g.situation}: {g.guidance}" for g in guidance]
+    return "\n".join(lines)
+
+
+def service_view(
+    scenario: Scenario, dialogue: list[tuple[str, str]], guidance: Sequence[Guidance] = ()
+) -> list[LLMMessage]:
+    """The agent's view: system prompt, then the dialogue as chat turns (customer = user)."""
+    view: list[LLMMessage] = [SystemMessage(content=service_system_prompt(scenario, guidance))]
+    for who, text in dialogue:
+        if who == "customer":
+            view.append(UserMessage(content=text, source="customer"))
+        else:
+            view.append(AssistantMessage(content=text, source="agent"))
+    return view
+
+
+def parse_agent_line(raw: str, *, customer_name: str) -> str:
+    """Clean a service-agent reply into one message."""
+    return clean_line(raw, own_labels=("Agent", "Support agent"), other_labels=(customer_name, "Customer"))
+
+
+def build_service_agent(*, model_client: ChatCompletionClient, name: str = "agent") -> AssistantAgent:
+    """Build the service agent; the environment gives it `service_view(...)` each turn.
+
+    Strategies are not fixed at build time: the environment retrieves them per turn and renders
+    them into the system prompt of that turn's view.
+    """
+    return AssistantAgent(
+        name=name,
+        model_client=model_client,
+        system_message=None,
+        model_context=ObservedContext(),
+        description="The customer-service agent under evaluation.",
+    )

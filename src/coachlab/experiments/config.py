@@ -1,0 +1,218 @@
+"""Experiment files: what a researcher edits to run coachlab.
+
+An experiment names the persona folders and scenario files it draws on, the models of each role
+(AutoGen component configs), and how to run. Paths are relative to the experiment file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from coachlab.environments import EnvironmentConfig
+from coachlab.errors import ConfigError
+from coachlab.llm import ModelEntry
+from coachlab.schema import Persona, Scenario, ScenarioSpec
+from coachlab.yamlio import YamlDocument, load_yaml, validate_yaml
+
+__all__ = [
+    "CacheConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "SimulateConfig",
+    "load_experiment",
+    "load_personas",
+    "load_scenarios",
+]
+
+REQUIRED_ROLES = ("customer", "judge")
+
+
+class SimulateConfig(BaseModel):
+    """The `simulate:` section: which scenarios, who plays the agent, how many trials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: list[str] = Field(default_factory=lambda: ["student"], description="Model entries that play the service agent.")
+    scenarios: list[str] | None = Field(default=None, description="Scenario ids to run; all when omitted.")
+    trials: int = Field(default=3, ge=1, le=1000, description="Episodes per scenario and agent.")
+    seed: int = Field(default=0, description="Base seed; each episode's seed derives from it.")
+    concurrency: int = Field(default=4, ge=1, le=4096, description="Episodes in flight at once.")
+    satisfaction_threshold: int = Field(default=7, ge=1, le=10, description="Score that counts as a pass (pass^k).")
+
+
+class CacheConfig(BaseModel):
+    """The `cache:` section: the role-aware response cache."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    path: str | None = Field(default=None, description="SQLite file; default <output dir>/cache.sqlite.")
+
+
+class ExperimentConfig(BaseModel):
+    """An experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="Names the output folder.")
+    description: str = ""
+    personas: list[str] = Field(default_factory=lambda: ["../personas"], description="Persona folders or files.")
+    scenarios: list[str] = Field(min_length=1, description="Scenario files (each with a `scenarios:` list).")
+    models: dict[str, ModelEntry] = Field(description="Model entries by name: customer, judge, student, teacher...")
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    output_dir: str | None = Field(default=None, description="Where results go; default runs/<name>.")
+
+    @model_validator(mode="after")
+    def _roles_exist(self) -> ExperimentConfig:
+        missing = [r for r in (*REQUIRED_ROLES, *self.simulate.agents) if r not in self.models]
+        if missing:
+            raise ValueError(
+                f"models: needs entries for {', '.join(missing)} (have: {', '.join(self.models) or 'none'})"
+            )
+        return self
+
+
+@dataclass
+class Experiment:
+    """A loaded experiment: its config, where it came from, and its resolved scenarios."""
+
+    config: ExperimentConfig
+    path: Path
+    personas: dict[str, Persona]
+    scenarios: dict[str, Scenario]
+    sources: dict[str, Path] = field(default_factory=lambda: {})
+
+    @property
+    def output_dir(self) -> Path:
+        """The folder results are written to (relative paths start at the current folder)."""
+        return Path(self.config.output_dir) if self.config.output_dir else Path("runs") / self.config.name
+
+    def where(self, field_path: str) -> str:
+        """'file: field' for error messages."""
+        return f"{self.path}: {field_path}"
+
+    def selected_scenarios(self, ids: Sequence[str] | None = None) -> list[Scenario]:
+        """The scenarios to run, in file order (`ids` overrides the `simulate.scenarios` list)."""
+        wanted = list(ids) if ids else self.config.simulate.scenarios
+        if not wanted:
+            return list(self.scenarios.values())
+        unknown = [s for s in wanted if s not in self.scenarios]
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: simulate.scenarios: unknown scenario {unknown[0]!r}"
+                f"{_did_you_mean(unknown[0], self.scenarios)}. Known: {', '.join(self.scenarios)}."
+            )
+        return [self.scenarios[s] for s in wanted]
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str:
+    guess = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
+
+
+def load_personas(paths: Iterable[str | Path]) -> tuple[dict[str, Persona], dict[str, Path]]:
+    """Load persona files (or every .yaml/.yml in folders).
+
+    Raises:
+        ConfigError: A file is invalid, or two files declare the same id.
+    """
+    personas: dict[str, Persona] = {}
+    sources: dict[str, Path] = {}
+    for path in paths:
+        p = Path(path)
+        files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
+        if p.is_dir() and not files:
+            raise ConfigError(f"{p}: no persona files (*.yaml) in this folder.")
+        for file in files:
+            persona = validate_yaml(Persona, load_yaml(file, what="persona file"))
+            if persona.id in personas:
+                raise ConfigError(f"{file}: id: persona {persona.id!r} is already defined in {sources[persona.id]}.")
+            personas[persona.id] = persona
+            sources[persona.id] = file
+    return personas, sources
+
+
+def _scenario_specs(doc: YamlDocument) -> list[tuple[ScenarioSpec, tuple[str | int, ...]]]:
+    data = doc.data
+    if isinstance(data, dict) and "scenarios" in data:
+        items = data["scenarios"]  # pyright: ignore[reportUnknownVariableType]
+        extra = sorted(str(k) for k in data if k != "scenarios")  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        if extra:
+            raise ConfigError(f"{doc.path}: unknown top-level field {extra[0]!r}; a scenario file holds `scenarios:` only.")
+        if not isinstance(items, list) or not items:
+            line = doc.line_of(("scenarios",))
+            raise ConfigError(f"{doc.path}:{line}: scenarios: expected a non-empty list of scenarios.")
+        return [
+            (validate_yaml(ScenarioSpec, doc, data=item, prefix=("scenarios", i)), ("scenarios", i))
+            for i, item in enumerate(items)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+        ]
+    return [(validate_yaml(ScenarioSpec, doc), ())]
+
+
+def load_scenarios(
+    paths: Iterable[str | Path], personas: dict[str, Persona]
+) -> tuple[dict[str, Scenario], dict[str, Path]]:
+    """Load scenario files and resolve each persona reference.
+
+    Raises:
+        ConfigError: A file is invalid, an id repeats, or a scenario names an unknown persona.
+    """
+    scenarios: dict[str, Scenario] = {}
+    sources: dict[str, Path] = {}
+    for path in paths:
+        doc = load_yaml(path, what="scenario file")
+        for spec, loc in _scenario_specs(doc):
+            if spec.id in scenarios:
+                raise ConfigError(f"{doc.path}:{doc.line_of((*loc, 'id'))}: id: scenario {spec.id!r} is already defined in {sources[spec.id]}.")
+            if isinstance(spec.persona, Persona):
+                persona = spec.persona
+            elif spec.persona in personas:
+                persona = personas[spec.persona]
+            else:
+                field_path = ".".join(str(x) for x in (*loc, "persona"))
+                known = ", ".join(sorted(personas)) or "none loaded"
+                raise ConfigError(
+                    f"{doc.path}:{doc.line_of((*loc, 'persona'))}: {field_path}: no persona {spec.persona!r}"
+                    f"{_did_you_mean(spec.persona, personas)}. Known personas: {known}. "
+                    "Write a persona id from the experiment's persona folders, or a persona inline."
+                )
+            scenarios[spec.id] = Scenario.model_validate({**spec.model_dump(exclude={"persona"}), "persona": persona})
+            sources[spec.id] = doc.path
+    return scenarios, sources
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Load an experiment file with its personas and scenarios.
+
+    Raises:
+        ConfigError: Anything is missing or invalid; the message names file, field and line.
+    """
+    doc = load_yaml(path, what="experiment file")
+    config = validate_yaml(ExperimentConfig, doc)
+    base = doc.path.parent
+
+    def rel(p: str) -> Path:
+        return (base / p) if not Path(p).is_absolute() else Path(p)
+
+    for i, item in enumerate(config.personas):
+        if not rel(item).exists():
+            raise ConfigError(f"{doc.path}:{doc.line_of(('personas', i))}: personas[{i}]: {rel(item)} does not exist (paths are relative to the experiment file).")
+    for i, item in enumerate(config.scenarios):
+        if not rel(item).exists():
+            raise ConfigError(f"{doc.path}:{doc.line_of(('scenarios', i))}: scenarios[{i}]: {rel(item)} does not exist (paths are relative to the experiment file).")
+    personas, _ = load_personas(rel(p) for p in config.personas)
+    scenarios, sources = load_scenarios((rel(p) for p in config.scenarios), personas)
+    for i, sid in enumerate(config.simulate.scenarios or []):
+        if sid not in scenarios:
+            raise ConfigError(
+                f"{doc.path}:{doc.line_of(('simulate', 'scenarios', i))}: simulate.scenarios[{i}]: unknown scenario "
+                f"{sid!r}{_did_you_mean(sid, scenarios)}. Known: {', '.join(scenarios)}."
+            )
+    return Experiment(config=config, path=doc.path, personas=personas, scenarios=scenarios, sources=sources)

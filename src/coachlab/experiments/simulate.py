@@ -1,0 +1,274 @@
+"""`simulate`: run every scenario x agent model x trial of an experiment, concurrently.
+
+Results are written as each episode finishes (`episodes.jsonl`), so an interrupted run keeps
+what it finished and `resume=True` runs only what is missing (and, with `retry_failed`, what
+ended on an infrastructure error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autogen_core.models import ChatCompletionClient
+
+from coachlab.agents import build_customer, build_judge, build_service_agent
+from coachlab.environments import EnvironmentConfig, EpisodeAgents, EventBus, Observer, run_episode
+from coachlab.errors import UsageError
+from coachlab.experiments.config import Experiment
+from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
+from coachlab.experiments.transcripts import TranscriptWriter
+from coachlab.llm import Backend, ResponseCache, RoleClient
+from coachlab.schema import Episode, RoleUsage, Scenario, TerminationReason
+
+__all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_GROUP = "embedded"
+
+
+def episode_seed(base: int, *parts: str | int) -> int:
+    """A seed derived from the run's base seed and the episode's coordinates (stable across runs)."""
+    blob = "/".join(str(p) for p in (base, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """One episode to run."""
+
+    scenario: Scenario
+    agent_model: str
+    condition: str
+    trial: int
+    seed: int
+
+    @property
+    def id(self) -> str:
+        """The episode id."""
+        return f"{self.scenario.id}/{self.condition}/{self.agent_model}/{self.trial}"
+
+
+def plan_episodes(
+    scenarios: Sequence[Scenario],
+    *,
+    agents: Sequence[str],
+    trials: int,
+    seed: int,
+    condition: str = "baseline",
+) -> list[EpisodePlan]:
+    """Every (scenario, agent model, trial) combination, trials interleaved so early results span scenarios."""
+    return [
+        EpisodePlan(s, a, condition, t, episode_seed(seed, s.id, condition, a, t))
+        for t in range(trials)
+        for s in scenarios
+        for a in agents
+    ]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files go."""
+
+    root: Path
+
+    @property
+    def episodes(self) -> Path:
+        """One JSON line per finished episode."""
+        return self.root / "episodes.jsonl"
+
+    @property
+    def transcripts(self) -> Path:
+        """Readable transcripts, one Markdown file per episode."""
+        return self.root / "transcripts"
+
+    @property
+    def summary(self) -> Path:
+        """The summary table as JSON."""
+        return self.root / "summary.json"
+
+    @property
+    def cache(self) -> Path:
+        """The default response cache."""
+        return self.root / "cache.sqlite"
+
+    @property
+    def config(self) -> Path:
+        """A copy of the experiment file as run."""
+        return self.root / "experiment.yaml"
+
+
+def build_backends(
+    experiment: Experiment,
+    names: Iterable[str],
+    *,
+    clients: Mapping[str, ChatCompletionClient] | None = None,
+) -> dict[str, Backend]:
+    """Build a `Backend` for each named model entry.
+
+    Embedded (in-process llama.cpp) backends share one concurrency slot: they compete for the same
+    CPU cores, and running two at once is slower than taking turns.
+
+    Args:
+        experiment: The loaded experiment.
+        names: Model entry names to build.
+        clients: Ready clients to use instead of building from YAML (tests, dry runs).
+    """
+    backends: dict[str, Backend] = {}
+    shared: asyncio.Semaphore | None = None
+    for name in dict.fromkeys(names):
+        entry = experiment.config.models[name]
+        if clients is not None and name in clients:
+            backend = Backend.from_client(name, clients[name], entry=entry)
+        else:
+            backend = Backend.from_entry(name, entry, where=experiment.where(f"models.{name}"))
+        if entry.provider in ("embedded", "coachlab.llm.embedded.EmbeddedChatCompletionClient") and not clients:
+            shared = shared or asyncio.Semaphore(1)
+            backend.concurrency = 1
+            backend._semaphore = shared  # pyright: ignore[reportPrivateUsage]
+        backends[name] = backend
+    return backends
+
+
+class Simulation:
+    """Runs planned episodes of an experiment and records them.
+
+    Args:
+        experiment: The loaded experiment.
+        backends: Built backends by model entry name (must include customer, judge and each agent).
+        out_dir: The run folder.
+        observers: Extra observers (progress display, metrics) besides the transcript writer.
+        use_cache: Use the role-aware response cache in the run folder.
+        environment: Episode settings (default: the experiment's).
+    """
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        backends: Mapping[str, Backend],
+        *,
+        out_dir: str | Path,
+        observers: Sequence[Observer] = (),
+        use_cache: bool = True,
+        environment: EnvironmentConfig | None = None,
+    ) -> None:
+        self.experiment = experiment
+        self.backends = dict(backends)
+        self.paths = RunPaths(Path(out_dir))
+        self.log = EpisodeLog(self.paths.episodes)
+        self.environment = environment or experiment.config.environment
+        self.writer = TranscriptWriter(self.paths.transcripts)
+        self.bus = EventBus([self.writer, *observers])
+        cache_path = experiment.config.cache.path
+        self.cache = (
+            ResponseCache(Path(cache_path) if cache_path else self.paths.cache)
+            if use_cache and experiment.config.cache.enabled
+            else None
+        )
+
+    def pending(self, plans: Sequence[EpisodePlan], *, resume: bool, retry_failed: bool = False) -> list[EpisodePlan]:
+        """The plans still to run, given what the episodes file already holds.
+
+        Raises:
+            UsageError: The run folder already holds episodes and `resume` is False.
+        """
+        done = self.log.read()
+        if done and not resume:
+            raise UsageError(
+                f"{self.paths.root} already holds {len(done)} episode(s). Pass --resume to continue that run, "
+                "or --overwrite to start it again from nothing."
+            )
+        keep = {
+            i for i, ep in done.items()
+            if not (retry_failed and ep.termination is TerminationReason.INFRASTRUCTURE_ERROR)
+        }
+        return [p for p in plans if p.id not in keep]
+
+    async def run_one(self, plan: EpisodePlan) -> Episode:
+        """Run, record and return one episode."""
+        roles = {
+            "customer": RoleClient(self.backends["customer"], role="customer", seed=plan.seed, trial=plan.trial, cache=self.cache),
+            "agent": RoleClient(self.backends[plan.agent_model], role="agent", seed=plan.seed, trial=plan.trial, cache=self.cache),
+            "judge": RoleClient(self.backends["judge"], role="judge", seed=plan.seed, trial=plan.trial, cache=self.cache),
+        }
+
+        def usage() -> dict[str, RoleUsage]:
+            return {name: client.usage for name, client in roles.items()}
+
+        agents = EpisodeAgents(
+            customer=build_customer(model_client=roles["customer"]),
+            agent=build_service_agent(model_client=roles["agent"]),
+            judge=build_judge(model_client=roles["judge"]),
+        )
+        episode = await run_episode(
+            plan.scenario,
+            agents,
+            episode_id=plan.id,
+            seed=plan.seed,
+            trial=plan.trial,
+            condition=plan.condition,
+            agent_model=plan.agent_model,
+            config=self.environment,
+            bus=self.bus,
+            usage=usage,
+        )
+        self.log.append(episode)
+        return episode
+
+    async def run(self, plans: Sequence[EpisodePlan], *, concurrency: int) -> list[Episode]:
+        """Run `plans` with at most `concurrency` episodes in flight; returns them as they finished."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.log.repair()
+        limit = asyncio.Semaphore(concurrency)
+        finished: list[Episode] = []
+
+        async def one(plan: EpisodePlan) -> None:
+            async with limit:
+                finished.append(await self.run_one(plan))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for plan in plans:
+                    group.create_task(one(plan))
+        finally:
+            self.writer.close()
+        return finished
+
+    def summary(self) -> RunSummary:
+        """Summarize every episode on disk and save summary.json."""
+        cfg = self.experiment.config.simulate
+        result = summarize(self.log.read().values(), threshold=cfg.satisfaction_threshold, seed=cfg.seed)
+        write_json_atomic(self.paths.summary, result)
+        return result
+
+    def save_config(self) -> None:
+        """Keep a copy of the experiment file beside the results (secrets stay as ${VAR} references)."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.experiment.path, self.paths.config)
+
+    def close(self) -> None:
+        """Close the cache."""
+        if self.cache is not None:
+            self.cache.close()
+
+
+def overwrite_run(root: str | Path) -> None:
+    """Delete a run folder's results (used by --overwrite)."""
+    paths = RunPaths(Path(root))
+    for p in (paths.episodes, paths.summary):
+        p.unlink(missing_ok=True)
+    if paths.transcripts.exists():
+        shutil.rmtree(paths.transcripts)
+
+
+def elapsed(start: float) -> str:
+    """'3m 12s' since `start` (a perf_counter value)."""
+    s = int(time.perf_counter() - start)
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

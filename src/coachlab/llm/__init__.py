@@ -1,0 +1,27 @@
+"""The models layer: clients from YAML, the embedded local model, cache, retries, limits."""
+
+from coachlab.llm.cache import CacheKey, ResponseCache
+from coachlab.llm.client import Backend, BackendError, RoleClient, is_transient
+from coachlab.llm.components import (
+    PROVIDER_ALIASES,
+    ModelEntry,
+    RetryPolicy,
+    build_chat_client,
+    expand_env,
+    model_identity,
+)
+
+__all__ = [
+    "PROVIDER_ALIASES",
+    "Backend",
+    "BackendError",
+    "CacheKey",
+    "ModelEntry",
+    "ResponseCache",
+    "RetryPolicy",
+    "RoleClient",
+    "build_chat_client",
+    "expand_env",
+    "is_transient",
+    "model_identity",
+]

@@ -1,0 +1,98 @@
+"""A response cache for model calls, keyed so that roles and trials never share answers.
+
+AutoGen's `ChatCompletionCache` keys only on the messages: a shared cache would hand one role's
+answer to another and make repeated trials identical. Here the key also holds the role, the
+backend identity, the temperature, the seed and the trial, so an exact repeat hits and nothing
+else does. The store is one SQLite file, safe to reuse across runs and resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autogen_core.models import CreateResult, LLMMessage
+from pydantic import BaseModel
+
+__all__ = ["CacheKey", "ResponseCache"]
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything that decides a model's answer, apart from chance."""
+
+    role: str
+    model: str
+    temperature: float | None
+    seed: int | None
+    trial: int | None
+    messages: Sequence[LLMMessage]
+    json_output: bool | type[BaseModel] | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def digest(self) -> str:
+        """A stable SHA-256 of the key's content."""
+        schema: Any
+        if isinstance(self.json_output, type):
+            schema = self.json_output.model_json_schema()
+        else:
+            schema = self.json_output
+        payload = {
+            "role": self.role,
+            "model": self.model,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "trial": self.trial,
+            "messages": [m.model_dump(mode="json") for m in self.messages],
+            "json_output": schema,
+            "extra": dict(self.extra or {}),
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+    """A persistent map from `CacheKey` to `CreateResult`.
+
+    Args:
+        path: The SQLite file (created with its folder if missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: CacheKey) -> CreateResult | None:
+        """The stored result for `key`, marked `cached=True`, or None."""
+        row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key.digest(),)).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        result = CreateResult.model_validate_json(row[0])
+        return result.model_copy(update={"cached": True})
+
+    def put(self, key: CacheKey, result: CreateResult) -> None:
+        """Store `result` under `key` (the last write wins)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)",
+            (key.digest(), result.model_dump_json()),
+        )
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()

@@ -1,0 +1,323 @@
+"""`Backend` (one model, shared by a run) and `RoleClient` (one role in one episode).
+
+Every model call of every agent goes through a `RoleClient`. It adds what AutoGen's clients
+leave to the caller: a per-backend concurrency limit, retries with backoff on transient errors
+(honouring `Retry-After`), a per-call timeout, a per-trial seed, the role-aware response cache,
+the judge's structured-output mode, and token counts per role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autogen_core import CancellationToken
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,  # pyright: ignore[reportDeprecated]
+    ModelInfo,
+    RequestUsage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+from typing_extensions import override
+
+from coachlab.llm.cache import CacheKey, ResponseCache
+from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, model_identity
+from coachlab.schema import RoleUsage
+
+__all__ = ["Backend", "BackendError", "RoleClient", "is_transient"]
+
+logger = logging.getLogger(__name__)
+
+_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+_TRANSIENT_NAMES = {"APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError"}
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+class BackendError(Exception):
+    """A model call failed for good (after retries, or a non-transient error)."""
+
+    def __init__(self, backend: str, cause: BaseException, attempts: int) -> None:
+        super().__init__(f"{backend}: {type(cause).__name__}: {cause} (after {attempts} attempt(s))")
+        self.backend = backend
+        self.cause = cause
+        self.attempts = attempts
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: timeouts, dropped connections, 429 and 5xx."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status in _TRANSIENT_STATUS
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Backend:
+    """One model entry of a run: the built client and its shared limits.
+
+    Build it once per run (`Backend.from_entry`) and share it across episodes; each episode wraps
+    it in `RoleClient`s.
+    """
+
+    name: str
+    client: ChatCompletionClient
+    identity: str
+    temperature: float | None = None
+    concurrency: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    structured_output: Literal["native", "json_object_schema", "prompt"] = "native"
+    send_seed: bool = True
+    cost_per_1k_prompt: float = 0.0
+    cost_per_1k_completion: float = 0.0
+    _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_entry(cls, name: str, entry: ModelEntry, *, where: str) -> Backend:
+        """Build the client of a YAML model entry (see `build_chat_client`)."""
+        return cls.from_client(name, build_chat_client(entry, where=where), entry=entry)
+
+    @classmethod
+    def from_client(cls, name: str, client: ChatCompletionClient, *, entry: ModelEntry | None = None) -> Backend:
+        """Wrap an already built client (tests, notebooks) with the entry's settings."""
+        entry = entry or ModelEntry(provider=type(client).__module__ + "." + type(client).__name__)
+        identity = model_identity(entry) if entry.config else f"{type(client).__name__}:{name}"
+        return cls(
+            name=name,
+            client=client,
+            identity=identity,
+            temperature=entry.temperature,
+            concurrency=entry.concurrency,
+            retry=entry.retry,
+            structured_output=entry.structured_output,
+            send_seed=entry.send_seed,
+            cost_per_1k_prompt=entry.cost_per_1k_prompt,
+            cost_per_1k_completion=entry.cost_per_1k_completion,
+        )
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        """The limit on calls in flight (created lazily inside the running loop)."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return self._semaphore
+
+    def cost(self, usage: RoleUsage) -> float:
+        """Estimated price of `usage` on this backend."""
+        return (
+            usage.prompt_tokens * self.cost_per_1k_prompt + usage.completion_tokens * self.cost_per_1k_completion
+        ) / 1000
+
+
+class RoleClient(ChatCompletionClient):
+    """The client one role uses in one episode: limits, retries, seed, cache and usage.
+
+    Args:
+        backend: The shared backend.
+        role: The role name ("customer", "agent", "judge", ...); part of cache keys.
+        seed: The seed sent with every call (when the backend accepts one); part of cache keys.
+        trial: The trial index; part of cache keys.
+        cache: The response cache, or None.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        role: str,
+        seed: int | None = None,
+        trial: int | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.backend = backend
+        self.role = role
+        self.seed = seed
+        self.trial = trial
+        self.cache = cache
+        self.usage = RoleUsage()
+
+    def _prepare(
+        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]
+    ) -> tuple[bool | type[BaseModel] | None, dict[str, Any]]:
+        args = dict(extra_create_args)
+        if self.backend.send_seed and self.seed is not None and "seed" not in args:
+            args["seed"] = self.seed
+        mode = self.backend.structured_output
+        if isinstance(json_output, type) and mode != "native":
+            if mode == "json_object_schema":
+                args.setdefault(
+                    "response_format", {"type": "json_object", "schema": json_output.model_json_schema()}
+                )
+            return None, args
+        return json_output, args
+
+    @override
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        """One model call with cache, limit, retries and accounting.
+
+        Raises:
+            BackendError: The call failed for good.
+        """
+        key: CacheKey | None = None
+        if self.cache is not None and not tools:
+            key = CacheKey(
+                role=self.role,
+                model=self.backend.identity,
+                temperature=self.backend.temperature,
+                seed=self.seed,
+                trial=self.trial,
+                messages=messages,
+                json_output=json_output,
+                extra=extra_create_args or None,
+            )
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._count(hit)
+                return hit
+        send_json, args = self._prepare(json_output, extra_create_args)
+        result = await self._call_with_retries(
+            messages, tools=tools, tool_choice=tool_choice, json_output=send_json, args=args,
+            cancellation_token=cancellation_token,
+        )
+        if isinstance(json_output, type) and isinstance(result.content, str):
+            match = _FENCE.match(result.content)
+            if match:
+                result = result.model_copy(update={"content": match.group(1)})
+        if key is not None and self.cache is not None and result.finish_reason != "unknown":
+            self.cache.put(key, result)
+        self._count(result)
+        return result
+
+    async def _call_with_retries(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+        json_output: bool | type[BaseModel] | None,
+        args: dict[str, Any],
+        cancellation_token: CancellationToken | None,
+    ) -> CreateResult:
+        policy = self.backend.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.backend.semaphore:
+                    call = self.backend.client.create(
+                        messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
+                        extra_create_args=args, cancellation_token=cancellation_token,
+                    )
+                    if policy.timeout_s is None:
+                        return await call
+                    return await asyncio.wait_for(call, timeout=policy.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc) or attempt > policy.max_retries:
+                    raise BackendError(self.backend.name, exc, attempt) from exc
+                wait = _retry_after(exc)
+                if wait is None:
+                    wait = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
+                    wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+                wait = min(wait, policy.max_backoff_s)
+                logger.warning(
+                    "%s (%s): %s; retry %d/%d in %.1fs",
+                    self.backend.name, self.role, type(exc).__name__, attempt, policy.max_retries, wait,
+                )
+                await asyncio.sleep(wait)
+
+    def _count(self, result: CreateResult) -> None:
+        self.usage = self.usage + RoleUsage(
+            calls=1,
+            cached_calls=1 if result.cached else 0,
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+        )
+
+    @override
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Not streamed: yields the whole reply, then the result."""
+        result = await self.create(
+            messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
+            extra_create_args=extra_create_args, cancellation_token=cancellation_token,
+        )
+        if isinstance(result.content, str):
+            yield result.content
+        yield result
+
+    @override
+    async def close(self) -> None:
+        """Nothing to close: the backend outlives the role (close the backend's client instead)."""
+
+    @override
+    def actual_usage(self) -> RequestUsage:
+        """Tokens this role spent in this episode (cache hits included)."""
+        return RequestUsage(prompt_tokens=self.usage.prompt_tokens, completion_tokens=self.usage.completion_tokens)
+
+    @override
+    def total_usage(self) -> RequestUsage:
+        """Same as `actual_usage`."""
+        return self.actual_usage()
+
+    @override
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """Delegated to the backend's client."""
+        return self.backend.client.count_tokens(messages, tools=tools)
+
+    @override
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """Delegated to the backend's client."""
+        return self.backend.client.remaining_tokens(messages, tools=tools)
+
+    @property
+    @override
+    def capabilities(self) -> ModelCapabilities:  # pyright: ignore[reportDeprecated]
+        """Deprecated AutoGen property, delegated."""
+        return self.backend.client.capabilities  # pyright: ignore[reportDeprecated]
+
+    @property
+    @override
+    def model_info(self) -> ModelInfo:
+        """The backend client's model info."""
+        return self.backend.client.model_info

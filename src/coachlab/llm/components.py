@@ -1,0 +1,172 @@
+"""Model entries in YAML: AutoGen component configs plus coachlab's run settings.
+
+A model entry is what a researcher writes under `models:` in an experiment file::
+
+    student:
+      provider: openai              # or a full import path of a ChatCompletionClient
+      config: {model: llama-3.1-8b-instruct, base_url: "http://localhost:8000/v1",
+               api_key: "${VLLM_KEY}"}
+      concurrency: 16
+
+`provider` + `config` are an AutoGen component config, loaded with
+`ChatCompletionClient.load_component`. Strings in `config` may reference environment
+variables as `${NAME}` or `${NAME:-default}`; they are expanded only when the client is built,
+so the file and everything coachlab writes keep the reference, never the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from autogen_core import ComponentModel
+from autogen_core.models import ChatCompletionClient
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from coachlab.errors import ConfigError
+
+__all__ = [
+    "PROVIDER_ALIASES",
+    "ModelEntry",
+    "RetryPolicy",
+    "build_chat_client",
+    "expand_env",
+    "model_identity",
+]
+
+PROVIDER_ALIASES: dict[str, str] = {
+    "openai": "autogen_ext.models.openai.OpenAIChatCompletionClient",
+    "azure_openai": "autogen_ext.models.openai.AzureOpenAIChatCompletionClient",
+    "embedded": "coachlab.llm.embedded.EmbeddedChatCompletionClient",
+    "replay": "autogen_ext.models.replay.ReplayChatCompletionClient",
+}
+"""Short names accepted in `provider:`."""
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEYS = ("api_key", "key", "token", "secret", "password", "authorization")
+
+
+class RetryPolicy(BaseModel):
+    """How transient backend errors (timeouts, 429, 5xx, dropped connections) are retried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries after the first try.")
+    initial_backoff_s: float = Field(default=0.5, ge=0, description="Wait before the first retry.")
+    max_backoff_s: float = Field(default=30.0, ge=0, description="Longest wait between tries.")
+    timeout_s: float | None = Field(default=120.0, gt=0, description="Per-call timeout; null for none.")
+
+
+class ModelEntry(BaseModel):
+    """One model under `models:` in an experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str = Field(description="'openai', 'embedded', or the import path of a ChatCompletionClient.")
+    config: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue], description="The client's config.")
+    concurrency: int = Field(default=8, ge=1, le=1024, description="Calls in flight at once on this backend.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    structured_output: Literal["native", "json_object_schema", "prompt"] = Field(
+        default="native",
+        description=(
+            "How the judge's JSON schema reaches the backend: 'native' (json_schema response format), "
+            "'json_object_schema' (llama.cpp server), 'prompt' (schema in the prompt only)."
+        ),
+    )
+    send_seed: bool = Field(default=True, description="Send a per-trial seed with every call.")
+    cost_per_1k_prompt: float = Field(default=0.0, ge=0, description="Price per 1,000 prompt tokens.")
+    cost_per_1k_completion: float = Field(default=0.0, ge=0, description="Price per 1,000 completion tokens.")
+
+    @property
+    def provider_path(self) -> str:
+        """The full import path of the client class."""
+        return PROVIDER_ALIASES.get(self.provider, self.provider)
+
+    @property
+    def temperature(self) -> float | None:
+        """The configured sampling temperature, if any (part of cache keys)."""
+        value = self.config.get("temperature")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def expand_env(value: Any, *, where: str) -> Any:
+    """Replace `${NAME}` / `${NAME:-default}` in every string inside `value`.
+
+    Raises:
+        ConfigError: A referenced variable is not set and has no default.
+    """
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is not None:
+                return found
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where}: environment variable {name} is not set. Export it (export {name}=...) "
+                f"or write ${{{name}:-default}}."
+            )
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, where=f"{where}.{k}") for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list):
+        return [expand_env(v, where=f"{where}[{i}]") for i, v in enumerate(value)]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    return value
+
+
+def model_identity(entry: ModelEntry) -> str:
+    """What distinguishes one backend's answers from another's: provider, model, endpoint.
+
+    Never contains a secret (keys are not part of it), so it is safe in cache keys and results.
+    """
+    cfg = entry.config
+    model = cfg.get("model") or cfg.get("azure_deployment") or "?"
+    base = cfg.get("base_url") or cfg.get("azure_endpoint") or ""
+    return f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}@{base}" if base else f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}"
+
+
+def redacted_config(entry: ModelEntry) -> dict[str, JsonValue]:
+    """The config with secret-looking literal values masked (env references are kept)."""
+    out: dict[str, JsonValue] = {}
+    for key, value in entry.config.items():
+        if any(s in key.lower() for s in _SECRET_KEYS) and isinstance(value, str) and not _ENV_REF.fullmatch(value):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
+    """Build the AutoGen client for a model entry.
+
+    Args:
+        entry: The model entry.
+        where: Where the entry was written ("experiments/x.yaml: models.student"), for errors.
+
+    Raises:
+        ConfigError: The provider cannot be imported or rejects its config.
+    """
+    config = expand_env(dict(entry.config), where=f"{where}.config")
+    component = ComponentModel(provider=entry.provider_path, component_type="model", config=config)
+    try:
+        return ChatCompletionClient.load_component(component)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ConfigError(f"{where}.config: {problems}") from None
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        text = str(exc)
+        if "model_info" in text:
+            text += (
+                " For a model OpenAI does not know (vLLM, Ollama, llama.cpp server), add "
+                "model_info: {vision: false, function_calling: false, json_output: true, "
+                "structured_output: true, family: unknown} to config."
+            )
+        if "api_key" in text.lower() or "OPENAI_API_KEY" in text:
+            text += " Set the key in the environment and reference it as api_key: ${OPENAI_API_KEY}."
+        raise ConfigError(f"{where}: cannot build {entry.provider!r}: {text}") from None

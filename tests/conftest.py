@@ -1,0 +1,32 @@
+"""Test fixtures: no test may reach a real network model."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail loudly on any connection that leaves this machine (loopback stub servers are fine)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if isinstance(host, str) and (host.startswith(_LOOPBACK) or self.family == socket.AF_UNIX):
+            return real_connect(self, address)
+        raise RuntimeError(f"test tried to reach the network ({address!r}); use a scripted model client")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_models_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep user-level caches out of tests unless a test asks for the real models."""
+    monkeypatch.setenv("NO_COLOR", "1")

@@ -1,0 +1,54 @@
+"""Parsing model output into dialogue lines and catching customers who act as the agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from coachlab.agents import CustomerEnding, parse_agent_line, parse_customer_line, role_slip
+
+
+@pytest.mark.parametrize(
+    ("raw", "text", "ending"),
+    [
+        ("Dana: Where is my parcel?", "Where is my parcel?", CustomerEnding.NONE),
+        ("Dana (you): Fine, thanks! [DONE]", "Fine, thanks!", CustomerEnding.SATISFIED),
+        ("This is useless. [LEAVE]", "This is useless.", CustomerEnding.GAVE_UP),
+        ("I give up [give up]", "I give up", CustomerEnding.GAVE_UP),
+        ('"Where is it?"', "Where is it?", CustomerEnding.NONE),
+        ("Where is it?\nAgent: It is on its way.", "Where is it?", CustomerEnding.NONE),
+    ],
+)
+def test_parse_customer_line(raw: str, text: str, ending: CustomerEnding) -> None:
+    assert parse_customer_line(raw, name="Dana") == (text, ending)
+
+
+def test_parse_agent_line_drops_label_and_continuation() -> None:
+    assert parse_agent_line("Agent: I can help.\nDana: thanks", customer_name="Dana") == "I can help."
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "How can I help you today?",
+        "I'm sorry, but I can't assist with that.",
+        "Thank you for contacting Maple & Co.",
+        "Let me check that for you.",
+        "Agent: your refund is on its way",
+        "",
+    ],
+)
+def test_role_slip_catches_agent_lines(line: str) -> None:
+    assert role_slip(line, last_agent_line=None) is not None
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Where is my parcel? It's five days late.", "I want my money back.", "Can you help me?", "I'm sorry, what?"],
+)
+def test_role_slip_lets_customer_lines_through(line: str) -> None:
+    assert role_slip(line, last_agent_line="I can refund your shipping fee today.") is None
+
+
+def test_role_slip_catches_an_echo_of_the_agent() -> None:
+    agent = "I have refunded your shipping fee and your reference is R-100."
+    assert role_slip("I have refunded your shipping fee and your reference is R-100!", last_agent_line=agent) == "echoes-agent"
