@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ _LOOPBACK = ("127.", "::1", "localhost")
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly on any connection that leaves this machine (loopback stub servers are fine)."""
     real_connect = socket.socket.connect
 
@@ -23,10 +22,21 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise RuntimeError(f"test tried to reach the network ({address!r}); use a scripted model client")
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield
 
 
 @pytest.fixture(autouse=True)
 def _isolated_models_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep user-level caches out of tests unless a test asks for the real models."""
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+def require_embedded(name: str) -> None:
+    """Skip when the embedded model is not fetched, unless CI demands it (COACHLAB_REQUIRE_EMBEDDED=1)."""
+    import os
+
+    from coachlab.llm.weights import is_fetched
+
+    if not is_fetched(name):
+        if os.environ.get("COACHLAB_REQUIRE_EMBEDDED") == "1":
+            pytest.fail(f"embedded model {name} is required here: run `coachlab models fetch {name}`")
+        pytest.skip(f"run `coachlab models fetch {name}` to run the embedded tests")

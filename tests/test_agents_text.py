@@ -43,7 +43,12 @@ def test_role_slip_catches_agent_lines(line: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["Where is my parcel? It's five days late.", "I want my money back.", "Can you help me?", "I'm sorry, what?"],
+    [
+        "Where is my parcel? It's five days late.",
+        "I want my money back.",
+        "Can you help me?",
+        "I'm sorry, what?",
+    ],
 )
 def test_role_slip_lets_customer_lines_through(line: str) -> None:
     assert role_slip(line, last_agent_line="I can refund your shipping fee today.") is None
@@ -51,4 +56,7 @@ def test_role_slip_lets_customer_lines_through(line: str) -> None:
 
 def test_role_slip_catches_an_echo_of_the_agent() -> None:
     agent = "I have refunded your shipping fee and your reference is R-100."
-    assert role_slip("I have refunded your shipping fee and your reference is R-100!", last_agent_line=agent) == "echoes-agent"
+    assert (
+        role_slip("I have refunded your shipping fee and your reference is R-100!", last_agent_line=agent)
+        == "echoes-agent"
+    )

@@ -117,9 +117,16 @@ def test_duplicate_persona_ids_name_both_files(tmp_path: Path) -> None:
 
 def test_experiment_errors_name_the_field(tmp_path: Path) -> None:
     write(tmp_path, "personas/dana.yaml", GOOD_PERSONA)
-    write(tmp_path, "scenarios/s.yaml", "scenarios:\n  - {id: s1, domain: r, title: t, issue: i, policy: [p], persona: dana}\n")
+    write(
+        tmp_path,
+        "scenarios/s.yaml",
+        "scenarios:\n  - {id: s1, domain: r, title: t, issue: i, policy: [p], persona: dana}\n",
+    )
     base = "name: x\npersonas: [personas]\nscenarios: [scenarios/s.yaml]\n"
-    ok_models = "models:\n  student: {provider: openai, config: {model: m}}\n  customer: {provider: openai}\n  judge: {provider: openai}\n"
+    ok_models = (
+        "models:\n  student: {provider: openai, config: {model: m}}\n"
+        "  customer: {provider: openai}\n  judge: {provider: openai}\n"
+    )
     exp = write(tmp_path, "e.yaml", base + ok_models)
     assert load_experiment(exp).scenarios["s1"].persona.name == "Dana"
     bad = write(tmp_path, "e2.yaml", base + "models:\n  student: {provider: openai}\n")

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 from autogen_core.models import LLMMessage
-from helpers import HIDDEN, SECRET_GOAL, agents, lines, scenario, verdict
 
 from coachlab.environments import EnvironmentConfig, EventBus, run_episode
 from coachlab.schema import DialogueTurn, Episode, Event, TerminationReason
 from coachlab.testing import message_text
+from helpers import HIDDEN, SECRET_GOAL, agents, lines, scenario, verdict
 
 
 def run(sc=None, cfg=None, bus=None, **scripts) -> tuple[Episode, dict]:  # type: ignore[no-untyped-def]
@@ -27,7 +27,12 @@ def test_customer_satisfied_ends_the_episode_and_is_judged() -> None:
         agent=lines("I have refunded your shipping, reference R-1."),
     )
     assert ep.termination is TerminationReason.CUSTOMER_SATISFIED
-    assert [e.type for e in ep.events] == ["customer_message", "agent_message", "customer_message", "episode_ended"]
+    assert [e.type for e in ep.events] == [
+        "customer_message",
+        "agent_message",
+        "customer_message",
+        "episode_ended",
+    ]
     assert ep.dialogue[-1].text == "Great, thanks!"
     assert ep.verdict is not None and ep.verdict.satisfaction == 8
 
@@ -89,7 +94,7 @@ def test_backend_failure_is_an_infrastructure_error_not_a_verdict() -> None:
 
 
 def test_service_agent_never_sees_the_private_goal() -> None:
-    ep, clients = run(
+    _, clients = run(
         customer=lines("My parcel is late.", "ok", "fine [DONE]"),
         agent=lambda m: f"Reply {len(m)}",
     )
@@ -102,16 +107,25 @@ def test_service_agent_never_sees_the_private_goal() -> None:
 
 
 def test_customer_sees_the_dialogue_from_its_own_side() -> None:
-    ep, clients = run(customer=lines("My parcel is late.", "ok [DONE]"), agent=lines("I can refund shipping."))
+    _, clients = run(customer=lines("My parcel is late.", "ok [DONE]"), agent=lines("I can refund shipping."))
     last = message_text(clients["customer"].calls[-1][-1])
     assert "Dana (you): My parcel is late." in last and "Agent: I can refund shipping." in last
 
 
 def test_prefix_is_replayed_and_the_right_party_speaks_next() -> None:
-    sc = scenario(prefix=[DialogueTurn(role="customer", text="Hi, parcel late."), DialogueTurn(role="agent", text="Which order?")])
+    sc = scenario(
+        prefix=[
+            DialogueTurn(role="customer", text="Hi, parcel late."),
+            DialogueTurn(role="agent", text="Which order?"),
+        ]
+    )
     ep, clients = run(sc=sc, customer=lines("Order A-100. [DONE]"), agent=lines("x"))
     origins = [(e.type, getattr(e, "origin", None)) for e in ep.events]
-    assert origins[:3] == [("customer_message", "prefix"), ("agent_message", "prefix"), ("customer_message", "model")]
+    assert origins[:3] == [
+        ("customer_message", "prefix"),
+        ("agent_message", "prefix"),
+        ("customer_message", "model"),
+    ]
     assert clients["agent"].calls == []  # the customer ended before the agent spoke
 
 

@@ -10,7 +10,16 @@ import pytest
 from autogen_core.models import LLMMessage, UserMessage
 
 from coachlab.errors import ConfigError
-from coachlab.llm import Backend, BackendError, CacheKey, ModelEntry, ResponseCache, RetryPolicy, RoleClient, model_identity
+from coachlab.llm import (
+    Backend,
+    BackendError,
+    CacheKey,
+    ModelEntry,
+    ResponseCache,
+    RetryPolicy,
+    RoleClient,
+    model_identity,
+)
 from coachlab.llm.components import build_chat_client, expand_env
 from coachlab.testing import ScriptedChatCompletionClient
 
@@ -39,7 +48,9 @@ def test_cache_keys_differ_across_role_model_temperature_seed_trial_and_messages
 
 def counting_backend(reply: str = "ok", **entry: object) -> tuple[Backend, ScriptedChatCompletionClient]:
     client = ScriptedChatCompletionClient(lambda m: f"{reply} #{len(client.calls)}")
-    return Backend.from_client("b", client, entry=ModelEntry(provider="x.Y", config={"model": "m", "temperature": 0.5}, **entry)), client  # type: ignore[arg-type]
+    return Backend.from_client(
+        "b", client, entry=ModelEntry(provider="x.Y", config={"model": "m", "temperature": 0.5}, **entry)
+    ), client  # type: ignore[arg-type]
 
 
 def test_cache_hits_on_exact_repeat_only(tmp_path: Path) -> None:
@@ -96,7 +107,11 @@ def test_transient_errors_are_retried_with_retry_after(monkeypatch: pytest.Monke
             raise errors.pop(0)
         return "finally"
 
-    backend = Backend.from_client("b", ScriptedChatCompletionClient(fn), entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=4, initial_backoff_s=1)))
+    backend = Backend.from_client(
+        "b",
+        ScriptedChatCompletionClient(fn),
+        entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=4, initial_backoff_s=1)),
+    )
     rc = RoleClient(backend, role="agent")
     assert asyncio.run(rc.create(MSGS)).content == "finally"
     assert waits[0] == 3.0  # Retry-After honoured
@@ -114,8 +129,12 @@ def test_persistent_and_non_transient_errors_fail_with_backend_error(monkeypatch
         calls["n"] += 1
         raise Flaky(500)
 
-    backend = Backend.from_client("b", ScriptedChatCompletionClient(always_500), entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=2)))
-    with pytest.raises(BackendError, match="after 3 attempt"):
+    backend = Backend.from_client(
+        "b",
+        ScriptedChatCompletionClient(always_500),
+        entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=2)),
+    )
+    with pytest.raises(BackendError, match=r"after 3 attempt"):
         asyncio.run(RoleClient(backend, role="agent").create(MSGS))
     assert calls["n"] == 3
 
@@ -135,7 +154,11 @@ def test_per_call_timeout_counts_as_transient(monkeypatch: pytest.MonkeyPatch) -
         await asyncio.sleep(10)
         return "late"
 
-    backend = Backend.from_client("b", ScriptedChatCompletionClient(slow), entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=1, timeout_s=0.05, initial_backoff_s=0)))
+    backend = Backend.from_client(
+        "b",
+        ScriptedChatCompletionClient(slow),
+        entry=ModelEntry(provider="x.Y", retry=RetryPolicy(max_retries=1, timeout_s=0.05, initial_backoff_s=0)),
+    )
     with pytest.raises(BackendError, match="TimeoutError"):
         asyncio.run(RoleClient(backend, role="agent").create(MSGS))
 
@@ -150,7 +173,9 @@ def test_concurrency_limit_per_backend() -> None:
         state["now"] -= 1
         return "ok"
 
-    backend = Backend.from_client("b", ScriptedChatCompletionClient(slow), entry=ModelEntry(provider="x.Y", concurrency=3))
+    backend = Backend.from_client(
+        "b", ScriptedChatCompletionClient(slow), entry=ModelEntry(provider="x.Y", concurrency=3)
+    )
 
     async def go() -> None:
         await asyncio.gather(*(RoleClient(backend, role="r").create(MSGS) for _ in range(20)))
@@ -172,7 +197,11 @@ def test_fenced_json_is_unwrapped_for_structured_output() -> None:
     class Out(BaseModel):
         x: int
 
-    backend = Backend.from_client("b", ScriptedChatCompletionClient(lambda m: '```json\n{"x": 1}\n```'), entry=ModelEntry(provider="x.Y", structured_output="prompt"))
+    backend = Backend.from_client(
+        "b",
+        ScriptedChatCompletionClient(lambda m: '```json\n{"x": 1}\n```'),
+        entry=ModelEntry(provider="x.Y", structured_output="prompt"),
+    )
     client = backend.client
     result = asyncio.run(RoleClient(backend, role="judge").create(MSGS, json_output=Out))
     assert result.content == '{"x": 1}'
@@ -193,14 +222,19 @@ def test_json_object_schema_mode_sends_the_schema_as_response_format() -> None:
 def test_env_references_expand_and_missing_ones_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_KEY", "sk-test-123")
     monkeypatch.delenv("NOPE", raising=False)
-    assert expand_env({"api_key": "${MY_KEY}", "x": ["${NOPE:-fallback}"]}, where="f") == {"api_key": "sk-test-123", "x": ["fallback"]}
-    with pytest.raises(ConfigError, match=r"models.student.config.api_key: environment variable NOPE is not set"):
+    assert expand_env({"api_key": "${MY_KEY}", "x": ["${NOPE:-fallback}"]}, where="f") == {
+        "api_key": "sk-test-123",
+        "x": ["fallback"],
+    }
+    with pytest.raises(ConfigError, match=r"models\.student\.config\.api_key: environment variable NOPE is not set"):
         expand_env({"api_key": "${NOPE}"}, where="models.student.config")
 
 
 def test_openai_entry_builds_and_identity_holds_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_KEY", "sk-sentinel-999")
-    entry = ModelEntry(provider="openai", config={"model": "gpt-4o-mini", "api_key": "${SENTINEL_KEY}", "temperature": 0.3})
+    entry = ModelEntry(
+        provider="openai", config={"model": "gpt-4o-mini", "api_key": "${SENTINEL_KEY}", "temperature": 0.3}
+    )
     client = build_chat_client(entry, where="x.yaml: models.teacher")
     assert type(client).__name__ == "OpenAIChatCompletionClient"
     assert "sk-sentinel" not in model_identity(entry)
@@ -208,10 +242,13 @@ def test_openai_entry_builds_and_identity_holds_no_secret(monkeypatch: pytest.Mo
 
 
 def test_unknown_provider_and_bad_config_give_config_errors() -> None:
-    with pytest.raises(ConfigError, match="models.x: cannot build"):
+    with pytest.raises(ConfigError, match=r"models\.x: cannot build"):
         build_chat_client(ModelEntry(provider="nowhere.Nothing", config={}), where="models.x")
     with pytest.raises(ConfigError, match="model_info"):
         build_chat_client(
-            ModelEntry(provider="openai", config={"model": "my-local-llama", "base_url": "http://127.0.0.1:9/v1", "api_key": "x"}),
+            ModelEntry(
+                provider="openai",
+                config={"model": "my-local-llama", "base_url": "http://127.0.0.1:9/v1", "api_key": "x"},
+            ),
             where="models.student",
         )

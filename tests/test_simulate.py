@@ -32,7 +32,9 @@ def test_every_shipped_experiment_validates_and_dry_runs(path: Path, tmp_path: P
     assert all(e.verdict is not None for e in episodes)
     assert len(list((tmp_path / "transcripts").glob("*.md"))) == len(plans)
     summary = sim.summary()
-    assert summary.episodes == len(plans) and json.loads((tmp_path / "summary.json").read_text())["episodes"] == len(plans)
+    assert summary.episodes == len(plans) and json.loads((tmp_path / "summary.json").read_text())["episodes"] == len(
+        plans
+    )
 
 
 def quickstart(tmp_path: Path, clients: dict[str, ScriptedChatCompletionClient]) -> Simulation:
@@ -53,7 +55,7 @@ def test_resume_after_interruption_loses_nothing_and_repeats_nothing(tmp_path: P
             raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of the run
         budget["left"] -= 1
         judged.append(message_text(messages[-1]))
-        return dry_run_clients(["judge"])["judge"]._fn(messages)  # noqa: SLF001
+        return dry_run_clients(["judge"])["judge"]._fn(messages)
 
     clients = dry_run_clients(names)
     clients["judge"] = ScriptedChatCompletionClient(judge)  # type: ignore[arg-type]

@@ -8,10 +8,10 @@ and returns the data with a map from field paths to line numbers, so that
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -101,15 +101,16 @@ def load_yaml(path: str | Path, *, what: str = "file") -> YamlDocument:
     if not text.strip():
         raise ConfigError(f"{p}: the {what} is empty.")
     if text.count("*") > MAX_YAML_ALIASES and text.count("&") > 0:
-        aliases = sum(1 for token in yaml.scan(text, Loader=yaml.SafeLoader) if isinstance(token, yaml.AliasToken))
+        tokens = cast("Iterable[object]", yaml.scan(text, Loader=yaml.SafeLoader))  # pyright: ignore[reportUnknownMemberType]
+        aliases = sum(1 for token in tokens if isinstance(token, yaml.AliasToken))
         if aliases > MAX_YAML_ALIASES:
             raise ConfigError(f"{p}: {aliases} YAML aliases (*name); refusing a file that may expand without bound.")
     try:
-        node = yaml.compose(text, Loader=_CountingLoader)
+        node = cast("yaml.Node | None", yaml.compose(text, Loader=_CountingLoader))  # pyright: ignore[reportUnknownMemberType]
         lines: dict[Loc, int] = {}
         if node is not None:
             _walk(node, (), lines, [0])
-        data = yaml.load(text, Loader=_CountingLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_CountingLoader)
     except _TooBig:
         raise ConfigError(f"{p}: more than {MAX_YAML_NODES:,} YAML nodes; refusing it.") from None
     except yaml.MarkedYAMLError as exc:
@@ -129,7 +130,7 @@ def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[st
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        fields: Mapping[str, Any] | None = getattr(current, "model_fields", None)
+        fields: Mapping[str, Any] | None = getattr(current, "model_fields", None)  # pyright: ignore[reportUnknownArgumentType]
         if fields is None or part not in fields:
             return []
         annotation = fields[part].annotation
@@ -143,7 +144,8 @@ def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[st
 def _first_model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
+    args = cast("tuple[Any, ...]", getattr(cast(object, annotation), "__args__", ()) or ())
+    for arg in args:
         found = _first_model_in(arg)
         if found is not None:
             return found

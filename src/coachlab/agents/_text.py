@@ -10,7 +10,7 @@ _SPEAKER = r"(?:customer|agent|support(?: agent)?|assistant|representative|user|
 
 
 def clean_line(text: str, *, own_labels: tuple[str, ...], other_labels: tuple[str, ...]) -> str:
-    """Strip a leading `Name:` label, quotes and anything past the other party's next label.
+    r"""Strip a leading `Name:` label, quotes and anything past the other party's next label.
 
     Small models often continue the dialogue for both sides ("...\\nAgent: Sure!"); only the first
     speaker's part is kept.
@@ -22,6 +22,11 @@ def clean_line(text: str, *, own_labels: tuple[str, ...], other_labels: tuple[st
     cut = re.search(rf"\n\s*\**(?:{other}|{_SPEAKER})(?:\s*\([^)]*\))?\**\s*:", out, flags=re.IGNORECASE)
     if cut:
         out = out[: cut.start()]
+    out = "\n".join(
+        x
+        for x in out.splitlines()
+        if not re.fullmatch(r"\s*(\*\*|\(|\[).*(\*\*|\)|\])\s*", x) or re.search(r"\[\s*(done|leave)", x, re.I)
+    )
     out = out.strip()
     if len(out) >= 2 and out[0] == out[-1] and out[0] in "\"'":
         out = out[1:-1].strip()

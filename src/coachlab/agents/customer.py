@@ -38,12 +38,36 @@ _PATIENCE = {
 _AGENT_PHRASES: list[tuple[str, re.Pattern[str]]] = [
     ("offers-help", re.compile(r"\bhow (can|may|could) i (help|assist)|\bwhat can i do for you", re.I)),
     ("anything-else", re.compile(r"\bis there anything else i can", re.I)),
-    ("ai-refusal", re.compile(r"\b(i'?m|i am) (sorry|afraid),? but i (can(no|')t|am unable)|\bas an ai\b", re.I)),
+    (
+        "ai-refusal",
+        re.compile(r"\b(i'?m|i am) (sorry|afraid),? but i (can(no|')t|am unable)|\bas an ai\b", re.I),
+    ),
     ("language-model", re.compile(r"\blanguage model\b|\bi'?m an? (ai|assistant)\b", re.I)),
-    ("thanks-for-contacting", re.compile(r"\bthank(s| you) for (contacting|reaching out to|choosing) ", re.I)),
+    (
+        "thanks-for-contacting",
+        re.compile(r"\bthank(s| you) for (contacting|reaching out to|choosing) ", re.I),
+    ),
     ("agent-action", re.compile(r"\blet me (check|look (that|this|it) up|pull up|look into)\b", re.I)),
-    ("company-voice", re.compile(r"\b(our|my) (records|system) show|\bour (policy|team) (is|will|can)\b", re.I)),
+    (
+        "company-voice",
+        re.compile(r"\b(our|my) (records|system) show|\bour (policy|team) (is|will|can)\b", re.I),
+    ),
     ("agent-label", re.compile(r"^\s*(agent|support|assistant|representative)\s*:", re.I)),
+    (
+        "apologises-for-company",
+        re.compile(r"\bi apologi[sz]e for (the|any) (inconvenience|confusion|trouble)", re.I),
+    ),
+    (
+        "asks-for-customer-details",
+        re.compile(r"\b(provide|confirm|verify|share|give) (me )?(with )?your\b", re.I),
+    ),
+    (
+        "cannot-access-account",
+        re.compile(
+            r"\b(i'?m|i am) (unable|not able) to (access|locate|find) (the|your) (account|order|booking)",
+            re.I,
+        ),
+    ),
 ]
 
 
@@ -56,7 +80,8 @@ class CustomerEnding(StrEnum):
 
 
 _END_MARK = re.compile(
-    r"\[\s*(done|end|satisfied|resolved|leave|left|give ?up|gave ?up|quit|bye)\s*\]|<\s*(done|leave)\s*>", re.I
+    r"\[\s*(done|end|satisfied|resolved|leave|left|give ?up|gave ?up|quit|bye)\s*\]|<\s*(done|leave)\s*>",
+    re.I,
 )
 
 
@@ -84,10 +109,11 @@ def customer_system_prompt(scenario: Scenario) -> str:
         lines.append(f"You give up when: {p.gives_up_when}")
     lines += [
         "",
-        f"Write only {p.name}'s next message: one to three short sentences, as {p.name} would type them. "
+        f"Write only {p.name}'s next message: one or two short sentences, as {p.name} would type them. "
         "No name label, no narration.",
-        "When you are satisfied, thank the agent and put [DONE] at the end of your message.",
-        "When you give up, say so and put [LEAVE] at the end of your message.",
+        "Ending the chat: only once the agent has given you what satisfies you, thank them and end your "
+        "message with [DONE]; only if you give up, say so and end with [LEAVE]. While your problem is still "
+        "open, never write [DONE] or [LEAVE].",
     ]
     return "\n".join(lines)
 
@@ -110,7 +136,10 @@ def customer_view(
         transcript = "\n".join(
             f"{name} (you): {text}" if who == "customer" else f"Agent: {text}" for who, text in dialogue
         )
-        ask = f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent."
+        ask = (
+            f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent. Remember: you are {name}, "
+            "the customer with the problem; the agent is the one who helps."
+        )
     else:
         ask = f"You open the chat. Write {name}'s first message to the agent, saying what your problem is."
     if slip is not None:
@@ -118,7 +147,10 @@ def customer_view(
             f'\n\nYour last attempt was "{slip}". That sounds like the support agent, not like {name}. '
             f"You are the customer, {name}. Write {name}'s message again, as the customer."
         )
-    return [SystemMessage(content=customer_system_prompt(scenario)), UserMessage(content=ask, source="environment")]
+    return [
+        SystemMessage(content=customer_system_prompt(scenario)),
+        UserMessage(content=ask, source="environment"),
+    ]
 
 
 def parse_customer_line(raw: str, *, name: str) -> tuple[str, CustomerEnding]:

@@ -22,7 +22,9 @@ def _quote(text: str) -> str:
     return text.replace("<transcript>", "(transcript)").replace("</transcript>", "(/transcript)")
 
 
-def judge_view(scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None) -> list[LLMMessage]:
+def judge_view(
+    scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
+) -> list[LLMMessage]:
     """The judge's view: the persona's private side, the policy, and the numbered transcript."""
     p = scenario.persona
     lines = [
@@ -46,18 +48,23 @@ def judge_view(scenario: Scenario, dialogue: list[tuple[str, str]], *, correctio
             agent_turn += 1
     lines.append("</transcript>")
     lines += [
-        "Rate the chat. JSON fields:",
+        "Rate the chat as this customer would. Be strict. JSON fields:",
         '- "rationale": two or three sentences on what the agent did well or badly.',
-        '- "satisfaction": 1-10 as the customer would rate it (1 furious, 3 unhappy, 5 unresolved but calm, '
-        "7 resolved adequately, 9-10 resolved and delighted).",
-        '- "resolved": true if the problem was solved or a concrete resolution was agreed.',
+        '- "satisfaction": 1-2 the agent was rude, wrong or the customer left angry; 3-4 the problem was not '
+        "solved, answers were vague, or the customer was sent elsewhere; 5-6 partly solved, or solved slowly "
+        "or unclearly; 7-8 solved with a concrete next step; 9-10 solved quickly, clearly and warmly.",
+        '- "resolved": true only if the agent took or promised a concrete action that fixes the problem '
+        "(telling the customer to contact someone else is not a resolution).",
         '- "policy_followed": false if the agent broke any policy rule above.',
         '- "failure_turn": the number of the first agent turn where the agent lost the customer, or null.',
-        '- "customer_in_role": false if the customer ever talked like a support agent.',
+        '- "customer_in_role": true unless the customer spoke as if they were the support agent.',
     ]
     if correction:
         lines.append(f"Your previous answer could not be read: {correction}. Answer with the JSON object only.")
-    return [SystemMessage(content=JUDGE_SYSTEM_PROMPT), UserMessage(content="\n".join(lines), source="environment")]
+    return [
+        SystemMessage(content=JUDGE_SYSTEM_PROMPT),
+        UserMessage(content="\n".join(lines), source="environment"),
+    ]
 
 
 def build_judge(*, model_client: ChatCompletionClient, name: str = "judge") -> AssistantAgent:

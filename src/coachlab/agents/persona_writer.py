@@ -61,7 +61,9 @@ async def draft_persona(writer: AssistantAgent, description: str, *, persona_id:
                 data["id"] = persona_id
             return Persona.model_validate(data)
         except (json.JSONDecodeError, ValidationError) as exc:
-            problem = str(exc).splitlines()[0] if isinstance(exc, json.JSONDecodeError) else "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+            problem = (
+                str(exc).splitlines()[0]
+                if isinstance(exc, json.JSONDecodeError)
+                else "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             )
     raise ModelResponseError(f"the model gave no valid persona after {retries + 1} tries (last problem: {problem})")

@@ -39,21 +39,29 @@ from coachlab.agents import (
 )
 from coachlab.agents._text import normalize
 from coachlab.environments.bus import EventBus
+from coachlab.errors import CoachlabError
 from coachlab.schema import (
     AgentMessage,
     CustomerMessage,
     Episode,
     EpisodeEnded,
-    RoleUsage,
     Event,
     RoleSlip,
+    RoleUsage,
     Scenario,
     StrategyShown,
     TerminationReason,
     Verdict,
 )
 
-__all__ = ["EnvironmentConfig", "EpisodeAgents", "GuidanceProvider", "JudgeResult", "judge_dialogue", "run_episode"]
+__all__ = [
+    "EnvironmentConfig",
+    "EpisodeAgents",
+    "GuidanceProvider",
+    "JudgeResult",
+    "judge_dialogue",
+    "run_episode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +97,9 @@ class JudgeResult:
     error: str | None = None
 
 
-async def _ask(agent: AssistantAgent, view: list[LLMMessage], token: CancellationToken) -> TextMessage | StructuredMessage[BaseModel]:
+async def _ask(
+    agent: AssistantAgent, view: list[LLMMessage], token: CancellationToken
+) -> TextMessage | StructuredMessage[BaseModel]:
     context = agent.model_context
     if not isinstance(context, ObservedContext):
         raise TypeError(f"agent {agent.name!r} must be built with an ObservedContext (use the coachlab factories)")
@@ -210,9 +220,14 @@ async def run_episode(
                 if spoken == 0 and not dialogue and scenario.opening_line:
                     text, ending, origin = scenario.opening_line, CustomerEnding.NONE, "opening"
                 else:
-                    text, ending = await _customer_turn(agents.customer, scenario, dialogue, cfg, counts["customer"], emit, token)
+                    text, ending = await _customer_turn(
+                        agents.customer, scenario, dialogue, cfg, counts["customer"], emit, token
+                    )
                 if text is None:
-                    reason, detail = TerminationReason.CUSTOMER_OUT_OF_ROLE, f"{cfg.max_reasks + 1} replies in a row read like the agent's"
+                    reason, detail = (
+                        TerminationReason.CUSTOMER_OUT_OF_ROLE,
+                        f"{cfg.max_reasks + 1} replies in a row read like the agent's",
+                    )
                     break
                 spoken += 1
                 looped = say("customer", text or f"({name} ends the chat)", origin=origin)
@@ -228,12 +243,20 @@ async def run_episode(
                 if guidance is not None:
                     shown = await guidance(scenario, list(dialogue))
                     if shown:
-                        emit(StrategyShown(turn=counts["agent"], strategy_ids=[g.id for g in shown], scores=[g.score for g in shown]))
+                        emit(
+                            StrategyShown(
+                                turn=counts["agent"],
+                                strategy_ids=[g.id for g in shown],
+                                scores=[g.score for g in shown],
+                            )
+                        )
                 message = await _ask(agents.agent, service_view(scenario, dialogue, shown), token)
                 text = parse_agent_line(str(message.content), customer_name=name)
                 if say("agent", text or "..."):
                     reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"
                 next_speaker = "customer"
+    except CoachlabError:
+        raise  # a user error stops the run; it is no fault of the episode
     except Exception as exc:
         logger.warning("episode %s: infrastructure error: %s", episode_id, exc)
         reason, detail = TerminationReason.INFRASTRUCTURE_ERROR, f"{type(exc).__name__}: {exc}"
@@ -242,7 +265,9 @@ async def run_episode(
     result = JudgeResult(verdict=None, error=None)
     if agents.judge is not None:
         if reason.is_dialogue_outcome:
-            result = await judge_dialogue(agents.judge, scenario, dialogue, retries=cfg.judge_retries, cancellation_token=token)
+            result = await judge_dialogue(
+                agents.judge, scenario, dialogue, retries=cfg.judge_retries, cancellation_token=token
+            )
         else:
             result = JudgeResult(verdict=None, error="not judged: the episode ended on an infrastructure error")
     episode = Episode(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,7 +48,10 @@ def persona_skeleton(persona_id: str) -> str:
         UsageError: `persona_id` is not a valid id.
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", persona_id):
-        raise UsageError(f"{persona_id!r} is not a valid persona id: use lowercase letters, digits, '-' and '_' (e.g. angry-commuter).")
+        raise UsageError(
+            f"{persona_id!r} is not a valid persona id: use lowercase letters, digits, '-' and '_' "
+            "(e.g. angry-commuter)."
+        )
     text = _SKELETON.format(id=persona_id)
     Persona.model_validate(yaml.safe_load(text))  # the skeleton itself must be valid
     return text
@@ -115,7 +119,7 @@ def validate_files(
             console.print(f"[green]ok[/green] {path} ({what})")
         except ConfigError as exc:
             bad += 1
-            err.print(str(exc), markup=False, highlight=False)
+            err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
     return bad
 
 
@@ -134,10 +138,14 @@ async def draft_persona_file(
     from coachlab.llm import Backend, RoleClient
 
     if not description.strip():
-        raise UsageError("Give a one-line description, e.g. coachlab persona draft \"retired teacher, polite, hates chatbots\".")
+        raise UsageError(
+            'Give a one-line description, e.g. coachlab persona draft "retired teacher, polite, hates chatbots".'
+        )
     exp = load_experiment(experiment)
     if model not in exp.config.models:
-        raise UsageError(f"{experiment}: models: no entry {model!r}; pick one of {', '.join(exp.config.models)} with --model.")
+        raise UsageError(
+            f"{experiment}: models: no entry {model!r}; pick one of {', '.join(exp.config.models)} with --model."
+        )
     pid = persona_id or "-".join(re.findall(r"[a-z0-9]+", description.lower())[:3]) or "drafted"
     path = folder / f"{pid}.yaml"
     if path.exists() and not force:
@@ -145,6 +153,10 @@ async def draft_persona_file(
     backend = Backend.from_entry(model, exp.config.models[model], where=exp.where(f"models.{model}"))
     writer = build_persona_writer(model_client=RoleClient(backend, role="persona_writer"))
     persona = await draft_persona(writer, description, persona_id=pid)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(persona_to_yaml(persona), encoding="utf-8")
+    await asyncio.to_thread(_save, path, persona_to_yaml(persona))
     return path
+
+
+def _save(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

@@ -35,21 +35,33 @@ err = Console(stderr=True)
 @app.command()
 def simulate(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
-    out: Annotated[Path | None, typer.Option(help="Run folder (default: output_dir of the file, or runs/<name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: output_dir of the file, or runs/<name>).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue a run: skip episodes already finished.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="With --resume: re-run episodes that ended on infrastructure errors.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="With --resume: re-run episodes that ended on infrastructure errors.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder's earlier results first.")] = False,
     trials: Annotated[int | None, typer.Option(help="Trials per scenario (overrides the file).")] = None,
     scenarios: Annotated[str | None, typer.Option(help="Comma-separated scenario ids (overrides the file).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Episodes in flight (overrides the file).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Replace every model by a scripted one: checks the whole pipeline fast.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Replace every model by a scripted one: checks the whole pipeline fast.")
+    ] = False,
 ) -> None:
     """Simulate every scenario x agent x trial of an experiment and print the results table."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.progress import ProgressDisplay
     from coachlab.experiments.report_table import print_summary
-    from coachlab.experiments.simulate import Simulation, build_backends, elapsed, overwrite_run, plan_episodes
+    from coachlab.experiments.simulate import (
+        Simulation,
+        build_backends,
+        elapsed,
+        overwrite_run,
+        plan_episodes,
+    )
     from coachlab.testing import dry_run_clients
 
     start = time.perf_counter()
@@ -81,20 +93,26 @@ def simulate(
             asyncio.run(sim.run(todo, concurrency=concurrency or cfg.concurrency))
     except KeyboardInterrupt:
         done = len(sim.log.read())
-        err.print(f"Interrupted: {done} finished episodes are kept in {sim.paths.episodes}. "
-                  f"Resume with: coachlab simulate {experiment} --resume" + (f" --out {out}" if out else ""))
+        err.print(
+            f"Interrupted: {done} finished episodes are kept in {sim.paths.episodes}. "
+            f"Resume with: coachlab simulate {experiment} --resume" + (f" --out {out}" if out else "")
+        )
         raise typer.Exit(130) from None
     finally:
         sim.close()
     summary = sim.summary()
     print_summary(summary, console)
-    console.print(f"Transcripts: {sim.paths.transcripts}/   Episodes: {sim.paths.episodes}   Summary: {sim.paths.summary}")
+    console.print(
+        f"Transcripts: {sim.paths.transcripts}/   Episodes: {sim.paths.episodes}   Summary: {sim.paths.summary}"
+    )
     console.print(f"[bold]Finished in {elapsed(start)}[/bold] ({len(todo)} episodes run now).")
 
 
 @persona_app.command("new")
 def persona_new(
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")],
+    persona_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")
+    ],
     folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
     force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
@@ -125,7 +143,9 @@ def persona_validate(
 @persona_app.command("draft")
 def persona_draft(
     description: Annotated[str, typer.Argument(help="One line: who the customer is.")],
-    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path("experiments/quickstart.yaml"),
+    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path(
+        "experiments/quickstart.yaml"
+    ),
     model: Annotated[str, typer.Option(help="Model entry that writes the persona.")] = "customer",
     persona_id: Annotated[str | None, typer.Option("--id", help="Persona id (default: from the description).")] = None,
     folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
@@ -134,7 +154,11 @@ def persona_draft(
     """Have a model draft a persona from a description; it is validated (and re-asked) before saving."""
     from coachlab.experiments.authoring import draft_persona_file
 
-    path = asyncio.run(draft_persona_file(description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force))
+    path = asyncio.run(
+        draft_persona_file(
+            description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force
+        )
+    )
     console.print(f"Wrote {path}. Read it and adjust it: the private goal and constraints drive the simulation.")
 
 
@@ -156,7 +180,9 @@ def models_list() -> None:
 
     for spec in catalog().values():
         state = "[green]fetched[/green]" if is_fetched(spec.name) else "not fetched"
-        console.print(f"[bold]{spec.name}[/bold] ({spec.display_name}, {spec.size / 1e6:.0f} MB): {state}\n  {spec.advice}")
+        console.print(
+            f"[bold]{spec.name}[/bold] ({spec.display_name}, {spec.size / 1e6:.0f} MB): {state}\n  {spec.advice}"
+        )
     console.print(f"Folder: {models_dir()} (set COACHLAB_MODELS_DIR to move it)")
 
 
@@ -182,5 +208,5 @@ def main() -> None:
         app()
     except CoachlabError as exc:
         err.print("[red]error:[/red]", end=" ")
-        err.print(str(exc), markup=False, highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -37,7 +37,9 @@ class SimulateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agents: list[str] = Field(default_factory=lambda: ["student"], description="Model entries that play the service agent.")
+    agents: list[str] = Field(
+        default_factory=lambda: ["student"], description="Model entries that play the service agent."
+    )
     scenarios: list[str] | None = Field(default=None, description="Scenario ids to run; all when omitted.")
     trials: int = Field(default=3, ge=1, le=1000, description="Episodes per scenario and agent.")
     seed: int = Field(default=0, description="Base seed; each episode's seed derives from it.")
@@ -145,7 +147,9 @@ def _scenario_specs(doc: YamlDocument) -> list[tuple[ScenarioSpec, tuple[str | i
         items = data["scenarios"]  # pyright: ignore[reportUnknownVariableType]
         extra = sorted(str(k) for k in data if k != "scenarios")  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
         if extra:
-            raise ConfigError(f"{doc.path}: unknown top-level field {extra[0]!r}; a scenario file holds `scenarios:` only.")
+            raise ConfigError(
+                f"{doc.path}: unknown top-level field {extra[0]!r}; a scenario file holds `scenarios:` only."
+            )
         if not isinstance(items, list) or not items:
             line = doc.line_of(("scenarios",))
             raise ConfigError(f"{doc.path}:{line}: scenarios: expected a non-empty list of scenarios.")
@@ -170,7 +174,10 @@ def load_scenarios(
         doc = load_yaml(path, what="scenario file")
         for spec, loc in _scenario_specs(doc):
             if spec.id in scenarios:
-                raise ConfigError(f"{doc.path}:{doc.line_of((*loc, 'id'))}: id: scenario {spec.id!r} is already defined in {sources[spec.id]}.")
+                raise ConfigError(
+                    f"{doc.path}:{doc.line_of((*loc, 'id'))}: id: scenario {spec.id!r} is already defined "
+                    f"in {sources[spec.id]}."
+                )
             if isinstance(spec.persona, Persona):
                 persona = spec.persona
             elif spec.persona in personas:
@@ -201,12 +208,13 @@ def load_experiment(path: str | Path) -> Experiment:
     def rel(p: str) -> Path:
         return (base / p) if not Path(p).is_absolute() else Path(p)
 
-    for i, item in enumerate(config.personas):
-        if not rel(item).exists():
-            raise ConfigError(f"{doc.path}:{doc.line_of(('personas', i))}: personas[{i}]: {rel(item)} does not exist (paths are relative to the experiment file).")
-    for i, item in enumerate(config.scenarios):
-        if not rel(item).exists():
-            raise ConfigError(f"{doc.path}:{doc.line_of(('scenarios', i))}: scenarios[{i}]: {rel(item)} does not exist (paths are relative to the experiment file).")
+    for key in ("personas", "scenarios"):
+        for i, item in enumerate(getattr(config, key)):
+            if not rel(item).exists():
+                raise ConfigError(
+                    f"{doc.path}:{doc.line_of((key, i))}: {key}[{i}]: {rel(item)} does not exist "
+                    "(paths are relative to the experiment file)."
+                )
     personas, _ = load_personas(rel(p) for p in config.personas)
     scenarios, sources = load_scenarios((rel(p) for p in config.scenarios), personas)
     for i, sid in enumerate(config.simulate.scenarios or []):

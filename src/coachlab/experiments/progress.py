@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from coachlab.schema import Episode, Event
+from coachlab.schema import AgentMessage, CustomerMessage, Episode, Event
 
 __all__ = ["ProgressDisplay"]
 
@@ -45,7 +53,7 @@ class ProgressDisplay:
 
     def on_event(self, episode_id: str, event: Event) -> None:
         """Count spoken lines."""
-        if event.type in ("customer_message", "agent_message") and event.origin == "model":
+        if isinstance(event, CustomerMessage | AgentMessage) and event.origin == "model":
             self.turns += 1
             self.progress.update(self.task, status=self._status())
 

@@ -17,7 +17,18 @@ def _pct(x: float | None) -> str:
 def print_summary(summary: RunSummary, console: Console) -> None:
     """Print the per-scenario table, the overall means, role adherence and token usage."""
     table = Table(title="Results per scenario (satisfaction: mean [95% bootstrap CI])", show_lines=False)
-    for col in ("scenario", "agent", "n", "satisfaction", "resolved", "policy", f"pass^k (>={summary.threshold})", "turns", "tokens", "endings"):
+    for col in (
+        "scenario",
+        "agent",
+        "n",
+        "satisfaction",
+        "resolved",
+        "policy",
+        f"pass^k (>={summary.threshold})",
+        "turns",
+        "tokens",
+        "endings",
+    ):
         table.add_column(col, overflow="fold")
     for g in summary.groups:
         endings = ", ".join(f"{k.replace('customer_', '')} {v}" for k, v in sorted(g.terminations.items()))
@@ -47,7 +58,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         for role, u in sorted(summary.usage.items())
     )
     console.print(f"Usage: {usage}")
-    problems = []
+    problems: list[str] = []
     if summary.infrastructure_errors:
         problems.append(f"{summary.infrastructure_errors} infrastructure errors (re-run with --resume --retry-failed)")
     if summary.judge_errors:

@@ -181,7 +181,9 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
         episodes=len(eps),
         judged=sum(1 for e in eps if e.verdict is not None),
         infrastructure_errors=sum(1 for e in eps if e.termination is TerminationReason.INFRASTRUCTURE_ERROR),
-        judge_errors=sum(1 for e in eps if e.judge_error is not None and e.termination is not TerminationReason.INFRASTRUCTURE_ERROR),
+        judge_errors=sum(
+            1 for e in eps if e.judge_error is not None and e.termination is not TerminationReason.INFRASTRUCTURE_ERROR
+        ),
         terminations=dict(Counter(e.termination.value for e in eps)),
         usage=dict(usage),
         adherence=_adherence(eps),

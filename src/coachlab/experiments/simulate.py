@@ -20,7 +20,7 @@ from autogen_core.models import ChatCompletionClient
 
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments import EnvironmentConfig, EpisodeAgents, EventBus, Observer, run_episode
-from coachlab.errors import UsageError
+from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
 from coachlab.experiments.transcripts import TranscriptWriter
@@ -129,10 +129,16 @@ def build_backends(
             backend = Backend.from_client(name, clients[name], entry=entry)
         else:
             backend = Backend.from_entry(name, entry, where=experiment.where(f"models.{name}"))
-        if entry.provider in ("embedded", "coachlab.llm.embedded.EmbeddedChatCompletionClient") and not clients:
+        if entry.provider_path == "coachlab.llm.embedded.EmbeddedChatCompletionClient" and not clients:
+            from coachlab.llm.weights import resolve_model_file
+
+            resolve_model_file(str(entry.config.get("model", "")))  # a missing model fails now, not per episode
             shared = shared or asyncio.Semaphore(1)
             backend.concurrency = 1
             backend._semaphore = shared  # pyright: ignore[reportPrivateUsage]
+            if "retry" not in entry.model_fields_set:
+                # An in-process call cannot be cut short, and a slow CPU is no transient fault.
+                backend.retry = entry.retry.model_copy(update={"timeout_s": None})
         backends[name] = backend
     return backends
 
@@ -186,7 +192,8 @@ class Simulation:
                 "or --overwrite to start it again from nothing."
             )
         keep = {
-            i for i, ep in done.items()
+            i
+            for i, ep in done.items()
             if not (retry_failed and ep.termination is TerminationReason.INFRASTRUCTURE_ERROR)
         }
         return [p for p in plans if p.id not in keep]
@@ -194,9 +201,19 @@ class Simulation:
     async def run_one(self, plan: EpisodePlan) -> Episode:
         """Run, record and return one episode."""
         roles = {
-            "customer": RoleClient(self.backends["customer"], role="customer", seed=plan.seed, trial=plan.trial, cache=self.cache),
-            "agent": RoleClient(self.backends[plan.agent_model], role="agent", seed=plan.seed, trial=plan.trial, cache=self.cache),
-            "judge": RoleClient(self.backends["judge"], role="judge", seed=plan.seed, trial=plan.trial, cache=self.cache),
+            "customer": RoleClient(
+                self.backends["customer"], role="customer", seed=plan.seed, trial=plan.trial, cache=self.cache
+            ),
+            "agent": RoleClient(
+                self.backends[plan.agent_model],
+                role="agent",
+                seed=plan.seed,
+                trial=plan.trial,
+                cache=self.cache,
+            ),
+            "judge": RoleClient(
+                self.backends["judge"], role="judge", seed=plan.seed, trial=plan.trial, cache=self.cache
+            ),
         }
 
         def usage() -> dict[str, RoleUsage]:
@@ -237,6 +254,12 @@ class Simulation:
             async with asyncio.TaskGroup() as group:
                 for plan in plans:
                     group.create_task(one(plan))
+        except BaseExceptionGroup as group_error:
+            # A user error (CoachlabError) or Ctrl-C inside one episode stops the run: surface it as itself.
+            for exc in group_error.exceptions:
+                if isinstance(exc, CoachlabError | KeyboardInterrupt):
+                    raise exc from None
+            raise
         finally:
             self.writer.close()
         return finished

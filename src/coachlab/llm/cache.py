@@ -37,11 +37,7 @@ class CacheKey:
 
     def digest(self) -> str:
         """A stable SHA-256 of the key's content."""
-        schema: Any
-        if isinstance(self.json_output, type):
-            schema = self.json_output.model_json_schema()
-        else:
-            schema = self.json_output
+        schema: Any = self.json_output.model_json_schema() if isinstance(self.json_output, type) else self.json_output
         payload = {
             "role": self.role,
             "model": self.model,

@@ -29,6 +29,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from typing_extensions import override
 
+from coachlab.errors import CoachlabError
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, model_identity
 from coachlab.schema import RoleUsage
@@ -167,9 +168,7 @@ class RoleClient(ChatCompletionClient):
         mode = self.backend.structured_output
         if isinstance(json_output, type) and mode != "native":
             if mode == "json_object_schema":
-                args.setdefault(
-                    "response_format", {"type": "json_object", "schema": json_output.model_json_schema()}
-                )
+                args.setdefault("response_format", {"type": "json_object", "schema": json_output.model_json_schema()})
             return None, args
         return json_output, args
 
@@ -207,7 +206,11 @@ class RoleClient(ChatCompletionClient):
                 return hit
         send_json, args = self._prepare(json_output, extra_create_args)
         result = await self._call_with_retries(
-            messages, tools=tools, tool_choice=tool_choice, json_output=send_json, args=args,
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=send_json,
+            args=args,
             cancellation_token=cancellation_token,
         )
         if isinstance(json_output, type) and isinstance(result.content, str):
@@ -236,25 +239,34 @@ class RoleClient(ChatCompletionClient):
             try:
                 async with self.backend.semaphore:
                     call = self.backend.client.create(
-                        messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                        extra_create_args=args, cancellation_token=cancellation_token,
+                        messages,
+                        tools=tools,
+                        tool_choice=tool_choice,
+                        json_output=json_output,
+                        extra_create_args=args,
+                        cancellation_token=cancellation_token,
                     )
                     if policy.timeout_s is None:
                         return await call
                     return await asyncio.wait_for(call, timeout=policy.timeout_s)
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, CoachlabError):
+                raise  # a user error (missing model, bad config) is not a backend fault
             except Exception as exc:
                 if not is_transient(exc) or attempt > policy.max_retries:
                     raise BackendError(self.backend.name, exc, attempt) from exc
                 wait = _retry_after(exc)
                 if wait is None:
                     wait = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
-                    wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+                    wait *= 0.5 + random.random() / 2
                 wait = min(wait, policy.max_backoff_s)
                 logger.warning(
                     "%s (%s): %s; retry %d/%d in %.1fs",
-                    self.backend.name, self.role, type(exc).__name__, attempt, policy.max_retries, wait,
+                    self.backend.name,
+                    self.role,
+                    type(exc).__name__,
+                    attempt,
+                    policy.max_retries,
+                    wait,
                 )
                 await asyncio.sleep(wait)
 
@@ -279,8 +291,12 @@ class RoleClient(ChatCompletionClient):
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Not streamed: yields the whole reply, then the result."""
         result = await self.create(
-            messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-            extra_create_args=extra_create_args, cancellation_token=cancellation_token,
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
         )
         if isinstance(result.content, str):
             yield result.content

@@ -126,7 +126,11 @@ def model_identity(entry: ModelEntry) -> str:
     cfg = entry.config
     model = cfg.get("model") or cfg.get("azure_deployment") or "?"
     base = cfg.get("base_url") or cfg.get("azure_endpoint") or ""
-    return f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}@{base}" if base else f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}"
+    return (
+        f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}@{base}"
+        if base
+        else f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}"
+    )
 
 
 def redacted_config(entry: ModelEntry) -> dict[str, JsonValue]:
@@ -155,9 +159,7 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
     try:
         return ChatCompletionClient.load_component(component)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise ConfigError(f"{where}.config: {problems}") from None
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         text = str(exc)

@@ -48,7 +48,8 @@ class CustomerMessage(_Event):
     type: Literal["customer_message"] = "customer_message"
     text: str
     origin: Literal["model", "prefix", "opening"] = Field(
-        default="model", description="Who wrote it: the customer model, the scenario's prefix, or its opening line."
+        default="model",
+        description="Who wrote it: the customer model, the scenario's prefix, or its opening line.",
     )
 
 
@@ -57,7 +58,9 @@ class AgentMessage(_Event):
 
     type: Literal["agent_message"] = "agent_message"
     text: str
-    origin: Literal["model", "prefix"] = Field(default="model", description="The agent model, or the scenario's prefix.")
+    origin: Literal["model", "prefix"] = Field(
+        default="model", description="The agent model, or the scenario's prefix."
+    )
 
 
 class RoleSlip(_Event):

@@ -117,9 +117,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Yield the whole reply as one chunk, then the result."""
-        result = await self.create(
-            messages, json_output=json_output, extra_create_args=extra_create_args
-        )
+        result = await self.create(messages, json_output=json_output, extra_create_args=extra_create_args)
         if isinstance(result.content, str):
             yield result.content
         yield result
