@@ -60,3 +60,14 @@ def test_role_slip_catches_an_echo_of_the_agent() -> None:
         role_slip("I have refunded your shipping fee and your reference is R-100!", last_agent_line=agent)
         == "echoes-agent"
     )
+
+
+def test_copied_transcript_is_dropped_and_the_new_line_kept() -> None:
+    raw = "The chat so far:\nDana (you): Where is my parcel?\nAgent: It is delayed.\nThen refund me the shipping."
+    assert parse_customer_line(raw, name="Dana") == ("Then refund me the shipping.", CustomerEnding.NONE)
+
+
+def test_a_copied_transcript_with_nothing_new_is_a_slip() -> None:
+    raw = "The chat so far:\nDana (you): Where is my parcel?"
+    text, _ = parse_customer_line(raw, name="Dana")
+    assert role_slip(text, last_agent_line="It is delayed.", earlier_lines=["Where is my parcel?"]) == "repeats-itself"

@@ -10,6 +10,7 @@ environment can re-ask.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 
 from autogen_agentchat.agents import AssistantAgent
@@ -137,8 +138,9 @@ def customer_view(
             f"{name} (you): {text}" if who == "customer" else f"Agent: {text}" for who, text in dialogue
         )
         ask = (
-            f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent. Remember: you are {name}, "
-            "the customer with the problem; the agent is the one who helps."
+            f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent: only the new message, "
+            f"do not copy the chat. Remember: you are {name}, the customer with the problem; the agent is the one "
+            "who helps."
         )
     else:
         ask = f"You open the chat. Write {name}'s first message to the agent, saying what your problem is."
@@ -153,8 +155,30 @@ def customer_view(
     ]
 
 
+_ECHO_HEADER = re.compile(r"^\s*(the chat so far|chat so far|conversation so far)\s*:?\s*$", re.I)
+
+
+def _drop_echoed_transcript(raw: str, name: str) -> str:
+    """Small models sometimes copy the transcript they were shown before (or instead of) their line.
+
+    Keeps only what follows the copied transcript: the text after the last labelled line, or that
+    labelled line's own text when nothing follows it.
+    """
+    lines = raw.strip().splitlines()
+    if not lines or not _ECHO_HEADER.match(lines[0]):
+        return raw
+    label = re.compile(rf"^\s*({re.escape(name)}\s*\(you\)|agent)\s*:\s*", re.I)
+    body = [x for x in lines[1:] if x.strip()]
+    last = max((i for i, x in enumerate(body) if label.match(x)), default=-1)
+    after = body[last + 1 :]
+    if after:
+        return "\n".join(after)
+    return label.sub("", body[last]) if last >= 0 else ""
+
+
 def parse_customer_line(raw: str, *, name: str) -> tuple[str, CustomerEnding]:
     """Clean a customer reply and read its end marker, if any."""
+    raw = _drop_echoed_transcript(raw, name)
     text = clean_line(raw, own_labels=(name, f"{name} (you)"), other_labels=("Agent", "Support agent"))
     ending = CustomerEnding.NONE
     match = _END_MARK.search(text)
@@ -166,10 +190,19 @@ def parse_customer_line(raw: str, *, name: str) -> tuple[str, CustomerEnding]:
     return text, ending
 
 
-def role_slip(line: str, *, last_agent_line: str | None) -> str | None:
-    """The name of the rule a customer line breaks by reading like the agent's, or None."""
+def role_slip(line: str, *, last_agent_line: str | None, earlier_lines: Sequence[str] = ()) -> str | None:
+    """The name of the rule a customer line breaks by reading like the agent's, or None.
+
+    Args:
+        line: The customer's new line.
+        last_agent_line: What the agent said last (a customer echoing it is out of role).
+        earlier_lines: The customer's own earlier lines (repeating one word for word is a copy of
+            the transcript, not a new message).
+    """
     if not line.strip():
         return "empty"
+    if normalize(line) in {normalize(x) for x in earlier_lines}:
+        return "repeats-itself"
     for name, pattern in _AGENT_PHRASES:
         if pattern.search(line):
             return name

@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
 from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import Response
 from autogen_agentchat.messages import StructuredMessage, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import LLMMessage
@@ -104,7 +106,13 @@ async def _ask(
     if not isinstance(context, ObservedContext):
         raise TypeError(f"agent {agent.name!r} must be built with an ObservedContext (use the coachlab factories)")
     context.observe(view)
-    response = await agent.on_messages([], token)
+    response: Response | None = None
+    async with aclosing(agent.on_messages_stream([], token)) as stream:
+        async for item in stream:
+            if isinstance(item, Response):
+                response = item
+    if response is None:
+        raise TypeError(f"agent {agent.name!r} gave no response")
     message = response.chat_message
     if isinstance(message, TextMessage | StructuredMessage):
         return message  # pyright: ignore[reportUnknownVariableType]
@@ -301,13 +309,14 @@ async def _customer_turn(
 ) -> tuple[str | None, CustomerEnding]:
     """Ask the customer for its line; re-ask while the line reads like the agent's."""
     last_agent = next((text for who, text in reversed(dialogue) if who == "agent"), None)
+    earlier = [text for who, text in dialogue if who == "customer"]
     slip: str | None = None
     for _ in range(cfg.max_reasks + 1):
         message = await _ask(customer, customer_view(scenario, dialogue, slip=slip), token)
         text, ending = parse_customer_line(str(message.content), name=scenario.persona.name)
         if not text and ending is not CustomerEnding.NONE:
             return text, ending
-        rule = role_slip(text, last_agent_line=last_agent)
+        rule = role_slip(text, last_agent_line=last_agent, earlier_lines=earlier)
         if rule is None:
             return text, ending
         emit(RoleSlip(turn=turn, text=text, rule=rule))

@@ -262,6 +262,7 @@ class Simulation:
             raise
         finally:
             self.writer.close()
+            self.log.close()
         return finished
 
     def summary(self) -> RunSummary:

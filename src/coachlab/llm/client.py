@@ -246,9 +246,8 @@ class RoleClient(ChatCompletionClient):
                         extra_create_args=args,
                         cancellation_token=cancellation_token,
                     )
-                    if policy.timeout_s is None:
+                    async with asyncio.timeout(policy.timeout_s):
                         return await call
-                    return await asyncio.wait_for(call, timeout=policy.timeout_s)
             except (asyncio.CancelledError, CoachlabError):
                 raise  # a user error (missing model, bad config) is not a backend fault
             except Exception as exc:

@@ -155,6 +155,8 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
         ConfigError: The provider cannot be imported or rejects its config.
     """
     config = expand_env(dict(entry.config), where=f"{where}.config")
+    if entry.provider_path.startswith("autogen_ext.models.openai.") and "max_retries" not in config:
+        config["max_retries"] = 0  # RoleClient retries (honouring Retry-After); one layer, not two
     component = ComponentModel(provider=entry.provider_path, component_type="model", config=config)
     try:
         return ChatCompletionClient.load_component(component)

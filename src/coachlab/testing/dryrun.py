@@ -39,10 +39,10 @@ def _judge(messages: Sequence[LLMMessage]) -> Verdict:
 def dry_run_client(role: str) -> ScriptedChatCompletionClient:
     """A scripted client that plays `role` ("customer", "judge", or any agent) plausibly."""
     if role == "customer":
-        return ScriptedChatCompletionClient(_customer, name="dry-run-customer")
+        return ScriptedChatCompletionClient(_customer, name="dry-run-customer", keep=0)
     if role == "judge":
-        return ScriptedChatCompletionClient(_judge, name="dry-run-judge")
-    return ScriptedChatCompletionClient(_agent, name=f"dry-run-{role}")
+        return ScriptedChatCompletionClient(_judge, name="dry-run-judge", keep=0)
+    return ScriptedChatCompletionClient(_agent, name=f"dry-run-{role}", keep=0)
 
 
 def dry_run_clients(names: Iterable[str]) -> dict[str, ScriptedChatCompletionClient]:

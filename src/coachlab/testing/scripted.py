@@ -65,15 +65,18 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
             object (sent as its JSON, for structured output), or a full `CreateResult`.
             May be async.
         name: The model name shown in results.
+        keep: How many of the latest requests to keep in `calls` / `create_args` (None: all).
+            Long dry runs set it low so memory stays flat.
     """
 
-    def __init__(self, fn: ScriptFn, *, name: str = "scripted") -> None:
+    def __init__(self, fn: ScriptFn, *, name: str = "scripted", keep: int | None = None) -> None:
         self._fn = fn
         self.name = name
+        self.keep = keep
         self.calls: list[list[LLMMessage]] = []
-        """Every request's messages, in order (for assertions)."""
+        """The requests' messages, in order (the latest `keep`), for assertions."""
         self.create_args: list[dict[str, Any]] = []
-        """Every request's extra_create_args plus `json_output` (for assertions)."""
+        """The requests' extra_create_args plus `json_output` (the latest `keep`), for assertions."""
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
 
     @override
@@ -88,8 +91,11 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         """Answer one request from the script."""
-        self.calls.append(list(messages))
-        self.create_args.append({**extra_create_args, "json_output": json_output})
+        if self.keep != 0:
+            self.calls.append(list(messages))
+            self.create_args.append({**extra_create_args, "json_output": json_output})
+            if self.keep is not None and len(self.calls) > self.keep:
+                del self.calls[0], self.create_args[0]
         reply = self._fn(messages)
         if inspect.isawaitable(reply):
             reply = await reply
