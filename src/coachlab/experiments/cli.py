@@ -28,8 +28,9 @@ models_app = typer.Typer(help="The embedded offline models (llama.cpp, weights f
 app.add_typer(persona_app, name="persona")
 app.add_typer(models_app, name="models")
 
-console = Console()
-err = Console(stderr=True)
+# Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 @app.command()

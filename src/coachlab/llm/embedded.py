@@ -1,0 +1,519 @@
+"""`EmbeddedChatCompletionClient`: an AutoGen chat client over an in-process llama.cpp model.
+
+The offline backend: a GGUF file (a catalog name from `coachlab.llm.weights` or a path) run
+by `llama_cpp.Llama` in this process, no server. It fixes what AutoGen's own
+`LlamaCppChatCompletionClient` gets wrong for role-play (see the embedded-model notes):
+
+- sampling settings live on the client and apply to every `create`, since `AssistantAgent`
+  never passes `extra_create_args`;
+- `n_ctx`, `n_threads` and `n_threads_batch` are set, the model is always opened from a local
+  file (never the Hugging Face hub), and `model_info` claims no function calling;
+- `json_output=SomeModel` becomes a JSON-schema grammar, so a judge's output parses;
+- each client owns one `Llama`, loaded on first use, and serialises calls to it (a `Llama` is
+  not thread-safe) while the event loop keeps running. One client per role keeps each role's
+  KV-cache prefix warm; the weights are memory-mapped, so clients share them.
+
+In YAML::
+
+    models:
+      student: {provider: embedded, config: {model: qwen2.5-coder-1.5b, temperature: 0.7}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Self, cast
+
+from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, Image
+from autogen_core.logging import LLMCallEvent
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    CreateResult,
+    FinishReasons,
+    LLMMessage,
+    ModelCapabilities,  # pyright: ignore[reportDeprecated]
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import override
+
+from coachlab.errors import UsageError
+from coachlab.llm.weights import catalog, is_model_reference, resolve_model_file
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = [
+    "CREATE_ARG_KEYS",
+    "EMBEDDED_MODEL_INFO",
+    "EmbeddedChatCompletionClient",
+    "EmbeddedChatCompletionClientConfig",
+    "llama_create_args",
+    "to_llama_messages",
+]
+
+logger = logging.getLogger(__name__)
+_event_logger = logging.getLogger(EVENT_LOGGER_NAME)
+
+EMBEDDED_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=False,
+    json_output=True,
+    structured_output=True,
+    family=ModelFamily.UNKNOWN,
+)
+"""What an embedded model can do: text in, text or schema-constrained JSON out; no tools."""
+
+CREATE_ARG_KEYS = frozenset(
+    {"temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "stop", "seed", "response_format"}
+)
+"""The `extra_create_args` keys `EmbeddedChatCompletionClient.create` accepts."""
+
+_INSTALL_HINT = (
+    "The embedded model needs llama-cpp-python: pip install 'coachlab[embedded]' "
+    '(it compiles llama.cpp, about 4 minutes; CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" '
+    "makes a portable build)."
+)
+_MESSAGE_OVERHEAD_TOKENS = 4  # role markers per message when the GGUF has no chat template
+
+# With verbose=False, llama-cpp-python silences a model load by pointing the process's stdout and
+# stderr at /dev/null and back. Two loads overlapping in different threads could restore them in
+# the wrong order and leave the process mute, so loads take turns.
+_LOAD_LOCK = threading.Lock()
+
+
+class EmbeddedChatCompletionClientConfig(BaseModel):
+    """The config of `EmbeddedChatCompletionClient` (what YAML writes under `config:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="A catalog name (coachlab models list) or the path of a .gguf file.")
+    n_ctx: int = Field(default=4096, ge=256, description="Context window in tokens (prompt + reply).")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads for prompt and decode; null: all cores.")
+    temperature: float = Field(default=0.8, ge=0.0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(default=40, ge=0, description="Sample among the k likeliest tokens (0: all).")
+    repeat_penalty: float = Field(default=1.1, gt=0.0, description="Penalty on repeated tokens (1: none).")
+    max_tokens: int = Field(default=256, ge=1, description="Longest reply in tokens.")
+    stop: list[str] = Field(default_factory=list[str], description="Strings that end a reply.")
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Seed sent with every call (a call's `seed` create arg overrides it). null: each call takes "
+            "the next seed of llama's generator, which starts from a fixed value, so a fresh client "
+            "repeats its first answers."
+        ),
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if is_model_reference(value):
+            return value
+        raise ValueError(f"{value!r} is neither an embedded model ({', '.join(catalog())}) nor a path to a .gguf file")
+
+
+def to_llama_messages(messages: Sequence[LLMMessage]) -> list[dict[str, str]]:
+    """AutoGen messages as llama.cpp chat messages (`role` / `content` dicts).
+
+    Raises:
+        ValueError: A message carries an image, a tool call or a tool result: the embedded
+            model handles text only.
+    """
+    out: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        if isinstance(message, SystemMessage):
+            out.append({"role": "system", "content": message.content})
+        elif isinstance(message, UserMessage):
+            if isinstance(message.content, str):
+                text = message.content
+            else:
+                if any(isinstance(part, Image) for part in message.content):
+                    raise ValueError(
+                        f"Message {index} (from {message.source!r}) contains an image; the embedded "
+                        "model reads text only."
+                    )
+                text = "\n".join(part for part in message.content if isinstance(part, str))
+            out.append({"role": "user", "content": text})
+        elif isinstance(message, AssistantMessage):
+            if not isinstance(message.content, str):
+                raise ValueError(
+                    f"Message {index} (from {message.source!r}) is a tool call; the embedded model "
+                    "has no function calling."
+                )
+            out.append({"role": "assistant", "content": message.content})
+        else:
+            raise ValueError(f"Message {index} is a tool result; the embedded model has no function calling.")
+    return out
+
+
+def llama_create_args(
+    config: EmbeddedChatCompletionClientConfig,
+    *,
+    json_output: bool | type[BaseModel] | None = None,
+    extra_create_args: Mapping[str, Any] = {},
+) -> dict[str, Any]:
+    """The keyword arguments of `Llama.create_chat_completion` for one request.
+
+    The config's sampling settings, then the JSON response format `json_output` asks for (a
+    pydantic class becomes `{"type": "json_object", "schema": ...}`, which llama.cpp turns
+    into a grammar), then `extra_create_args`, which win.
+
+    Raises:
+        ValueError: `extra_create_args` has a key outside `CREATE_ARG_KEYS`.
+    """
+    unknown = set(extra_create_args) - CREATE_ARG_KEYS
+    if unknown:
+        raise ValueError(
+            f"EmbeddedChatCompletionClient does not accept create args {sorted(unknown)}; "
+            f"allowed: {sorted(CREATE_ARG_KEYS)}."
+        )
+    args: dict[str, Any] = {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "top_k": config.top_k,
+        "repeat_penalty": config.repeat_penalty,
+        "max_tokens": config.max_tokens,
+        "stop": list(config.stop),
+    }
+    if config.seed is not None:
+        args["seed"] = config.seed
+    if isinstance(json_output, type):
+        args["response_format"] = {"type": "json_object", "schema": json_output.model_json_schema()}
+    elif json_output:
+        args["response_format"] = {"type": "json_object"}
+    args.update(extra_create_args)
+    return args
+
+
+def _finish_reason(raw: object) -> FinishReasons:
+    if raw == "stop":
+        return "stop"
+    if raw == "length":
+        return "length"
+    return "unknown"
+
+
+class _Cancelled(Exception):
+    """The call was cancelled before it reached the model."""
+
+
+class EmbeddedChatCompletionClient(ChatCompletionClient, Component[EmbeddedChatCompletionClientConfig]):
+    """A chat model run in-process by llama.cpp, with sampling defaults applied to every call.
+
+    Building a client is cheap: the model file is opened on the first `create` (or
+    `count_tokens`). Calls run in a worker thread, one at a time per client.
+
+    Args:
+        model: A catalog name (`coachlab models list`) or the path of a .gguf file.
+        n_ctx: Context window in tokens.
+        n_threads: CPU threads; `None` uses every core.
+        temperature: Sampling temperature.
+        top_p: Nucleus sampling mass.
+        top_k: Top-k sampling (0: off).
+        repeat_penalty: Penalty on repeated tokens.
+        max_tokens: Longest reply in tokens.
+        stop: Strings that end a reply.
+        seed: Seed sent with every call; `None` lets llama.cpp draw one per call (reproducibly).
+
+    Example:
+        >>> client = EmbeddedChatCompletionClient("qwen2.5-coder-1.5b", temperature=0.7)  # doctest: +SKIP
+        >>> result = await client.create([UserMessage(content="Hi", source="user")])  # doctest: +SKIP
+    """
+
+    component_type = "model"
+    component_config_schema = EmbeddedChatCompletionClientConfig
+    component_provider_override = "coachlab.llm.embedded.EmbeddedChatCompletionClient"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        repeat_penalty: float = 1.1,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> None:
+        self._config = EmbeddedChatCompletionClientConfig(
+            model=model,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repeat_penalty=repeat_penalty,
+            max_tokens=max_tokens,
+            stop=list(stop),
+            seed=seed,
+        )
+        self._llama: Llama | None = None
+        self._lock = threading.Lock()
+        self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self.load_seconds: float | None = None
+        """How long opening the model took (None until it is loaded)."""
+
+    @property
+    def config(self) -> EmbeddedChatCompletionClientConfig:
+        """The client's settings (a copy)."""
+        return self._config.model_copy(deep=True)
+
+    @property
+    def n_threads(self) -> int:
+        """The CPU threads the model uses."""
+        return self._config.n_threads or os.cpu_count() or 1
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def _load_locked(self) -> Llama:
+        """Open the model; the caller holds `self._lock`."""
+        if self._llama is not None:
+            return self._llama
+        path = resolve_model_file(self._config.model)
+        try:
+            import llama_cpp
+        except ImportError:
+            raise UsageError(_INSTALL_HINT) from None
+        started = time.perf_counter()
+        threads = self.n_threads
+        seed = self._config.seed if self._config.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        try:
+            with _LOAD_LOCK:
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self._config.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=seed,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"llama.cpp could not open {path}: {exc}") from None
+        self._llama = llama
+        self.load_seconds = time.perf_counter() - started
+        logger.info("Loaded %s in %.2f s (%d threads)", path, self.load_seconds, threads)
+        return llama
+
+    def _loaded(self) -> Llama:
+        """The model, opened now if needed (blocking)."""
+        if self._llama is not None:
+            return self._llama
+        with self._lock:
+            return self._load_locked()
+
+    async def load(self) -> None:
+        """Open the model now instead of on the first call (in a worker thread)."""
+        await asyncio.to_thread(self._loaded)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _complete(
+        self, messages: list[dict[str, str]], args: dict[str, Any], token: CancellationToken | None
+    ) -> dict[str, Any]:
+        """Run one completion in the calling (worker) thread."""
+        with self._lock:
+            if token is not None and token.is_cancelled():
+                raise _Cancelled
+            llama = self._load_locked()
+            try:
+                response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
+            except ValueError as exc:
+                if "context window" in str(exc):
+                    raise ValueError(
+                        f"{exc}. Shorten the conversation or raise n_ctx (now {self._config.n_ctx})."
+                    ) from None
+                raise
+            return cast(dict[str, Any], response)
+
+    @override
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        """Answer one request with the client's sampling settings.
+
+        Args:
+            messages: System, user and assistant messages with text content.
+            tools: Must be empty: the embedded model has no function calling.
+            tool_choice: Ignored without tools.
+            json_output: `True` for JSON mode, a pydantic class for JSON that follows its schema
+                (enforced by a grammar).
+            extra_create_args: Per-call overrides of `temperature`, `top_p`, `top_k`,
+                `repeat_penalty`, `max_tokens`, `stop`, `seed`, `response_format`.
+            cancellation_token: Cancels the wait. A call not yet started never reaches the model;
+                one already generating finishes in the background (at most `max_tokens`) before
+                the next call on this client starts.
+
+        Raises:
+            ValueError: Tools, images, tool messages or unknown create args.
+            UsageError: The model is not fetched, or llama-cpp-python is not installed.
+            asyncio.CancelledError: The token was cancelled.
+        """
+        if tools:
+            raise ValueError("The embedded model has no function calling; build this agent without tools.")
+        llama_messages = to_llama_messages(messages)
+        args = llama_create_args(self._config, json_output=json_output, extra_create_args=extra_create_args)
+        if cancellation_token is not None and cancellation_token.is_cancelled():
+            raise asyncio.CancelledError
+        future = asyncio.ensure_future(asyncio.to_thread(self._complete, llama_messages, args, cancellation_token))
+        if cancellation_token is not None:
+            cancellation_token.link_future(future)
+        try:
+            response = await future
+        except _Cancelled:
+            raise asyncio.CancelledError from None
+
+        choice = response["choices"][0]
+        content = choice["message"].get("content") or ""
+        usage = RequestUsage(
+            prompt_tokens=int(response["usage"]["prompt_tokens"]),
+            completion_tokens=int(response["usage"]["completion_tokens"]),
+        )
+        self._actual_usage = usage
+        self._total_usage = RequestUsage(
+            prompt_tokens=self._total_usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._total_usage.completion_tokens + usage.completion_tokens,
+        )
+        result = CreateResult(
+            finish_reason=_finish_reason(choice.get("finish_reason")),
+            content=content,
+            usage=usage,
+            cached=False,
+        )
+        _event_logger.info(
+            LLMCallEvent(
+                messages=cast(list[dict[str, Any]], llama_messages),
+                response=result.model_dump(),
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        )
+        return result
+
+    @override
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Like `create`, delivered as one text chunk followed by the result."""
+        result = await self.create(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
+        if isinstance(result.content, str) and result.content:
+            yield result.content
+        yield result
+
+    @override
+    async def close(self) -> None:
+        """Free the model (after any call still running). The client reloads it if used again."""
+
+        def release() -> None:
+            with self._lock:
+                if self._llama is not None:
+                    self._llama.close()
+                    self._llama = None
+
+        await asyncio.to_thread(release)
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    @override
+    def actual_usage(self) -> RequestUsage:
+        """Tokens of the last call."""
+        return self._actual_usage
+
+    @override
+    def total_usage(self) -> RequestUsage:
+        """Tokens of every call so far."""
+        return self._total_usage
+
+    @override
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """Prompt tokens the messages take, rendered with the model's chat template.
+
+        Opens the model if it is not open yet (blocking). Without a chat template in the GGUF
+        file the count is the content tokens plus a few per message.
+        """
+        llama = self._loaded()
+        chat = to_llama_messages(messages)
+        template = llama.metadata.get("tokenizer.chat_template")
+        if template:
+            import jinja2
+            from llama_cpp import llama_chat_format
+
+            formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama.detokenize([llama.token_eos()]).decode("utf-8", errors="ignore"),
+                bos_token=llama.detokenize([llama.token_bos()]).decode("utf-8", errors="ignore"),
+            )
+            try:
+                prompt = formatter(messages=chat).prompt  # pyright: ignore[reportArgumentType]
+            except jinja2.TemplateError:  # a template that refuses this message order: estimate
+                logger.debug("Chat template refused the messages; estimating the token count")
+            else:
+                return len(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        return sum(
+            len(llama.tokenize(m["content"].encode("utf-8"), add_bos=False)) + _MESSAGE_OVERHEAD_TOKENS for m in chat
+        )
+
+    @override
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """Tokens left in the context window after these messages."""
+        return max(0, self._config.n_ctx - self.count_tokens(messages))
+
+    @property
+    @override
+    def capabilities(self) -> ModelCapabilities:  # pyright: ignore[reportDeprecated]
+        """Deprecated AutoGen property; see `model_info`."""
+        return ModelCapabilities(vision=False, function_calling=False, json_output=True)  # pyright: ignore[reportDeprecated]
+
+    @property
+    @override
+    def model_info(self) -> ModelInfo:
+        """Text only, JSON and schema output, no function calling."""
+        return EMBEDDED_MODEL_INFO
+
+    # -- component ------------------------------------------------------------------------------
+
+    @override
+    def _to_config(self) -> EmbeddedChatCompletionClientConfig:
+        return self.config
+
+    @override
+    @classmethod
+    def _from_config(cls, config: EmbeddedChatCompletionClientConfig) -> Self:
+        return cls(**config.model_dump())
