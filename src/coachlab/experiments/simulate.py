@@ -16,15 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autogen_core.models import ChatCompletionClient
-
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments import EnvironmentConfig, EpisodeAgents, EventBus, Observer, run_episode
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
 from coachlab.experiments.transcripts import TranscriptWriter
-from coachlab.llm import Backend, ResponseCache, RoleClient
+from coachlab.llm import Backend, ModelClient, ResponseCache, RoleClient
 from coachlab.schema import Episode, RoleUsage, Scenario, TerminationReason
 
 __all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
@@ -109,7 +107,7 @@ def build_backends(
     experiment: Experiment,
     names: Iterable[str],
     *,
-    clients: Mapping[str, ChatCompletionClient] | None = None,
+    clients: Mapping[str, ModelClient] | None = None,
 ) -> dict[str, Backend]:
     """Build a `Backend` for each named model entry.
 

@@ -52,6 +52,7 @@ class TranscriptWriter:
             case "episode_ended":
                 detail = f" ({event.detail})" if event.detail else ""
                 fh.write(f"---\n\n**Ended:** {event.reason.value}{detail}\n\n")
+        fh.flush()  # readable while the episode runs
 
     def on_episode(self, episode: Episode) -> None:
         """Add the verdict and close the file."""

@@ -1,5 +1,6 @@
 """The models layer: clients from YAML, the embedded local model, cache, retries, limits."""
 
+from coachlab.llm._base import ModelClient, WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.client import Backend, BackendError, RoleClient, is_transient
 from coachlab.llm.components import (
@@ -16,10 +17,12 @@ __all__ = [
     "Backend",
     "BackendError",
     "CacheKey",
+    "ModelClient",
     "ModelEntry",
     "ResponseCache",
     "RetryPolicy",
     "RoleClient",
+    "WholeReplyClient",
     "build_chat_client",
     "expand_env",
     "is_transient",

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +21,6 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # pyright: ignore[reportDeprecated]
     ModelInfo,
     RequestUsage,
 )
@@ -30,6 +29,7 @@ from pydantic import BaseModel
 from typing_extensions import override
 
 from coachlab.errors import CoachlabError
+from coachlab.llm._base import WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, model_identity
 from coachlab.schema import RoleUsage
@@ -132,7 +132,7 @@ class Backend:
         ) / 1000
 
 
-class RoleClient(ChatCompletionClient):
+class RoleClient(WholeReplyClient):
     """The client one role uses in one episode: limits, retries, seed, cache and usage.
 
     Args:
@@ -278,30 +278,6 @@ class RoleClient(ChatCompletionClient):
         )
 
     @override
-    async def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> AsyncGenerator[str | CreateResult, None]:
-        """Not streamed: yields the whole reply, then the result."""
-        result = await self.create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
-        if isinstance(result.content, str):
-            yield result.content
-        yield result
-
-    @override
     async def close(self) -> None:
         """Nothing to close: the backend outlives the role (close the backend's client instead)."""
 
@@ -324,12 +300,6 @@ class RoleClient(ChatCompletionClient):
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         """Delegated to the backend's client."""
         return self.backend.client.remaining_tokens(messages, tools=tools)
-
-    @property
-    @override
-    def capabilities(self) -> ModelCapabilities:  # pyright: ignore[reportDeprecated]
-        """Deprecated AutoGen property, delegated."""
-        return self.backend.client.capabilities  # pyright: ignore[reportDeprecated]
 
     @property
     @override

@@ -26,18 +26,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
 from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, Image
 from autogen_core.logging import LLMCallEvent
 from autogen_core.models import (
     AssistantMessage,
-    ChatCompletionClient,
     CreateResult,
     FinishReasons,
     LLMMessage,
-    ModelCapabilities,  # pyright: ignore[reportDeprecated]
     ModelFamily,
     ModelInfo,
     RequestUsage,
@@ -49,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import override
 
 from coachlab.errors import UsageError
+from coachlab.llm._base import WholeReplyClient
 from coachlab.llm.weights import catalog, is_model_reference, resolve_model_file
 
 if TYPE_CHECKING:
@@ -210,7 +209,7 @@ class _Cancelled(Exception):
     """The call was cancelled before it reached the model."""
 
 
-class EmbeddedChatCompletionClient(ChatCompletionClient, Component[EmbeddedChatCompletionClientConfig]):
+class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompletionClientConfig]):
     """A chat model run in-process by llama.cpp, with sampling defaults applied to every call.
 
     Building a client is cheap: the model file is opened on the first `create` (or
@@ -414,30 +413,6 @@ class EmbeddedChatCompletionClient(ChatCompletionClient, Component[EmbeddedChatC
         return result
 
     @override
-    async def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> AsyncGenerator[str | CreateResult, None]:
-        """Like `create`, delivered as one text chunk followed by the result."""
-        result = await self.create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
-        if isinstance(result.content, str) and result.content:
-            yield result.content
-        yield result
-
-    @override
     async def close(self) -> None:
         """Free the model (after any call still running). The client reloads it if used again."""
 
@@ -494,12 +469,6 @@ class EmbeddedChatCompletionClient(ChatCompletionClient, Component[EmbeddedChatC
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         """Tokens left in the context window after these messages."""
         return max(0, self._config.n_ctx - self.count_tokens(messages))
-
-    @property
-    @override
-    def capabilities(self) -> ModelCapabilities:  # pyright: ignore[reportDeprecated]
-        """Deprecated AutoGen property; see `model_info`."""
-        return ModelCapabilities(vision=False, function_calling=False, json_output=True)  # pyright: ignore[reportDeprecated]
 
     @property
     @override

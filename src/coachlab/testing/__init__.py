@@ -1,7 +1,10 @@
-"""Helpers for testing with coachlab: deterministic scripted models (shipped for users' tests too)."""
+"""Helpers for testing with coachlab (shipped for users' tests too): scripted models, dry runs, stub server.
 
-from coachlab.testing.dryrun import dry_run_client, dry_run_clients
-from coachlab.testing.scripted import ScriptedChatCompletionClient, ScriptFn, message_text, word_count
+The scripted clients live in the models layer (`coachlab.llm`); they are re-exported here.
+"""
+
+from coachlab.llm.dryrun import dry_run_client, dry_run_clients
+from coachlab.llm.scripted import ScriptedChatCompletionClient, ScriptFn, message_text, word_count
 
 __all__ = [
     "ScriptFn",

@@ -38,8 +38,6 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self, TypeAlias, cast
 
-from autogen_core.models import ModelFamily, ModelInfo
-
 __all__ = [
     "DEFAULT_REPLY",
     "STUB_MODEL_INFO",
@@ -67,14 +65,14 @@ ReplyFn = Callable[[dict[str, Any]], str]
 DEFAULT_REPLY = "Thanks, noted."
 """What `default_reply` says when no JSON is asked for."""
 
-STUB_MODEL_INFO = ModelInfo(
-    vision=False,
-    function_calling=False,
-    json_output=True,
-    structured_output=True,
-    family=ModelFamily.UNKNOWN,
-    multiple_system_messages=True,
-)
+STUB_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": False,
+    "json_output": True,
+    "structured_output": True,
+    "family": "unknown",
+    "multiple_system_messages": True,
+}
 """The `model_info` to give an `OpenAIChatCompletionClient` pointed at the stub."""
 
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error"}

@@ -10,15 +10,13 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.models import (
-    ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # pyright: ignore[reportDeprecated]
     ModelFamily,
     ModelInfo,
     RequestUsage,
@@ -26,6 +24,8 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from typing_extensions import override
+
+from coachlab.llm._base import WholeReplyClient
 
 __all__ = ["ScriptFn", "ScriptedChatCompletionClient", "message_text", "word_count"]
 
@@ -57,7 +57,7 @@ def word_count(messages: Sequence[LLMMessage]) -> int:
     return sum(len(message_text(m).split()) for m in messages)
 
 
-class ScriptedChatCompletionClient(ChatCompletionClient):
+class ScriptedChatCompletionClient(WholeReplyClient):
     """A chat model whose replies come from `fn(messages)`.
 
     Args:
@@ -112,23 +112,6 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         return result
 
     @override
-    async def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> AsyncGenerator[str | CreateResult, None]:
-        """Yield the whole reply as one chunk, then the result."""
-        result = await self.create(messages, json_output=json_output, extra_create_args=extra_create_args)
-        if isinstance(result.content, str):
-            yield result.content
-        yield result
-
-    @override
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -151,12 +134,6 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         """A large budget: scripts have no context limit."""
         return 1_000_000 - word_count(messages)
-
-    @property
-    @override
-    def capabilities(self) -> ModelCapabilities:  # pyright: ignore[reportDeprecated]
-        """Deprecated AutoGen property; same as `model_info`."""
-        return ModelCapabilities(vision=False, function_calling=False, json_output=True)  # pyright: ignore[reportDeprecated]
 
     @property
     @override

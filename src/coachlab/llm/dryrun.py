@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 from autogen_core.models import LLMMessage
 
+from coachlab.llm.scripted import ScriptedChatCompletionClient, message_text
 from coachlab.schema import Verdict
-from coachlab.testing.scripted import ScriptedChatCompletionClient, message_text
 
 __all__ = ["dry_run_client", "dry_run_clients"]
 
