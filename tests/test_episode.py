@@ -69,7 +69,7 @@ def test_customer_acting_as_agent_is_reasked_then_ends_out_of_role() -> None:
     assert ep.termination is TerminationReason.CUSTOMER_OUT_OF_ROLE
     assert ep.role_slips == 3
     # the re-ask tells the customer what went wrong, from its own side
-    assert "sounds like the support agent" in message_text(clients["customer"].calls[-1][-1])
+    assert "sounded like the support agent" in message_text(clients["customer"].calls[-1][-1])
 
 
 def test_role_slip_recovers_when_the_customer_gets_back_in_role() -> None:

@@ -252,3 +252,16 @@ def test_unknown_provider_and_bad_config_give_config_errors() -> None:
             ),
             where="models.student",
         )
+
+
+def test_each_call_of_a_role_gets_the_next_seed_and_a_rerun_repeats_them() -> None:
+    backend, client = counting_backend()
+
+    async def episode() -> list[int]:
+        rc = RoleClient(backend, role="customer", seed=100, trial=0)
+        for _ in range(3):
+            await rc.create(MSGS)
+        return [a["seed"] for a in client.create_args[-3:]]
+
+    assert asyncio.run(episode()) == [100, 101, 102]
+    assert asyncio.run(episode()) == [100, 101, 102]

@@ -123,14 +123,15 @@ def customer_view(
     scenario: Scenario,
     dialogue: list[tuple[str, str]],
     *,
-    slip: str | None = None,
+    slip_rule: str | None = None,
 ) -> list[LLMMessage]:
     """The customer's whole view for the next turn: system prompt plus the dialogue from its side.
 
     Args:
         scenario: The scenario (with the persona).
         dialogue: (speaker, text) pairs so far, speaker "customer" or "agent".
-        slip: The customer's previous attempt, rejected because it read like the agent's.
+        slip_rule: Why the customer's previous attempt was rejected (a `role_slip` rule), if it was.
+            The attempt itself is not quoted back: small models copy what they are shown.
     """
     name = scenario.persona.name
     if dialogue:
@@ -144,10 +145,14 @@ def customer_view(
         )
     else:
         ask = f"You open the chat. Write {name}'s first message to the agent, saying what your problem is."
-    if slip is not None:
+    if slip_rule == "repeats-itself":
+        ask += f"\n\n{name} already said that. Write something new that answers the agent's last message."
+    elif slip_rule == "empty":
+        ask += f"\n\nYour last attempt was empty. Write {name}'s message."
+    elif slip_rule is not None:
         ask += (
-            f'\n\nYour last attempt was "{slip}". That sounds like the support agent, not like {name}. '
-            f"You are the customer, {name}. Write {name}'s message again, as the customer."
+            f"\n\nYour last attempt sounded like the support agent, not like {name}. You are the customer, "
+            f"{name}, who has the problem. Write {name}'s message again, as the customer."
         )
     return [
         SystemMessage(content=customer_system_prompt(scenario)),

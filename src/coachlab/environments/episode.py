@@ -228,15 +228,13 @@ async def run_episode(
                 if spoken == 0 and not dialogue and scenario.opening_line:
                     text, ending, origin = scenario.opening_line, CustomerEnding.NONE, "opening"
                 else:
-                    text, ending = await _customer_turn(
+                    text, ending, rules = await _customer_turn(
                         agents.customer, scenario, dialogue, cfg, counts["customer"], emit, token
                     )
-                if text is None:
-                    reason, detail = (
-                        TerminationReason.CUSTOMER_OUT_OF_ROLE,
-                        f"{cfg.max_reasks + 1} replies in a row read like the agent's",
-                    )
-                    break
+                    if text is None:
+                        reason = TerminationReason.CUSTOMER_OUT_OF_ROLE
+                        detail = f"{len(rules)} customer replies in a row rejected ({', '.join(rules)})"
+                        break
                 spoken += 1
                 looped = say("customer", text or f"({name} ends the chat)", origin=origin)
                 if ending is CustomerEnding.SATISFIED:
@@ -306,19 +304,23 @@ async def _customer_turn(
     turn: int,
     emit: Callable[[Event], None],
     token: CancellationToken,
-) -> tuple[str | None, CustomerEnding]:
-    """Ask the customer for its line; re-ask while the line reads like the agent's."""
+) -> tuple[str | None, CustomerEnding, list[str]]:
+    """Ask the customer for its line; re-ask while the line reads like the agent's.
+
+    Returns the line (None when every attempt was rejected), its ending and the rules broken.
+    """
     last_agent = next((text for who, text in reversed(dialogue) if who == "agent"), None)
     earlier = [text for who, text in dialogue if who == "customer"]
-    slip: str | None = None
+    rules: list[str] = []
     for _ in range(cfg.max_reasks + 1):
-        message = await _ask(customer, customer_view(scenario, dialogue, slip=slip), token)
+        view = customer_view(scenario, dialogue, slip_rule=rules[-1] if rules else None)
+        message = await _ask(customer, view, token)
         text, ending = parse_customer_line(str(message.content), name=scenario.persona.name)
         if not text and ending is not CustomerEnding.NONE:
-            return text, ending
+            return text, ending, rules
         rule = role_slip(text, last_agent_line=last_agent, earlier_lines=earlier)
         if rule is None:
-            return text, ending
+            return text, ending, rules
         emit(RoleSlip(turn=turn, text=text, rule=rule))
-        slip = text
-    return None, CustomerEnding.NONE
+        rules.append(rule)
+    return None, CustomerEnding.NONE, rules

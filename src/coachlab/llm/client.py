@@ -158,13 +158,26 @@ class RoleClient(WholeReplyClient):
         self.trial = trial
         self.cache = cache
         self.usage = RoleUsage()
+        self._calls = 0
+
+    def _next_seed(self) -> int | None:
+        """The seed of the next call: the role's seed plus the call's index.
+
+        A re-ask with a near-identical prompt samples afresh, while a resumed episode repeats the
+        same sequence (and so hits the cache).
+        """
+        if self.seed is None:
+            return None
+        seed = (self.seed + self._calls) & 0x7FFFFFFF
+        self._calls += 1
+        return seed
 
     def _prepare(
-        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]
+        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any], seed: int | None
     ) -> tuple[bool | type[BaseModel] | None, dict[str, Any]]:
         args = dict(extra_create_args)
-        if self.backend.send_seed and self.seed is not None and "seed" not in args:
-            args["seed"] = self.seed
+        if self.backend.send_seed and seed is not None and "seed" not in args:
+            args["seed"] = seed
         mode = self.backend.structured_output
         if isinstance(json_output, type) and mode != "native":
             if mode == "json_object_schema":
@@ -188,13 +201,14 @@ class RoleClient(WholeReplyClient):
         Raises:
             BackendError: The call failed for good.
         """
+        seed = self._next_seed()
         key: CacheKey | None = None
         if self.cache is not None and not tools:
             key = CacheKey(
                 role=self.role,
                 model=self.backend.identity,
                 temperature=self.backend.temperature,
-                seed=self.seed,
+                seed=seed,
                 trial=self.trial,
                 messages=messages,
                 json_output=json_output,
@@ -204,7 +218,7 @@ class RoleClient(WholeReplyClient):
             if hit is not None:
                 self._count(hit)
                 return hit
-        send_json, args = self._prepare(json_output, extra_create_args)
+        send_json, args = self._prepare(json_output, extra_create_args, seed)
         result = await self._call_with_retries(
             messages,
             tools=tools,
