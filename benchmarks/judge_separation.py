@@ -49,6 +49,7 @@ async def main(model: str, n: int) -> None:
         dialogue = [("customer", scenario.opening_line), *lines]
         scores: list[int] = []
         resolved = 0
+        in_role = 0
         errors = 0
         start = time.perf_counter()
         for seed in range(n):
@@ -59,11 +60,13 @@ async def main(model: str, n: int) -> None:
                 continue
             scores.append(result.verdict.satisfaction)
             resolved += result.verdict.resolved
+            in_role += result.verdict.customer_in_role
         mean = statistics.mean(scores) if scores else float("nan")
         per_call = (time.perf_counter() - start) / n
         print(
             f"{label:>4}: mean satisfaction {mean:.1f} over {len(scores)} verdicts {scores}, "
-            f"resolved {resolved}/{len(scores)}, unreadable {errors}, {per_call:.1f} s per verdict"
+            f"resolved {resolved}/{len(scores)}, customer in role {in_role}/{len(scores)} (it is, in both), "
+            f"unreadable {errors}, {per_call:.1f} s per verdict"
         )
     await backend.client.close()
 

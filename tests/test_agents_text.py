@@ -71,3 +71,7 @@ def test_a_copied_transcript_with_nothing_new_is_a_slip() -> None:
     raw = "The chat so far:\nDana (you): Where is my parcel?"
     text, _ = parse_customer_line(raw, name="Dana")
     assert role_slip(text, last_agent_line="It is delayed.", earlier_lines=["Where is my parcel?"]) == "repeats-itself"
+
+
+def test_refusal_without_im_is_caught() -> None:
+    assert role_slip("Sorry, but I can't assist with that.", last_agent_line=None) == "ai-refusal"

@@ -41,7 +41,11 @@ _AGENT_PHRASES: list[tuple[str, re.Pattern[str]]] = [
     ("anything-else", re.compile(r"\bis there anything else i can", re.I)),
     (
         "ai-refusal",
-        re.compile(r"\b(i'?m|i am) (sorry|afraid),? but i (can(no|')t|am unable)|\bas an ai\b", re.I),
+        re.compile(
+            r"\b(sorry|afraid),? but i (can(no|')?t|am unable to|'m unable to) (assist|help)"
+            r"|\b(i'?m|i am) (sorry|afraid),? but i (can(no|')t|am unable)|\bas an ai\b",
+            re.I,
+        ),
     ),
     ("language-model", re.compile(r"\blanguage model\b|\bi'?m an? (ai|assistant)\b", re.I)),
     (
@@ -112,6 +116,8 @@ def customer_system_prompt(scenario: Scenario) -> str:
         "",
         f"Write only {p.name}'s next message: one or two short sentences, as {p.name} would type them. "
         "No name label, no narration.",
+        f"If the agent is unhelpful or refuses, react as {p.name} would (push back, insist, or give up); "
+        "never repeat the agent's words.",
         "Ending the chat: only once the agent has given you what satisfies you, thank them and end your "
         "message with [DONE]; only if you give up, say so and end with [LEAVE]. While your problem is still "
         "open, never write [DONE] or [LEAVE].",
