@@ -75,3 +75,31 @@ def test_a_copied_transcript_with_nothing_new_is_a_slip() -> None:
 
 def test_refusal_without_im_is_caught() -> None:
     assert role_slip("Sorry, but I can't assist with that.", last_agent_line=None) == "ai-refusal"
+
+
+@pytest.mark.parametrize(
+    ("line", "rule"),
+    [
+        ("I understand your frustration. Could you share the transaction details?", "apologises-for-company"),
+        ("Unfortunately, your flight from Chicago to Boston has been cancelled.", "speaks-of-the-customers-case"),
+        ("I'm sorry, but I don't believe our billing details are accurate.", "company-we"),
+        ("The agent asked if there's anything else you need, and Dana replied politely.", "narrates"),
+        ("Let's find an alternative option for Dana tonight.", "third-person-self"),
+        ("Is there anything I can do to help you find out the status?", "offers-help"),
+    ],
+)
+def test_role_slip_rules_seen_in_embedded_runs(line: str, rule: str) -> None:
+    assert role_slip(line, last_agent_line=None, name="Dana Smith") == rule
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Hi, this is Dana. My parcel is late.", "I'm Dana, order A-100. Where is my refund?", "Your company lost my bag!"],
+)
+def test_customer_lines_with_name_or_company_are_fine(line: str) -> None:
+    assert role_slip(line, last_agent_line=None, name="Dana Smith") is None
+
+
+def test_a_bare_marker_line_ends_the_chat() -> None:
+    assert parse_customer_line("LEAVE", name="Dana") == ("", CustomerEnding.GAVE_UP)
+    assert parse_customer_line("Done.", name="Dana") == ("", CustomerEnding.SATISFIED)

@@ -37,7 +37,12 @@ _PATIENCE = {
 }
 
 _AGENT_PHRASES: list[tuple[str, re.Pattern[str]]] = [
-    ("offers-help", re.compile(r"\bhow (can|may|could) i (help|assist)|\bwhat can i do for you", re.I)),
+    (
+        "offers-help",
+        re.compile(
+            r"\bhow (can|may|could) i (help|assist)|\bwhat can i do for you|\banything i can do to help you", re.I
+        ),
+    ),
     ("anything-else", re.compile(r"\bis there anything else i can", re.I)),
     (
         "ai-refusal",
@@ -60,8 +65,22 @@ _AGENT_PHRASES: list[tuple[str, re.Pattern[str]]] = [
     ("agent-label", re.compile(r"^\s*(agent|support|assistant|representative)\s*:", re.I)),
     (
         "apologises-for-company",
-        re.compile(r"\bi apologi[sz]e for (the|any) (inconvenience|confusion|trouble)", re.I),
+        re.compile(
+            r"\b(i apologi[sz]e|sorry) for (the|any) (inconvenience|confusion|trouble)"
+            r"|\bi understand (your|the) (frustration|inconvenience|concern)",
+            re.I,
+        ),
     ),
+    (
+        "speaks-of-the-customers-case",
+        re.compile(
+            r"\byour (current )?(bill|flight|order|booking|account|card|plan|parcel|package|refund|trip|"
+            r"subscription|reservation|bags?|luggage|payment|charge|contract)\b",
+            re.I,
+        ),
+    ),
+    ("company-we", re.compile(r"\bour (billing|records|system|team|policy|company|store|bank|airline)\b", re.I)),
+    ("narrates", re.compile(r"\bthe (agent|customer)\b", re.I)),
     (
         "asks-for-customer-details",
         re.compile(r"\b(provide|confirm|verify|share|give) (me )?(with )?your\b", re.I),
@@ -85,7 +104,8 @@ class CustomerEnding(StrEnum):
 
 
 _END_MARK = re.compile(
-    r"\[\s*(done|end|satisfied|resolved|leave|left|give ?up|gave ?up|quit|bye)\s*\]|<\s*(done|leave)\s*>",
+    r"\[\s*(done|end|satisfied|resolved|leave|left|give ?up|gave ?up|quit|bye)\s*\]|<\s*(done|leave)\s*>"
+    r"|^\W*(done|leave)\W*$",
     re.I,
 )
 
@@ -194,14 +214,16 @@ def parse_customer_line(raw: str, *, name: str) -> tuple[str, CustomerEnding]:
     ending = CustomerEnding.NONE
     match = _END_MARK.search(text)
     if match:
-        word = (match.group(1) or match.group(2) or "").lower().replace(" ", "")
+        word = (match.group(1) or match.group(2) or match.group(3) or "").lower().replace(" ", "")
         gave_up = word in {"leave", "left", "giveup", "gaveup", "quit"}
         ending = CustomerEnding.GAVE_UP if gave_up else CustomerEnding.SATISFIED
         text = _END_MARK.sub("", text).strip()
     return text, ending
 
 
-def role_slip(line: str, *, last_agent_line: str | None, earlier_lines: Sequence[str] = ()) -> str | None:
+def role_slip(
+    line: str, *, last_agent_line: str | None, earlier_lines: Sequence[str] = (), name: str | None = None
+) -> str | None:
     """The name of the rule a customer line breaks by reading like the agent's, or None.
 
     Args:
@@ -209,14 +231,22 @@ def role_slip(line: str, *, last_agent_line: str | None, earlier_lines: Sequence
         last_agent_line: What the agent said last (a customer echoing it is out of role).
         earlier_lines: The customer's own earlier lines (repeating one word for word is a copy of
             the transcript, not a new message).
+        name: The persona's name: a customer who speaks of themselves by name, other than to
+            introduce themselves, is narrating or speaking as the agent.
     """
     if not line.strip():
         return "empty"
     if normalize(line) in {normalize(x) for x in earlier_lines}:
         return "repeats-itself"
-    for name, pattern in _AGENT_PHRASES:
+    for rule, pattern in _AGENT_PHRASES:
         if pattern.search(line):
-            return name
+            return rule
+    if name:
+        first = re.escape(name.split()[0])
+        if re.search(rf"\b{first}\b", line) and not re.search(
+            rf"\b(i'?m|i am|my name is|this is|it'?s|name'?s)\s+{first}\b", line, re.I
+        ):
+            return "third-person-self"
     if last_agent_line:
         mine, theirs = set(normalize(line).split()), set(normalize(last_agent_line).split())
         if len(mine) >= 6 and len(mine & theirs) / len(mine | theirs) >= 0.8:

@@ -318,7 +318,7 @@ async def _customer_turn(
         text, ending = parse_customer_line(str(message.content), name=scenario.persona.name)
         if not text and ending is not CustomerEnding.NONE:
             return text, ending, rules
-        rule = role_slip(text, last_agent_line=last_agent, earlier_lines=earlier)
+        rule = role_slip(text, last_agent_line=last_agent, earlier_lines=earlier, name=scenario.persona.name)
         if rule is None:
             return text, ending, rules
         emit(RoleSlip(turn=turn, text=text, rule=rule))
