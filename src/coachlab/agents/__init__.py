@@ -12,7 +12,6 @@ from coachlab.agents.customer import (
 from coachlab.agents.judge import JUDGE_SYSTEM_PROMPT, build_judge, judge_view
 from coachlab.agents.persona_writer import build_persona_writer, draft_persona
 from coachlab.agents.service import (
-    Guidance,
     build_service_agent,
     parse_agent_line,
     service_system_prompt,
@@ -22,7 +21,6 @@ from coachlab.agents.service import (
 __all__ = [
     "JUDGE_SYSTEM_PROMPT",
     "CustomerEnding",
-    "Guidance",
     "ObservedContext",
     "build_customer",
     "build_judge",

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents._text import clean_line
-from coachlab.schema import Scenario
+from coachlab.schema import Guidance, Scenario
 
 __all__ = ["Guidance", "build_service_agent", "parse_agent_line", "service_system_prompt", "service_view"]
-
-
-@dataclass(frozen=True)
-class Guidance:
-    """One strategy as the service agent reads it."""
-
-    id: str
-    situation: str
-    guidance: str
-    score: float = 0.0
 
 
 def service_system_prompt(scenario: Scenario, guidance: Sequence[Guidance] = ()) -> str:

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coachlab.agents import (
     CustomerEnding,
-    Guidance,
     ObservedContext,
     customer_view,
     judge_view,
@@ -48,6 +47,7 @@ from coachlab.schema import (
     Episode,
     EpisodeEnded,
     Event,
+    Guidance,
     RoleSlip,
     RoleUsage,
     Scenario,

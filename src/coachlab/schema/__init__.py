@@ -14,23 +14,30 @@ from coachlab.schema.events import (
 )
 from coachlab.schema.persona import Patience, Persona
 from coachlab.schema.scenario import DialogueTurn, Scenario, ScenarioSpec, Speaker
+from coachlab.schema.strategy import AuditEntry, AuditStatus, Evidence, Guidance, Provenance, Strategy
 from coachlab.schema.verdict import Satisfaction, Verdict
 
 __all__ = [
     "AgentMessage",
+    "AuditEntry",
+    "AuditStatus",
     "CustomerMessage",
     "DialogueTurn",
     "Episode",
     "EpisodeEnded",
     "Event",
+    "Evidence",
+    "Guidance",
     "Patience",
     "Persona",
+    "Provenance",
     "RoleSlip",
     "RoleUsage",
     "Satisfaction",
     "Scenario",
     "ScenarioSpec",
     "Speaker",
+    "Strategy",
     "StrategyShown",
     "TerminationReason",
     "ToolCall",

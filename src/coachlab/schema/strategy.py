@@ -1,0 +1,92 @@
+"""Strategy: teacher-written guidance with its provenance, evidence and audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from coachlab.schema._base import Frozen, Slug, Text
+
+__all__ = ["AuditEntry", "AuditStatus", "Evidence", "Guidance", "Provenance", "Strategy"]
+
+
+class AuditStatus(StrEnum):
+    """Where a strategy stands with the people who ship it."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class AuditEntry(Frozen):
+    """One change of audit status: who, when, why."""
+
+    status: AuditStatus
+    by: Text = Field(description="Who decided: a person's name, or 'train' for automatic admission.")
+    at: datetime
+    why: str = ""
+
+
+class Provenance(Frozen):
+    """Where a strategy came from."""
+
+    scenario_id: str
+    node_id: str | None = Field(default=None, description="The scenario-tree node that produced it.")
+    episode_id: str | None = Field(default=None, description="The failure transcript it was written from.")
+    failure_turn: int | None = None
+    teacher_model: str = Field(description="The model entry (identity) of the teacher that wrote it.")
+    iteration: int = Field(default=0, ge=0, description="Training iteration.")
+
+
+class Evidence(Frozen):
+    """What verification measured: the student with and without the strategy on the same scenario."""
+
+    trials: int = Field(ge=0)
+    mean_without: float | None = None
+    mean_with: float | None = None
+    uplift_low: float | None = Field(default=None, description="Lower bound of the uplift's confidence interval.")
+    uplift_high: float | None = None
+    criterion: str = Field(default="uplift", description="'uplift' or 'imitation'.")
+    note: str = ""
+
+    @property
+    def uplift(self) -> float | None:
+        """Mean satisfaction with the strategy minus without it."""
+        if self.mean_with is None or self.mean_without is None:
+            return None
+        return self.mean_with - self.mean_without
+
+
+class Strategy(Frozen):
+    """A situation ("when the customer ...") and the guidance that helps there."""
+
+    id: Slug
+    situation: Text = Field(description="When it applies, e.g. 'When the customer repeats a complaint'.")
+    guidance: Text = Field(description="What to do, short and general enough to reuse.")
+    provenance: Provenance | None = None
+    evidence: Evidence | None = None
+    audit: list[AuditEntry] = Field(default_factory=list[AuditEntry], description="Status changes, oldest first.")
+
+    @property
+    def status(self) -> AuditStatus:
+        """The latest audit status (proposed when never audited)."""
+        return self.audit[-1].status if self.audit else AuditStatus.PROPOSED
+
+    def with_status(self, status: AuditStatus, *, by: str, at: datetime, why: str = "") -> Strategy:
+        """A copy with one more audit entry."""
+        return self.model_copy(update={"audit": [*self.audit, AuditEntry(status=status, by=by, at=at, why=why)]})
+
+    def as_guidance(self, score: float = 0.0) -> Guidance:
+        """The strategy as the service agent reads it."""
+        return Guidance(id=self.id, situation=self.situation, guidance=self.guidance, score=score)
+
+
+class Guidance(Frozen):
+    """One strategy as the service agent reads it in its prompt, with its retrieval score."""
+
+    id: str
+    situation: str
+    guidance: str
+    score: float = 0.0
