@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Estimate", "bootstrap_mean", "pass_hat_k"]
+__all__ = ["Estimate", "bootstrap_mean", "gap_closed", "paired_uplift", "pass_hat_k"]
 
 
 class Estimate(BaseModel):
@@ -49,3 +49,27 @@ def bootstrap_mean(
 def pass_hat_k(trials: Sequence[float], *, threshold: float) -> bool:
     """pass^k for one scenario: every one of its k trials scored at or above `threshold`."""
     return bool(trials) and all(t >= threshold for t in trials)
+
+
+def paired_uplift(
+    without: Sequence[float], with_: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Estimate:
+    """Mean of the paired differences `with_[i] - without[i]` with a bootstrap CI.
+
+    Trial i of both arms shares its seed (the same customer randomness), so pairing removes the
+    scenario-to-scenario noise from the comparison.
+
+    Raises:
+        ValueError: The two arms have different lengths.
+    """
+    if len(without) != len(with_):
+        raise ValueError(f"paired arms differ in length ({len(without)} vs {len(with_)})")
+    return bootstrap_mean(
+        [b - a for a, b in zip(without, with_, strict=True)], confidence=confidence, resamples=resamples, seed=seed
+    )
+
+
+def gap_closed(baseline: float, library: float, teacher: float) -> float | None:
+    """(library - baseline) / (teacher - baseline); None when the teacher is no better than the baseline."""
+    gap = teacher - baseline
+    return None if gap <= 0 else (library - baseline) / gap
