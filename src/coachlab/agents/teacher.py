@@ -1,0 +1,229 @@
+"""The teacher: replies where the student failed, writes strategies, refines them, writes harder scenarios.
+
+Every teacher output except its own reply is structured (pydantic via JSON-schema output) and
+re-asked on a parse failure, like the judge. The teacher sees only what the service agent saw
+(public scenario view and the dialogue), so its strategies cannot lean on the persona's private
+goal; it is told never to name the persona or quote account facts, so strategies generalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar, cast
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import StructuredMessage
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from coachlab.agents._context import ObservedContext
+from coachlab.errors import ModelResponseError
+from coachlab.schema import Scenario
+
+__all__ = [
+    "ChildScenario",
+    "ChildScenarios",
+    "StrategyDraft",
+    "StrategyDrafts",
+    "build_teacher",
+    "leaked_detail",
+    "propose_children",
+    "propose_strategies",
+    "refine_strategy",
+]
+
+OutT = TypeVar("OutT", bound=BaseModel)
+
+TEACHER_SYSTEM_PROMPT = (
+    "You are an expert customer-service coach. You study chats between a customer and a junior agent "
+    "and write short, general guidance that makes the agent better. Answer with one JSON object only."
+)
+
+
+class StrategyDraft(BaseModel):
+    """A candidate strategy as the teacher writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    situation: str = Field(description="When it applies, starting 'When the customer ...'.")
+    guidance: str = Field(description="What the agent should do, in one or two sentences.")
+
+
+class StrategyDrafts(BaseModel):
+    """The teacher's candidate strategies for one failure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[StrategyDraft] = Field(min_length=1, max_length=5)
+
+
+class ChildScenario(BaseModel):
+    """A harder variant of a scenario, written from its failure point."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mutation: str = Field(description="One line: how this variant is harder.")
+    mood: str = Field(description="The customer's new mood.")
+    patience: str = Field(description="very low, low, medium or high.")
+    extra_constraint: str | None = Field(default=None, description="A new private constraint, if any.")
+    issue: str | None = Field(default=None, description="A reworded issue, if it changes.")
+
+
+class ChildScenarios(BaseModel):
+    """The teacher's harder variants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    children: list[ChildScenario] = Field(min_length=1, max_length=5)
+
+
+def build_teacher(
+    *, model_client: ChatCompletionClient, output: type[BaseModel], name: str = "teacher"
+) -> AssistantAgent:
+    """Build a teacher agent that answers with `output` (one agent per kind of output)."""
+    return AssistantAgent(
+        name=name,
+        model_client=model_client,
+        system_message=None,
+        model_context=ObservedContext(),
+        output_content_type=output,
+        description="A strong model that coaches the student.",
+    )
+
+
+def _dialogue_text(dialogue: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(f"{'Customer' if who == 'customer' else 'Agent'}: {text}" for who, text in dialogue)
+
+
+def _public_case(scenario: Scenario) -> str:
+    policy = "\n".join(f"- {rule}" for rule in scenario.policy)
+    return f"Company: {scenario.company}. Case: {scenario.title}.\nPolicy:\n{policy}"
+
+
+async def _ask_structured(
+    agent: AssistantAgent, prompt: str, output: type[OutT], *, retries: int, token: CancellationToken | None
+) -> OutT:
+    context = agent.model_context
+    if not isinstance(context, ObservedContext):
+        raise TypeError("the teacher must be built with build_teacher")
+    problem = ""
+    for _ in range(retries + 1):
+        text = prompt + (
+            f"\n\nYour last answer could not be read ({problem}). Answer with the JSON object only." if problem else ""
+        )
+        view: list[LLMMessage] = [
+            SystemMessage(content=TEACHER_SYSTEM_PROMPT),
+            UserMessage(content=text, source="coach"),
+        ]
+        context.observe(view)
+        try:
+            response = await agent.on_messages([], token or CancellationToken())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            problem = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+            continue
+        message = response.chat_message
+        content = cast(object, message.content) if isinstance(message, StructuredMessage) else None  # pyright: ignore[reportUnknownMemberType]
+        if isinstance(content, output):
+            return content
+        problem = f"expected the {output.__name__} JSON object"
+    raise ModelResponseError(f"the teacher gave no readable {output.__name__} after {retries + 1} tries ({problem})")
+
+
+def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
+    """A case detail (the persona's name, a fact value) that a strategy quotes, or None.
+
+    Strategies must generalise: one that names the customer or an order number is rejected.
+    """
+    text = f"{draft.situation} {draft.guidance}".lower()
+    details = [*scenario.persona.name.split(), *(str(v) for v in scenario.facts.values() if not isinstance(v, bool))]
+    for detail in details:
+        d = detail.strip().lower()
+        if len(d) >= 4 and d in text:
+            return detail
+    return None
+
+
+async def propose_strategies(
+    teacher: AssistantAgent,
+    scenario: Scenario,
+    dialogue: Sequence[tuple[str, str]],
+    *,
+    student_reply: str,
+    teacher_reply: str,
+    count: int = 2,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> list[StrategyDraft]:
+    """Contrast the student's reply at the failure point with the teacher's and write strategies.
+
+    Raises:
+        ModelResponseError: No readable answer after `retries` re-asks.
+    """
+    prompt = (
+        f"{_public_case(scenario)}\n\nThe chat up to the point where the junior agent lost the customer:\n"
+        f"{_dialogue_text(dialogue)}\n\nThe junior agent replied: {student_reply}\nAn expert replied instead: "
+        f"{teacher_reply}\n\nWrite {count} strategies that would make the junior agent reply like the expert in "
+        "situations like this one. Each has a situation ('When the customer ...') and guidance (one or two "
+        "sentences). Keep them general: never use names, order numbers or amounts from this chat. "
+        'JSON: {"strategies": [{"situation": "...", "guidance": "..."}]}'
+    )
+    for _ in range(retries + 1):
+        drafts = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=cancellation_token)
+        general = [d for d in drafts.strategies if leaked_detail(d, scenario) is None]
+        if general:
+            return general[:count]
+        leaked = leaked_detail(drafts.strategies[0], scenario)
+        prompt += f"\n\nYour strategies quoted a detail of this case ({leaked!r}). Write them without case details."
+    raise ModelResponseError(f"every strategy the teacher wrote quoted case details after {retries + 1} tries")
+
+
+async def refine_strategy(
+    teacher: AssistantAgent,
+    scenario: Scenario,
+    draft: StrategyDraft,
+    *,
+    result: str,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> StrategyDraft:
+    """Rewrite a strategy that did not pass verification, given what was measured.
+
+    Raises:
+        ModelResponseError: No readable answer after `retries` re-asks.
+    """
+    prompt = (
+        f"{_public_case(scenario)}\n\nThis strategy was tested on the junior agent and did not help enough:\n"
+        f"Situation: {draft.situation}\nGuidance: {draft.guidance}\nResult: {result}\n\n"
+        "Rewrite it so that a small model follows it: concrete, one action, general (no names or numbers). "
+        'JSON: {"situation": "...", "guidance": "..."}'
+    )
+    return await _ask_structured(teacher, prompt, StrategyDraft, retries=retries, token=cancellation_token)
+
+
+async def propose_children(
+    teacher: AssistantAgent,
+    scenario: Scenario,
+    dialogue: Sequence[tuple[str, str]],
+    *,
+    count: int = 2,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> list[ChildScenario]:
+    """Write harder variants that start from the failure point (angrier, less patient, a new constraint).
+
+    Raises:
+        ModelResponseError: No readable answer after `retries` re-asks.
+    """
+    persona = scenario.persona
+    prompt = (
+        f"{_public_case(scenario)}\nThe customer: {persona.description} Mood: {persona.mood}. Patience: "
+        f"{persona.patience}. Wants: {persona.goal}\n\nThe chat so far:\n{_dialogue_text(dialogue)}\n\n"
+        f"Write {count} harder variants of this customer for the same chat: angrier, less patient, an extra "
+        "constraint, or a request the policy forbids. Each has a one-line mutation, the new mood and patience "
+        '(very low, low, medium or high), and optionally an extra private constraint. JSON: {"children": '
+        '[{"mutation": "...", "mood": "...", "patience": "low", "extra_constraint": null, "issue": null}]}'
+    )
+    result = await _ask_structured(teacher, prompt, ChildScenarios, retries=retries, token=cancellation_token)
+    return result.children[:count]

@@ -1,0 +1,69 @@
+"""The teacher: strategies from a failure, refusing case details, harder children, re-asks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import pytest
+from autogen_core.models import LLMMessage
+
+from coachlab.agents import (
+    ChildScenarios,
+    StrategyDraft,
+    StrategyDrafts,
+    build_teacher,
+    propose_children,
+    propose_strategies,
+    refine_strategy,
+)
+from coachlab.errors import ModelResponseError
+from coachlab.testing import ScriptedChatCompletionClient, message_text
+from helpers import SECRET_GOAL, scenario
+
+DIALOGUE = [("customer", "My parcel is late, again!"), ("agent", "Please wait.")]
+GOOD = {"situation": "When the customer repeats a complaint", "guidance": "Name the next step and when it happens."}
+LEAKY = {"situation": "When Dana asks about order A-100", "guidance": "Refund order A-100."}
+
+
+def test_strategies_come_from_the_contrast_and_never_from_the_private_goal() -> None:
+    client = ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [GOOD]}))
+    agent = build_teacher(model_client=client, output=StrategyDrafts)
+    drafts = asyncio.run(
+        propose_strategies(
+            agent, scenario(), DIALOGUE, student_reply="Please wait.", teacher_reply="I've reshipped it by express."
+        )
+    )
+    assert drafts == [StrategyDraft(**GOOD)]
+    prompt = message_text(client.calls[0][-1])
+    assert "Please wait." in prompt and "reshipped it by express" in prompt
+    assert SECRET_GOAL not in prompt
+
+
+def test_strategies_that_quote_case_details_are_refused_and_reasked() -> None:
+    answers = iter([json.dumps({"strategies": [LEAKY]}), json.dumps({"strategies": [LEAKY, GOOD]})])
+    seen: list[str] = []
+
+    def fn(messages: Sequence[LLMMessage]) -> str:
+        seen.append(message_text(messages[-1]))
+        return next(answers)
+
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(fn), output=StrategyDrafts)
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts == [StrategyDraft(**GOOD)]
+    assert "quoted a detail of this case" in seen[1]
+
+
+def test_unreadable_teacher_output_is_reasked_then_an_error() -> None:
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: "no json"), output=StrategyDraft)
+    with pytest.raises(ModelResponseError, match="no readable StrategyDraft after 2 tries"):
+        asyncio.run(refine_strategy(agent, scenario(), StrategyDraft(**GOOD), result="uplift -0.5", retries=1))
+
+
+def test_children_are_harder_variants() -> None:
+    child = {"mutation": "angrier and in a hurry", "mood": "furious", "patience": "very low"}
+    client = ScriptedChatCompletionClient(lambda m: json.dumps({"children": [child, child, child]}))
+    agent = build_teacher(model_client=client, output=ChildScenarios)
+    children = asyncio.run(propose_children(agent, scenario(), DIALOGUE, count=2))
+    assert len(children) == 2 and children[0].patience == "very low"
