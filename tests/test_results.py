@@ -6,8 +6,8 @@ import asyncio
 
 from coachlab.environments import run_episode
 from coachlab.experiments.results import summarize
-from coachlab.experiments.stats import bootstrap_mean, pass_hat_k
 from coachlab.schema import Episode
+from coachlab.stats import bootstrap_mean, pass_hat_k
 from helpers import agents, lines, scenario, verdict
 
 

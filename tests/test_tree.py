@@ -9,8 +9,8 @@ import networkx as nx
 import pytest
 
 from coachlab.errors import ConfigError
-from coachlab.experiments.stats import gap_closed, paired_uplift
 from coachlab.explorer import NodeStatus, ScenarioTree
+from coachlab.stats import gap_closed, paired_uplift
 from helpers import scenario
 
 

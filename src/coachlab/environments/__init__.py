@@ -9,10 +9,12 @@ from coachlab.environments.episode import (
     judge_dialogue,
     run_episode,
 )
+from coachlab.environments.runner import EpisodeRunner
 
 __all__ = [
     "EnvironmentConfig",
     "EpisodeAgents",
+    "EpisodeRunner",
     "EventBus",
     "GuidanceProvider",
     "JudgeResult",

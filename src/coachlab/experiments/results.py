@@ -13,8 +13,8 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from coachlab.experiments.stats import Estimate, bootstrap_mean, pass_hat_k
 from coachlab.schema import Episode, RoleUsage, TerminationReason
+from coachlab.stats import Estimate, bootstrap_mean, pass_hat_k
 
 __all__ = [
     "Adherence",

@@ -16,14 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from coachlab.agents import build_customer, build_judge, build_service_agent
-from coachlab.environments import EnvironmentConfig, EpisodeAgents, EventBus, Observer, run_episode
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, Observer
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
 from coachlab.experiments.transcripts import TranscriptWriter
-from coachlab.llm import Backend, ModelClient, ResponseCache, RoleClient
-from coachlab.schema import Episode, RoleUsage, Scenario, TerminationReason
+from coachlab.llm import Backend, ModelClient, ResponseCache
+from coachlab.schema import Episode, Scenario, TerminationReason
 
 __all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
 
@@ -176,6 +175,7 @@ class Simulation:
             if use_cache and experiment.config.cache.enabled
             else None
         )
+        self.runner = EpisodeRunner(self.backends, self.environment, cache=self.cache, bus=self.bus)
 
     def pending(self, plans: Sequence[EpisodePlan], *, resume: bool, retry_failed: bool = False) -> list[EpisodePlan]:
         """The plans still to run, given what the episodes file already holds.
@@ -198,41 +198,13 @@ class Simulation:
 
     async def run_one(self, plan: EpisodePlan) -> Episode:
         """Run, record and return one episode."""
-        roles = {
-            "customer": RoleClient(
-                self.backends["customer"], role="customer", seed=plan.seed, trial=plan.trial, cache=self.cache
-            ),
-            "agent": RoleClient(
-                self.backends[plan.agent_model],
-                role="agent",
-                seed=plan.seed,
-                trial=plan.trial,
-                cache=self.cache,
-            ),
-            "judge": RoleClient(
-                self.backends["judge"], role="judge", seed=plan.seed, trial=plan.trial, cache=self.cache
-            ),
-        }
-
-        def usage() -> dict[str, RoleUsage]:
-            return {name: client.usage for name, client in roles.items()}
-
-        agents = EpisodeAgents(
-            customer=build_customer(model_client=roles["customer"]),
-            agent=build_service_agent(model_client=roles["agent"]),
-            judge=build_judge(model_client=roles["judge"]),
-        )
-        episode = await run_episode(
+        episode = await self.runner.run(
             plan.scenario,
-            agents,
-            episode_id=plan.id,
-            seed=plan.seed,
-            trial=plan.trial,
-            condition=plan.condition,
             agent_model=plan.agent_model,
-            config=self.environment,
-            bus=self.bus,
-            usage=usage,
+            trial=plan.trial,
+            seed=plan.seed,
+            episode_id=plan.id,
+            condition=plan.condition,
         )
         self.log.append(episode)
         return episode
