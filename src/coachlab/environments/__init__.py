@@ -6,6 +6,7 @@ from coachlab.environments.episode import (
     EpisodeAgents,
     GuidanceProvider,
     JudgeResult,
+    agent_reply,
     judge_dialogue,
     run_episode,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "GuidanceProvider",
     "JudgeResult",
     "Observer",
+    "agent_reply",
     "judge_dialogue",
     "run_episode",
 ]

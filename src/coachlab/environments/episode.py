@@ -61,6 +61,7 @@ __all__ = [
     "EpisodeAgents",
     "GuidanceProvider",
     "JudgeResult",
+    "agent_reply",
     "judge_dialogue",
     "run_episode",
 ]
@@ -117,6 +118,19 @@ async def _ask(
     if isinstance(message, TextMessage | StructuredMessage):
         return message  # pyright: ignore[reportUnknownVariableType]
     raise TypeError(f"agent {agent.name!r} answered with {type(message).__name__}, expected text")
+
+
+async def agent_reply(
+    agent: AssistantAgent,
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    *,
+    guidance: Sequence[Guidance] = (),
+    cancellation_token: CancellationToken | None = None,
+) -> str:
+    """The service agent's next line after `dialogue` (the teacher's reply at a failure point)."""
+    message = await _ask(agent, service_view(scenario, dialogue, guidance), cancellation_token or CancellationToken())
+    return parse_agent_line(str(message.content), customer_name=scenario.persona.name)
 
 
 async def judge_dialogue(

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments.bus import EventBus
-from coachlab.environments.episode import EnvironmentConfig, EpisodeAgents, GuidanceProvider, run_episode
+from coachlab.environments.episode import (
+    EnvironmentConfig,
+    EpisodeAgents,
+    GuidanceProvider,
+    agent_reply,
+    run_episode,
+)
 from coachlab.llm import Backend, ResponseCache, RoleClient
 from coachlab.schema import Episode, RoleUsage, Scenario
 
@@ -73,3 +79,11 @@ class EpisodeRunner:
             guidance=guidance,
             usage=usage,
         )
+
+    async def reply_at(
+        self, scenario: Scenario, dialogue: list[tuple[str, str]], *, agent_model: str, seed: int
+    ) -> tuple[str, RoleUsage]:
+        """One reply of `agent_model` as the service agent after `dialogue`, and what it cost."""
+        client = RoleClient(self.backends[agent_model], role="agent", seed=seed, trial=0, cache=self.cache)
+        text = await agent_reply(build_service_agent(model_client=client), scenario, dialogue)
+        return text, client.usage

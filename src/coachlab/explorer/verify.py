@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.environments import EpisodeRunner
+from coachlab.environments import EpisodeRunner, GuidanceProvider
 from coachlab.schema import Episode, Evidence, Guidance, Scenario
 from coachlab.stats import paired_uplift
 
@@ -53,20 +53,28 @@ async def verify_guidance(
     config: VerifyConfig,
     id_prefix: str,
     without: Sequence[Episode] | None = None,
+    base: GuidanceProvider | None = None,
 ) -> VerificationResult:
     """Run both arms (or reuse `without`, run on the same seeds) and decide.
 
-    Pairs where either episode has no verdict (an infrastructure or judge error) are dropped, not
-    scored; fewer than two scored pairs is a rejection.
+    `base` is the guidance both arms get (the library's retrieval); the candidate is added on top
+    of it in the second arm. Pairs where either episode has no verdict (an infrastructure or judge
+    error) are dropped, not scored; fewer than two scored pairs is a rejection.
     """
 
-    async def fixed(_: Scenario, __: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
-        return [candidate]
+    async def plus_candidate(sc: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+        shown = list(await base(sc, dialogue)) if base is not None else []
+        return [*(g for g in shown if g.id != candidate.id), candidate]
 
     if without is None:
         without = [
             await runner.run(
-                scenario, agent_model=agent_model, trial=i, seed=seed, episode_id=f"{id_prefix}/without/{i}"
+                scenario,
+                agent_model=agent_model,
+                trial=i,
+                seed=seed,
+                episode_id=f"{id_prefix}/without/{i}",
+                guidance=base,
             )
             for i, seed in enumerate(seeds)
         ]
@@ -78,7 +86,7 @@ async def verify_guidance(
             seed=seed,
             episode_id=f"{id_prefix}/with/{i}",
             condition="candidate",
-            guidance=fixed,
+            guidance=plus_candidate,
         )
         for i, seed in enumerate(seeds)
     ]
