@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Estimate", "bootstrap_mean", "gap_closed", "paired_uplift", "pass_hat_k"]
+__all__ = ["Estimate", "bootstrap_mean", "gap_closed", "paired_uplift", "pass_hat_k", "seed_for"]
 
 
 class Estimate(BaseModel):
@@ -73,3 +74,9 @@ def gap_closed(baseline: float, library: float, teacher: float) -> float | None:
     """(library - baseline) / (teacher - baseline); None when the teacher is no better than the baseline."""
     gap = teacher - baseline
     return None if gap <= 0 else (library - baseline) / gap
+
+
+def seed_for(base: int, *parts: str | int) -> int:
+    """A seed derived from a base seed and coordinates (stable across runs and machines)."""
+    blob = "/".join(str(p) for p in (base, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF

@@ -8,7 +8,6 @@ ended on an infrastructure error).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import shutil
 import time
@@ -23,6 +22,7 @@ from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, writ
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.llm import Backend, ModelClient, ResponseCache
 from coachlab.schema import Episode, Scenario, TerminationReason
+from coachlab.stats import seed_for
 
 __all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
 
@@ -31,10 +31,8 @@ logger = logging.getLogger(__name__)
 EMBEDDED_GROUP = "embedded"
 
 
-def episode_seed(base: int, *parts: str | int) -> int:
-    """A seed derived from the run's base seed and the episode's coordinates (stable across runs)."""
-    blob = "/".join(str(p) for p in (base, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+episode_seed = seed_for
+"""A seed derived from the run's base seed and the episode's coordinates (stable across runs)."""
 
 
 @dataclass(frozen=True)

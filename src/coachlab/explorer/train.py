@@ -1,0 +1,383 @@
+"""The train loop of arXiv 2408.07238 over a scenario tree.
+
+Roll out the frontier, write and verify strategies where the student fails, grow harder children
+from the failure points, until a budget is spent or nothing fails.
+
+Every node is saved (tree JSON, library version, episodes) as soon as it is processed, so a
+killed run resumes at the first node still on the frontier; the response cache makes redoing
+that node's calls cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coachlab.agents import (
+    ChildScenario,
+    ChildScenarios,
+    StrategyDraft,
+    StrategyDrafts,
+    build_teacher,
+    propose_children,
+    propose_strategies,
+    refine_strategy,
+)
+from coachlab.environments import EpisodeRunner, GuidanceProvider
+from coachlab.errors import ModelResponseError
+from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
+from coachlab.explorer.verify import VerifyConfig, verify_guidance
+from coachlab.library import LexicalRetriever, LibraryStore, retrieval_guidance
+from coachlab.llm import RoleClient
+from coachlab.schema import (
+    AgentMessage,
+    AuditStatus,
+    DialogueTurn,
+    Episode,
+    Guidance,
+    Provenance,
+    RoleUsage,
+    Scenario,
+    Strategy,
+)
+from coachlab.stats import seed_for
+
+__all__ = ["TrainConfig", "TrainSummary", "Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """The `train:` section of an experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenarios: list[str] | None = Field(default=None, description="Root scenario ids; default: all but held-out.")
+    student: str = Field(default="student", description="Model entry of the student.")
+    teacher: str = Field(default="teacher", description="Model entry of the teacher.")
+    trials: int = Field(default=3, ge=2, le=100, description="Student trials per node (and verification arm).")
+    threshold: float = Field(default=7.0, ge=1, le=10, description="A node fails when the student's mean is below.")
+    teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
+    barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
+    strategies_per_failure: int = Field(default=2, ge=1, le=5)
+    children_per_failure: int = Field(default=2, ge=0, le=5)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    admit_as: Literal["approved", "proposed"] = Field(default="approved", description="Status of verified strategies.")
+    max_nodes: int = Field(default=20, ge=1, description="Budget: nodes in the tree.")
+    max_depth: int = Field(default=2, ge=0, description="Budget: depth of children.")
+    max_iterations: int = Field(default=3, ge=1, description="Budget: passes over the frontier.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Budget: tokens spent by all roles.")
+    retrieval_k: int = Field(default=3, ge=1)
+    retrieval_floor: float = Field(default=0.1, ge=0, le=1)
+    seed: int = 0
+
+
+@dataclass
+class TrainSummary:
+    """What one `Trainer.run` did."""
+
+    nodes: int = 0
+    processed: int = 0
+    failed: int = 0
+    accepted: list[str] = field(default_factory=lambda: [])
+    rejected: int = 0
+    stopped_by: str = ""
+    tokens: int = 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "s"
+
+
+def _tokens(usage: dict[str, RoleUsage]) -> int:
+    return sum(u.total_tokens for u in usage.values())
+
+
+class Trainer:
+    """Grows a scenario tree and a strategy library.
+
+    Args:
+        runner: Runs episodes (backends for customer, judge, student and teacher).
+        config: The train settings.
+        roots: The training scenarios.
+        run_dir: Where `tree.json`, `library/` live.
+        record: Called with every episode (the run's episodes file), so nothing is lost.
+    """
+
+    def __init__(
+        self,
+        runner: EpisodeRunner,
+        config: TrainConfig,
+        roots: Sequence[Scenario],
+        *,
+        run_dir: str | Path,
+        record: Callable[[Episode], None] = lambda e: None,
+    ) -> None:
+        self.runner = runner
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.tree_path = self.run_dir / "tree.json"
+        self.library = LibraryStore(self.run_dir / "library")
+        self.record = record
+        self.tree = ScenarioTree.load(self.tree_path) if self.tree_path.exists() else ScenarioTree()
+        for scenario in roots:
+            self.tree.add_root(scenario)
+        self.tokens = sum(_tokens(n.usage) for n in self.tree.nodes())
+
+    def _guidance(self) -> GuidanceProvider | None:
+        strategies = self.library.load().strategies
+        if not any(s.status is AuditStatus.APPROVED for s in strategies):
+            return None
+        return retrieval_guidance(
+            LexicalRetriever(strategies), k=self.config.retrieval_k, floor=self.config.retrieval_floor
+        )
+
+    def _budget_left(self) -> str | None:
+        if self.config.max_tokens is not None and self.tokens >= self.config.max_tokens:
+            return f"token budget ({self.tokens:,} >= {self.config.max_tokens:,})"
+        return None
+
+    async def run(self) -> TrainSummary:
+        """Process the frontier, iteration by iteration, until a budget is spent or no node fails."""
+        summary = TrainSummary()
+        self.tree.save(self.tree_path)
+        start = max((n.iteration for n in self.tree.nodes()), default=0)
+        for iteration in range(start, self.config.max_iterations):
+            frontier = self.tree.frontier()
+            if not frontier:
+                summary.stopped_by = "no frontier node left"
+                break
+            for node in frontier:
+                stop = self._budget_left()
+                if stop:
+                    summary.stopped_by = stop
+                    break
+                await self._process(node, iteration, summary)
+                self.tree.save(self.tree_path)
+            if summary.stopped_by:
+                break
+        else:
+            summary.stopped_by = summary.stopped_by or f"max_iterations ({self.config.max_iterations})"
+        summary.nodes = len(self.tree)
+        summary.tokens = self.tokens
+        return summary
+
+    async def _process(self, node: TreeNode, iteration: int, summary: TrainSummary) -> None:
+        cfg = self.config
+        scenario = node.scenario
+        seeds = [seed_for(cfg.seed, node.id, t) for t in range(cfg.trials)]
+        guidance = self._guidance()
+        usage: dict[str, RoleUsage] = {}
+
+        def spend(episode_or_usage: Episode | dict[str, RoleUsage]) -> None:
+            parts = episode_or_usage.usage if isinstance(episode_or_usage, Episode) else episode_or_usage
+            for role, u in parts.items():
+                usage[role] = usage.get(role, RoleUsage()) + u
+            self.tokens += _tokens(parts)
+            if isinstance(episode_or_usage, Episode):
+                self.record(episode_or_usage)
+
+        student: list[Episode] = []
+        for t, seed in enumerate(seeds):
+            ep = await self.runner.run(
+                scenario, agent_model=cfg.student, trial=t, seed=seed, episode_id=f"{node.id}/student/{t}",
+                condition="library" if guidance else "baseline", guidance=guidance,
+            )  # fmt: skip
+            spend(ep)
+            student.append(ep)
+        teacher = await self.runner.run(
+            scenario, agent_model=cfg.teacher, trial=0, seed=seeds[0], episode_id=f"{node.id}/teacher/0",
+            condition="teacher",
+        )  # fmt: skip
+        spend(teacher)
+        scores = [e.verdict.satisfaction for e in student if e.verdict is not None]
+        student_mean = sum(scores) / len(scores) if scores else None
+        teacher_mean = float(teacher.verdict.satisfaction) if teacher.verdict is not None else None
+        failed = student_mean is not None and (
+            student_mean < cfg.threshold
+            or (teacher_mean is not None and teacher_mean - student_mean > cfg.teacher_margin)
+        )
+        barely = student_mean is not None and not failed and student_mean < cfg.threshold + cfg.barely_margin
+        summary.processed += 1
+        summary.failed += int(failed)
+        strategy_ids: list[str] = []
+        children = 0
+        failure_turn: int | None = None
+        worst = min((e for e in student if e.verdict is not None), key=lambda e: e.verdict.satisfaction, default=None)  # type: ignore[union-attr]
+        if worst is not None and (failed or barely):
+            prefix, student_reply, failure_turn = self._failure_point(worst)
+            if failed and student_reply is not None:
+                strategy_ids = await self._strategies(
+                    node, iteration, prefix, student_reply, seeds, student, guidance, worst, spend, summary
+                )
+            if node.depth < cfg.max_depth and len(self.tree) < cfg.max_nodes:
+                children = await self._children(node, iteration, prefix, seeds[0], spend)
+        status = NodeStatus.EXPANDED if children else (NodeStatus.FAILED if failed else NodeStatus.PASSED)
+        self.tree.update(
+            node.id, status=status, student_mean=student_mean, teacher_mean=teacher_mean,
+            episode_ids=[e.id for e in (*student, teacher)], failure_turn=failure_turn,
+            strategy_ids=strategy_ids, usage=usage,
+        )  # fmt: skip
+
+    @staticmethod
+    def _failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, int | None]:
+        """The dialogue before the agent line where the judge says the customer was lost, and that line."""
+        lines = episode.dialogue
+        agent_lines = [i for i, e in enumerate(lines) if isinstance(e, AgentMessage)]
+        if not agent_lines:
+            return [], None, None
+        verdict = episode.verdict
+        turn = verdict.failure_turn if verdict is not None and verdict.failure_turn is not None else None
+        index = agent_lines[min(max(turn, 0), len(agent_lines) - 1)] if turn is not None else agent_lines[-1]
+        prefix = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
+        agent_turn = agent_lines.index(index)
+        return prefix, lines[index].text, agent_turn
+
+    def _teacher_client(self, role: str, seed: int) -> RoleClient:
+        return RoleClient(self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache)
+
+    async def _strategies(
+        self,
+        node: TreeNode,
+        iteration: int,
+        prefix: list[tuple[str, str]],
+        student_reply: str,
+        seeds: list[int],
+        student: list[Episode],
+        guidance: GuidanceProvider | None,
+        worst: Episode,
+        spend: Callable[[Episode | dict[str, RoleUsage]], None],
+        summary: TrainSummary,
+    ) -> list[str]:
+        cfg = self.config
+        scenario = node.scenario
+        teacher_reply, cost = await self.runner.reply_at(scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
+        spend({"teacher": cost})
+        writer = self._teacher_client("teacher", seeds[0])
+        try:
+            drafts = await propose_strategies(
+                build_teacher(model_client=writer, output=StrategyDrafts), scenario, prefix,
+                student_reply=student_reply, teacher_reply=teacher_reply, count=cfg.strategies_per_failure,
+            )  # fmt: skip
+        except ModelResponseError as exc:
+            logger.warning("node %s: no strategies: %s", node.id, exc)
+            return []
+        finally:
+            spend({"teacher": writer.usage})
+        accepted: list[str] = []
+        for i, draft in enumerate(drafts):
+            sid = f"{_slug(node.id)}-{iteration}-{i + 1}"
+            strategy = await self._verify_and_refine(node, sid, draft, seeds, student, guidance, spend)
+            if strategy is None:
+                summary.rejected += 1
+                continue
+            strategy = strategy.model_copy(
+                update={
+                    "provenance": Provenance(
+                        scenario_id=scenario.id, node_id=node.id, episode_id=worst.id,
+                        failure_turn=worst.verdict.failure_turn if worst.verdict else None,
+                        teacher_model=self.runner.backends[cfg.teacher].identity, iteration=iteration,
+                    )
+                }
+            )  # fmt: skip
+            self.library.add([strategy], note=f"node {node.id}: admitted {sid}")
+            accepted.append(sid)
+            summary.accepted.append(sid)
+        return accepted
+
+    async def _verify_and_refine(
+        self,
+        node: TreeNode,
+        sid: str,
+        draft: StrategyDraft,
+        seeds: list[int],
+        student: list[Episode],
+        guidance: GuidanceProvider | None,
+        spend: Callable[[Episode | dict[str, RoleUsage]], None],
+    ) -> Strategy | None:
+        cfg = self.config
+        for round_ in range(cfg.verify.refine_rounds + 1):
+            candidate = Guidance(id=sid, situation=draft.situation, guidance=draft.guidance)
+            result = await verify_guidance(
+                self.runner, node.scenario, candidate, agent_model=cfg.student, seeds=seeds,
+                config=cfg.verify, id_prefix=f"{node.id}/verify/{sid}/{round_}", without=student, base=guidance,
+            )  # fmt: skip
+            for ep in result.with_guidance:
+                spend(ep)
+            if result.accepted:
+                status = AuditStatus.APPROVED if cfg.admit_as == "approved" else AuditStatus.PROPOSED
+                strategy = Strategy(
+                    id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence
+                )
+                return strategy.with_status(status, by="train", at=datetime.now(UTC), why=result.evidence.note)
+            if round_ == cfg.verify.refine_rounds:
+                break
+            writer = self._teacher_client("teacher-refine", seeds[0] + round_)
+            try:
+                draft = await refine_strategy(
+                    build_teacher(model_client=writer, output=StrategyDraft), node.scenario, draft,
+                    result=result.evidence.note,
+                )  # fmt: skip
+            except ModelResponseError as exc:
+                logger.warning("node %s: refinement failed: %s", node.id, exc)
+                break
+            finally:
+                spend({"teacher": writer.usage})
+        return None
+
+    async def _children(
+        self,
+        node: TreeNode,
+        iteration: int,
+        prefix: list[tuple[str, str]],
+        seed: int,
+        spend: Callable[[Episode | dict[str, RoleUsage]], None],
+    ) -> int:
+        cfg = self.config
+        writer = self._teacher_client("teacher-scenarios", seed)
+        try:
+            proposals = await propose_children(
+                build_teacher(model_client=writer, output=ChildScenarios), node.scenario, prefix,
+                count=cfg.children_per_failure,
+            )  # fmt: skip
+        except ModelResponseError as exc:
+            logger.warning("node %s: no children: %s", node.id, exc)
+            return 0
+        finally:
+            spend({"teacher": writer.usage})
+        made = 0
+        for proposal in proposals:
+            if len(self.tree) >= cfg.max_nodes:
+                break
+            self.tree.add_child(
+                node.id, _mutate(node.scenario, proposal, prefix), mutation=proposal.mutation, iteration=iteration + 1
+            )
+            made += 1
+        return made
+
+
+def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[tuple[str, str]]) -> Scenario:
+    """The child scenario: the parent's with the persona changed, starting from the failure point."""
+    persona = scenario.persona
+    patience = child.patience if child.patience in ("very low", "low", "medium", "high") else persona.patience
+    constraints = [*persona.hidden_constraints, *([child.extra_constraint] if child.extra_constraint else [])]
+    new_persona = persona.model_copy(
+        update={"mood": child.mood or persona.mood, "patience": patience, "hidden_constraints": constraints}
+    )
+    turns = [DialogueTurn(role="customer" if who == "customer" else "agent", text=text) for who, text in prefix]
+    return scenario.model_copy(
+        update={
+            "persona": new_persona,
+            "issue": child.issue or scenario.issue,
+            "prefix": turns,
+            "opening_line": None if turns else scenario.opening_line,
+            "difficulty": child.mutation,
+        }
+    )
