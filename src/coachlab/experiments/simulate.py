@@ -12,10 +12,10 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, Observer
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, GuidanceProvider, Observer
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
@@ -44,6 +44,8 @@ class EpisodePlan:
     condition: str
     trial: int
     seed: int
+    guidance: GuidanceProvider | None = field(default=None, compare=False)
+    """Per-turn strategies for the service agent (the `library` and `generic` conditions)."""
 
     @property
     def id(self) -> str:
@@ -203,6 +205,7 @@ class Simulation:
             seed=plan.seed,
             episode_id=plan.id,
             condition=plan.condition,
+            guidance=plan.guidance,
         )
         self.log.append(episode)
         return episode

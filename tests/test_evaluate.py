@@ -1,0 +1,70 @@
+"""Evaluation: plans pair seeds across conditions; gap closed and its CI on known numbers."""
+
+from __future__ import annotations
+
+from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation, to_markdown
+from coachlab.schema import Episode, EpisodeEnded, TerminationReason
+from helpers import scenario, verdict
+
+
+def ep(scenario_id: str, condition: str, model: str, trial: int, score: int) -> Episode:
+    return Episode(
+        id=f"{scenario_id}/{condition}/{model}/{trial}",
+        scenario_id=scenario_id,
+        condition=condition,
+        agent_model=model,
+        trial=trial,
+        seed=trial,
+        events=[EpisodeEnded(turn=1, reason=TerminationReason.CUSTOMER_SATISFIED)],
+        termination=TerminationReason.CUSTOMER_SATISFIED,
+        verdict=verdict(score, resolved=score >= 7),
+    )
+
+
+CONFIG = EvaluateConfig(scenarios=["a", "b"], trials=2)
+
+
+def test_plans_pair_seeds_across_conditions() -> None:
+    plans = evaluation_plans(CONFIG, [scenario(id="a"), scenario(id="b")], [])
+    assert len(plans) == 2 * 2 * 4
+    seeds = {(p.scenario.id, p.trial): set() for p in plans}
+    for p in plans:
+        seeds[(p.scenario.id, p.trial)].add(p.seed)
+    assert all(len(s) == 1 for s in seeds.values())
+    assert {p.agent_model for p in plans if p.condition == "teacher"} == {"teacher"}
+
+
+def test_gap_closed_on_known_numbers() -> None:
+    episodes = []
+    for sid in ("a", "b"):
+        for t in range(2):
+            episodes += [
+                ep(sid, "baseline", "student", t, 4),
+                ep(sid, "generic", "student", t, 5),
+                ep(sid, "library", "student", t, 6),
+                ep(sid, "teacher", "teacher", t, 8),
+            ]
+    report = summarize_evaluation(episodes, CONFIG, library_version=3, package_version="0.1.0", experiment="x")
+    (student,) = report.students
+    rows = {r.condition: r for r in student.rows}
+    assert rows["baseline"].satisfaction.mean == 4 and rows["library"].satisfaction.mean == 6
+    assert rows["library"].pass_k == 0 and report.teacher is not None and report.teacher.pass_k == 1
+    assert student.gap_closed.mean == 0.5 and student.gap_closed.low == 0.5 and student.gap_closed.high == 0.5
+    md = to_markdown(report)
+    assert "| student | library | 4/4 |" in md and "Gap closed by the library for student: 0.50" in md
+
+
+def test_gap_closed_has_a_real_interval_when_trials_vary() -> None:
+    scores = {"baseline": [2, 4, 6, 4], "library": [5, 6, 6, 7], "teacher": [8, 8, 9, 7]}
+    episodes = [
+        ep("a" if i < 2 else "b", cond, "teacher" if cond == "teacher" else "student", i % 2, s)
+        for cond, values in scores.items()
+        for i, s in enumerate(values)
+    ]
+    report = summarize_evaluation(
+        episodes, CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1, package_version="0", experiment="x",
+    )  # fmt: skip
+    gap = report.students[0].gap_closed
+    assert gap.mean is not None and abs(gap.mean - (6 - 4) / (8 - 4)) < 1e-9
+    assert gap.low is not None and gap.high is not None and gap.low < gap.mean < gap.high
