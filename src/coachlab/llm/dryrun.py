@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 from autogen_core.models import LLMMessage
@@ -22,6 +23,22 @@ def _customer(messages: Sequence[LLMMessage]) -> str:
 
 
 def _agent(messages: Sequence[LLMMessage]) -> str:
+    ask = message_text(messages[-1])
+    if '"strategies"' in ask:  # the teacher writing strategies
+        return json.dumps(
+            {
+                "strategies": [
+                    {
+                        "situation": "When the customer asks what happens next",
+                        "guidance": "Name the next step and when it will happen.",
+                    }
+                ]
+            }
+        )
+    if '"children"' in ask:  # the teacher writing harder scenarios
+        return json.dumps({"children": [{"mutation": "less patient", "mood": "annoyed", "patience": "low"}]})
+    if '"situation"' in ask:  # the teacher refining a strategy
+        return json.dumps({"situation": "When the customer is unsure", "guidance": "Say exactly what happens next."})
     return "I understand. I have checked your records and here is what I can do for you today."
 
 

@@ -1,0 +1,139 @@
+"""The runners behind `coachlab train` and `coachlab evaluate`: files, resume, summaries."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from coachlab import __version__
+from coachlab.environments import EpisodeRunner, EventBus, Observer
+from coachlab.errors import UsageError
+from coachlab.experiments.config import Experiment
+from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
+from coachlab.experiments.results import EpisodeLog, write_json_atomic
+from coachlab.experiments.simulate import Simulation
+from coachlab.experiments.transcripts import TranscriptWriter
+from coachlab.explorer.train import Trainer, TrainSummary
+from coachlab.library import LibraryStore
+from coachlab.llm import Backend, ResponseCache
+from coachlab.schema import Scenario
+
+__all__ = ["RunLayout", "evaluate_experiment", "train_experiment", "train_roots"]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of a train/evaluate run folder."""
+
+    root: Path
+
+    @property
+    def tree(self) -> Path:
+        """The scenario tree (node-link JSON)."""
+        return self.root / "tree.json"
+
+    @property
+    def library(self) -> Path:
+        """The strategy library's versions."""
+        return self.root / "library"
+
+    @property
+    def train(self) -> Path:
+        """Train episodes and transcripts."""
+        return self.root / "train"
+
+    @property
+    def evaluation(self) -> Path:
+        """Evaluation episodes, transcripts and results."""
+        return self.root / "evaluation"
+
+
+def train_roots(experiment: Experiment) -> list[Scenario]:
+    """The training scenarios: `train.scenarios`, or every scenario not held out for evaluation."""
+    cfg = experiment.config
+    if cfg.train is None:
+        raise UsageError(f"{experiment.path}: no `train:` section; add one to run coachlab train.")
+    held_out: set[str] = set(cfg.evaluate.scenarios) if cfg.evaluate else set()
+    ids = cfg.train.scenarios or [s for s in experiment.scenarios if s not in held_out]
+    return [experiment.scenarios[s] for s in ids]
+
+
+async def train_experiment(
+    experiment: Experiment,
+    backends: dict[str, Backend],
+    *,
+    run_dir: Path,
+    resume: bool,
+    use_cache: bool = True,
+    observers: Sequence[Observer] = (),
+) -> TrainSummary:
+    """Grow the tree and the library of `experiment` in `run_dir` (resuming from its tree)."""
+    layout = RunLayout(run_dir)
+    config = experiment.config.train
+    if config is None:
+        raise UsageError(f"{experiment.path}: no `train:` section; add one to run coachlab train.")
+    if layout.tree.exists() and not resume:
+        raise UsageError(
+            f"{layout.root} already holds a training run. Pass --resume to continue it, or --overwrite to start again."
+        )
+    layout.train.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(experiment.path, layout.root / "experiment.yaml")
+    writer = TranscriptWriter(layout.train / "transcripts")
+    log = EpisodeLog(layout.train / "episodes.jsonl")
+    log.repair()
+    cache = ResponseCache(layout.root / "cache.sqlite") if use_cache else None
+    runner = EpisodeRunner(backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]))
+    try:
+        trainer = Trainer(runner, config, train_roots(experiment), run_dir=layout.root, record=log.append)
+        return await trainer.run()
+    finally:
+        writer.close()
+        log.close()
+        if cache is not None:
+            cache.close()
+
+
+async def evaluate_experiment(
+    experiment: Experiment,
+    backends: dict[str, Backend],
+    *,
+    run_dir: Path,
+    resume: bool,
+    concurrency: int,
+    use_cache: bool = True,
+    observers: Sequence[Observer] = (),
+) -> EvaluationReport:
+    """Run the held-out evaluation against the latest library and write results.json / results.md."""
+    layout = RunLayout(run_dir)
+    config = experiment.config.evaluate
+    if config is None:
+        raise UsageError(f"{experiment.path}: no `evaluate:` section; add one to run coachlab evaluate.")
+    library = LibraryStore(layout.library).load()
+    stamp = layout.evaluation / "library_version.txt"
+    if resume and stamp.exists() and stamp.read_text().strip() != str(library.version):
+        raise UsageError(
+            f"{layout.evaluation} was run against library v{stamp.read_text().strip()}, the latest is "
+            f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
+        )
+    layout.evaluation.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(str(library.version))
+    scenarios = [experiment.scenarios[s] for s in config.scenarios]
+    plans = evaluation_plans(config, scenarios, library.strategies)
+    sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
+    try:
+        todo = sim.pending(plans, resume=resume)
+        await sim.run(todo, concurrency=concurrency)
+    finally:
+        sim.close()
+    report = summarize_evaluation(
+        list(sim.log.read().values()),
+        config,
+        library_version=library.version,
+        package_version=__version__,
+        experiment=experiment.path.read_text(encoding="utf-8"),
+    )
+    write_json_atomic(layout.evaluation / "results.json", report)
+    (layout.evaluation / "results.md").write_text(to_markdown(report), encoding="utf-8")
+    return report
