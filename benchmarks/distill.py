@@ -23,8 +23,7 @@ from coachlab.library import LibraryStore
 async def main(experiment: Path, out: Path) -> None:
     exp = load_experiment(experiment)
     assert exp.config.train is not None and exp.config.evaluate is not None
-    if out.exists():
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     names = ["customer", "judge", exp.config.train.student, exp.config.train.teacher, *exp.config.evaluate.students]
     backends = build_backends(exp, names)
     start = time.perf_counter()
