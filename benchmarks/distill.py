@@ -31,7 +31,8 @@ async def main(experiment: Path, out: Path) -> None:
     trained = time.perf_counter() - start
     library = LibraryStore(RunLayout(out).library).load()
     print(
-        f"train: {trained / 60:.1f} min, {summary.nodes} nodes, {summary.failed} failed, stopped by {summary.stopped_by}"
+        f"train: {trained / 60:.1f} min, {summary.nodes} nodes, {summary.failed} failed, "
+        f"stopped by {summary.stopped_by}"
     )
     for s in library.strategies:
         ev = s.evidence
