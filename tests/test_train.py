@@ -96,8 +96,11 @@ def test_the_loop_admits_the_strategy_that_helps_and_grows_a_child(tmp_path: Pat
     assert root.status is NodeStatus.EXPANDED
     assert root.student_mean is not None and root.student_mean < 4 and (root.teacher_mean or 0) >= 8
     library = trainer.library.load()
-    assert [s.id for s in library.strategies] == ["late-parcel-0-1"]
-    admitted = library.strategies[0]
+    assert [s.id for s in library.with_status(AuditStatus.APPROVED)] == ["late-parcel-0-1"]
+    (rejected,) = library.with_status(AuditStatus.REJECTED)  # kept, with its numbers, for the audit
+    assert rejected.guidance == USELESS["guidance"] and rejected.evidence is not None
+    assert rejected.evidence.uplift_low is not None and rejected.evidence.uplift_low <= 0
+    admitted = library.get("late-parcel-0-1")
     assert admitted.guidance == HELPFUL["guidance"] and admitted.status is AuditStatus.APPROVED
     assert (
         admitted.evidence is not None and admitted.evidence.uplift_low is not None and admitted.evidence.uplift_low > 0

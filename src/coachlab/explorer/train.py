@@ -271,13 +271,10 @@ class Trainer:
             return []
         finally:
             spend({"teacher": writer.usage})
-        accepted: list[str] = []
+        decided: list[Strategy] = []
         for i, draft in enumerate(drafts):
             sid = f"{_slug(node.id)}-{iteration}-{i + 1}"
             strategy = await self._verify_and_refine(node, sid, draft, seeds, student, guidance, spend)
-            if strategy is None:
-                summary.rejected += 1
-                continue
             strategy = strategy.model_copy(
                 update={
                     "provenance": Provenance(
@@ -287,10 +284,14 @@ class Trainer:
                     )
                 }
             )  # fmt: skip
-            self.library.add([strategy], note=f"node {node.id}: admitted {sid}")
-            accepted.append(sid)
-            summary.accepted.append(sid)
-        return accepted
+            decided.append(strategy)
+        # Rejected candidates are kept too (status rejected, with their numbers): every decision is auditable.
+        accepted = [s.id for s in decided if s.status is not AuditStatus.REJECTED]
+        summary.accepted += accepted
+        summary.rejected += len(decided) - len(accepted)
+        if decided:
+            self.library.add(decided, note=f"node {node.id}: admitted {', '.join(accepted) or 'none'}")
+        return [s.id for s in decided]
 
     async def _verify_and_refine(
         self,
@@ -301,7 +302,8 @@ class Trainer:
         student: list[Episode],
         guidance: GuidanceProvider | None,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
-    ) -> Strategy | None:
+    ) -> Strategy:
+        """The candidate as verified last: approved/proposed when accepted, rejected otherwise."""
         cfg = self.config
         for round_ in range(cfg.verify.refine_rounds + 1):
             candidate = Guidance(id=sid, situation=draft.situation, guidance=draft.guidance)
@@ -311,14 +313,15 @@ class Trainer:
             )  # fmt: skip
             for ep in result.with_guidance:
                 spend(ep)
+            strategy = Strategy(id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence)
             if result.accepted:
                 status = AuditStatus.APPROVED if cfg.admit_as == "approved" else AuditStatus.PROPOSED
-                strategy = Strategy(
-                    id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence
-                )
                 return strategy.with_status(status, by="train", at=datetime.now(UTC), why=result.evidence.note)
+            rejected = strategy.with_status(
+                AuditStatus.REJECTED, by="train", at=datetime.now(UTC), why=result.evidence.note
+            )
             if round_ == cfg.verify.refine_rounds:
-                break
+                return rejected
             writer = self._teacher_client("teacher-refine", seeds[0] + round_)
             try:
                 draft = await refine_strategy(
@@ -327,10 +330,10 @@ class Trainer:
                 )  # fmt: skip
             except ModelResponseError as exc:
                 logger.warning("node %s: refinement failed: %s", node.id, exc)
-                break
+                return rejected
             finally:
                 spend({"teacher": writer.usage})
-        return None
+        raise AssertionError("the last verification round always returns")
 
     async def _children(
         self,
