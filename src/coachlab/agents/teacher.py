@@ -9,15 +9,15 @@ goal; it is told never to name the persona or quote account facts, so strategies
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import StructuredMessage
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents._context import ObservedContext
+from coachlab.agents._structured import ask_structured
 from coachlab.errors import ModelResponseError
 from coachlab.schema import Scenario
 
@@ -104,31 +104,12 @@ def _public_case(scenario: Scenario) -> str:
 async def _ask_structured(
     agent: AssistantAgent, prompt: str, output: type[OutT], *, retries: int, token: CancellationToken | None
 ) -> OutT:
-    context = agent.model_context
-    if not isinstance(context, ObservedContext):
-        raise TypeError("the teacher must be built with build_teacher")
-    problem = ""
-    for _ in range(retries + 1):
-        text = prompt + (
-            f"\n\nYour last answer could not be read ({problem}). Answer with the JSON object only." if problem else ""
-        )
-        view: list[LLMMessage] = [
-            SystemMessage(content=TEACHER_SYSTEM_PROMPT),
-            UserMessage(content=text, source="coach"),
-        ]
-        context.observe(view)
-        try:
-            response = await agent.on_messages([], token or CancellationToken())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            problem = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
-            continue
-        message = response.chat_message
-        content = cast(object, message.content) if isinstance(message, StructuredMessage) else None  # pyright: ignore[reportUnknownMemberType]
-        if isinstance(content, output):
-            return content
-        problem = f"expected the {output.__name__} JSON object"
-    raise ModelResponseError(f"the teacher gave no readable {output.__name__} after {retries + 1} tries ({problem})")
+    def view(problem: str | None) -> list[LLMMessage]:
+        note = f"\n\nYour last answer could not be read ({problem}). Answer with the JSON object only."
+        text = prompt + (note if problem else "")
+        return [SystemMessage(content=TEACHER_SYSTEM_PROMPT), UserMessage(content=text, source="coach")]
+
+    return await ask_structured(agent, view, output, retries=retries, who="the teacher", cancellation_token=token)
 
 
 def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:

@@ -26,7 +26,7 @@ from autogen_agentchat.base import Response
 from autogen_agentchat.messages import StructuredMessage, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import LLMMessage
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents import (
     CustomerEnding,
@@ -38,9 +38,10 @@ from coachlab.agents import (
     role_slip,
     service_view,
 )
+from coachlab.agents._structured import ask_structured
 from coachlab.agents._text import normalize
 from coachlab.environments.bus import EventBus
-from coachlab.errors import CoachlabError
+from coachlab.errors import CoachlabError, ModelResponseError
 from coachlab.schema import (
     AgentMessage,
     CustomerMessage,
@@ -145,21 +146,22 @@ async def judge_dialogue(
 
     Backend failures (after the models layer's own retries) are returned as an error too.
     """
-    token = cancellation_token or CancellationToken()
-    correction: str | None = None
-    for _ in range(retries + 1):
-        try:
-            message = await _ask(judge, judge_view(scenario, dialogue, correction=correction), token)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            correction = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
-            continue
-        except Exception as exc:
-            return JudgeResult(verdict=None, error=f"judge backend failed: {exc}")
-        if isinstance(message, StructuredMessage) and isinstance(message.content, Verdict):
-            return JudgeResult(verdict=message.content)
-        correction = "the answer was not the Verdict JSON object"
-    return JudgeResult(verdict=None, error=f"judge output unreadable after {retries + 1} tries ({correction})")
+    try:
+        verdict = await ask_structured(
+            judge,
+            lambda problem: judge_view(scenario, dialogue, correction=problem),
+            Verdict,
+            retries=retries,
+            who="the judge",
+            cancellation_token=cancellation_token,
+        )
+    except ModelResponseError as exc:
+        return JudgeResult(verdict=None, error=f"judge output unreadable: {exc}")
+    except CoachlabError:
+        raise  # a user error (missing model, bad config) stops the run
+    except Exception as exc:
+        return JudgeResult(verdict=None, error=f"judge backend failed: {exc}")
+    return JudgeResult(verdict=verdict)
 
 
 async def run_episode(
