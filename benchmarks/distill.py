@@ -36,10 +36,10 @@ async def main(experiment: Path, out: Path) -> None:
     )
     for s in library.strategies:
         ev = s.evidence
-        print(f"  admitted {s.id}: {s.situation} -> {s.guidance}")
+        print(f"  {s.status.value} {s.id}: {s.situation} -> {s.guidance}")
         if ev is not None and ev.uplift is not None:
             print(f"    uplift {ev.uplift:+.2f} (CI low {ev.uplift_low}) over {ev.trials} paired trials")
-    print(f"  rejected candidates: {summary.rejected}")
+    print(f"  admitted {len(summary.accepted)}, rejected {summary.rejected}")
     start = time.perf_counter()
     report = await evaluate_experiment(
         exp, backends, run_dir=out, resume=False, concurrency=exp.config.simulate.concurrency
