@@ -360,15 +360,19 @@ def library_show(run_dir: RunDir, strategy_id: StrategyId) -> None:
     console.print(f"Reject:  coachlab library reject {run_dir} {s.id} --by NAME --why '...'")
 
 
+def _decide(run_dir: Path, strategy_id: str, status: str, *, by: str, why: str) -> None:
+    from coachlab.schema import AuditStatus
+
+    v = _store(run_dir).set_status(strategy_id, AuditStatus(status), by=by, why=why)
+    console.print(f"{strategy_id}: {status} by {by} (library v{v.version}).")
+
+
 @library_app.command("approve")
 def library_approve(
     run_dir: RunDir, strategy_id: StrategyId, by: By, why: Annotated[str, typer.Option(help="Why.")] = ""
 ) -> None:
     """Approve a strategy (writes a new library version)."""
-    from coachlab.schema import AuditStatus
-
-    v = _store(run_dir).set_status(strategy_id, AuditStatus.APPROVED, by=by, why=why)
-    console.print(f"{strategy_id}: approved by {by} (library v{v.version}).")
+    _decide(run_dir, strategy_id, "approved", by=by, why=why)
 
 
 @library_app.command("reject")
@@ -376,10 +380,7 @@ def library_reject(
     run_dir: RunDir, strategy_id: StrategyId, by: By, why: Annotated[str, typer.Option(help="Why.")] = ""
 ) -> None:
     """Reject a strategy (writes a new library version; retrieval skips it)."""
-    from coachlab.schema import AuditStatus
-
-    v = _store(run_dir).set_status(strategy_id, AuditStatus.REJECTED, by=by, why=why)
-    console.print(f"{strategy_id}: rejected by {by} (library v{v.version}).")
+    _decide(run_dir, strategy_id, "rejected", by=by, why=why)
 
 
 @library_app.command("edit")
