@@ -25,8 +25,8 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_models_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep user-level caches out of tests unless a test asks for the real models."""
+def _no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain CLI output, so tests can read it."""
     monkeypatch.setenv("NO_COLOR", "1")
 
 

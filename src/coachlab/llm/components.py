@@ -44,7 +44,6 @@ PROVIDER_ALIASES: dict[str, str] = {
 """Short names accepted in `provider:`."""
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEYS = ("api_key", "key", "token", "secret", "password", "authorization")
 
 
 class RetryPolicy(BaseModel):
@@ -131,17 +130,6 @@ def model_identity(entry: ModelEntry) -> str:
         if base
         else f"{entry.provider_path.rsplit('.', 1)[-1]}:{model}"
     )
-
-
-def redacted_config(entry: ModelEntry) -> dict[str, JsonValue]:
-    """The config with secret-looking literal values masked (env references are kept)."""
-    out: dict[str, JsonValue] = {}
-    for key, value in entry.config.items():
-        if any(s in key.lower() for s in _SECRET_KEYS) and isinstance(value, str) and not _ENV_REF.fullmatch(value):
-            out[key] = "***"
-        else:
-            out[key] = value
-    return out
 
 
 def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
