@@ -16,8 +16,9 @@ import networkx as nx
 import pytest
 from autogen_core.models import LLMMessage
 
+from coachlab.agents import ReplyComparison
 from coachlab.agents.teacher import TEACHER_SYSTEM_PROMPT
-from coachlab.environments import EnvironmentConfig, EpisodeRunner
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, mixed_turns
 from coachlab.explorer import NodeStatus
 from coachlab.explorer.train import TrainConfig, Trainer
 from coachlab.explorer.verify import VerifyConfig
@@ -57,6 +58,10 @@ def teacher(messages: Sequence[LLMMessage]) -> str:
 
 def judge(messages: Sequence[LLMMessage]) -> object:
     text = message_text(messages[-1])
+    if "<reply A>" in text:  # imitation: compare the student's reply with the teacher's
+        a = "reference R-1" in text.split("<reply A>")[1].split("</reply A>")[0]
+        b = "reference R-1" in text.split("<reply B>")[1].split("</reply B>")[0]
+        return ReplyComparison(rationale="next step", better="same" if a == b else ("A" if a else "B"))
     good = "reference R-1" in text
     return verdict(8 + len(text) % 2 if good else 2 + len(text) % 2, resolved=good, failure_turn=None if good else 0)
 
@@ -135,3 +140,72 @@ def test_a_killed_run_resumes_to_the_same_tree_and_library(tmp_path: Path) -> No
         return [s.model_dump(exclude={"audit"}) for s in t.library.load().strategies]
 
     assert strategies(resumed) == strategies(whole)
+
+
+def test_the_imitation_criterion_admits_what_makes_the_student_reply_like_the_teacher(tmp_path: Path) -> None:
+    config = CONFIG.model_copy(update={"verify": VerifyConfig(trials=4, criterion="imitation", refine_rounds=0)})
+    trainer, _ = train(tmp_path, config)
+    library = trainer.library.load()
+    (admitted,) = library.with_status(AuditStatus.APPROVED)
+    assert admitted.guidance == HELPFUL["guidance"]
+    assert admitted.evidence is not None and admitted.evidence.criterion == "imitation"
+    assert admitted.evidence.preferred_without == 0.0 and admitted.evidence.preferred_with == 1.0
+    (rejected,) = library.with_status(AuditStatus.REJECTED)
+    assert rejected.evidence is not None and rejected.evidence.preferred_with == 0.0
+    assert trainer.tree.node("late-parcel").usage["judge"].total_tokens > 0
+
+
+def test_verification_runs_its_own_fresh_trials(tmp_path: Path) -> None:
+    """`verify.trials` fresh seeds per arm, not the node's (selected, failed) rollouts."""
+    episodes: list[Episode] = []
+    config = CONFIG.model_copy(update={"trials": 2, "verify": VerifyConfig(trials=5, refine_rounds=0), "max_depth": 0})
+    trainer = Trainer(runner(), config, [scenario()], run_dir=tmp_path, record=episodes.append)
+    asyncio.run(trainer.run())
+    ids = [e.id for e in episodes]
+    assert sum("/student/" in i for i in ids) == 2
+    assert sum("/without/" in i for i in ids) == 5  # run once per node, shared by both candidates
+    assert sum("/with/" in i for i in ids) == 10
+    node_seeds = {e.seed for e in episodes if "/student/" in e.id}
+    assert not node_seeds & {e.seed for e in episodes if "/without/" in e.id}
+
+
+def test_mixed_rollouts_let_the_teacher_play_some_agent_turns(tmp_path: Path) -> None:
+    turns = {"n": 0}
+
+    def insistent(messages: Sequence[LLMMessage]) -> str:
+        turns["n"] += 1
+        return f"It is still late, day {turns['n']}. What now?"
+
+    def blames_turn_0(messages: Sequence[LLMMessage]) -> object:
+        return verdict(3, failure_turn=0)
+
+    fns = {"customer": insistent, "judge": blames_turn_0, "student": student, "teacher": teacher}
+    backends = {name: Backend.from_client(name, ScriptedChatCompletionClient(fn)) for name, fn in fns.items()}
+    run = EpisodeRunner(backends, EnvironmentConfig(max_turns=6, loop_repeats=10))
+    seed = next(s for s in range(100) if {0} <= mixed_turns(s, 0.5, 7) and 1 not in mixed_turns(s, 0.5, 7))
+    ep = asyncio.run(
+        run.run(scenario(), agent_model="student", trial=0, seed=seed, episode_id="e", mentor_model="teacher",
+                student_share=0.5)
+    )  # fmt: skip
+    agent_lines = [e for e in ep.events if e.type == "agent_message"]
+    assert len(agent_lines) == 6
+    for line in agent_lines:
+        mentor = line.turn in mixed_turns(seed, 0.5, 7)
+        assert line.origin == ("mentor" if mentor else "model")
+        assert line.text == (GOOD_REPLY if mentor else "Please wait.")
+    assert ep.usage["mentor"].total_tokens > 0
+    # the judge blames agent turn 0, which the teacher played: the failure point is the student's next line
+    prefix, reply, turn = Trainer._failure_point(ep)  # pyright: ignore[reportPrivateUsage]
+    assert reply == "Please wait." and turn == 1 and prefix[-1][0] == "customer"
+    again = asyncio.run(
+        run.run(scenario(), agent_model="student", trial=0, seed=seed, episode_id="e2", mentor_model="teacher",
+                student_share=0.5)
+    )  # fmt: skip
+    assert [e.origin for e in again.events if e.type == "agent_message"] == [e.origin for e in agent_lines]
+
+
+def test_the_student_share_schedule_is_per_depth() -> None:
+    config = TrainConfig(student_share=[0.5, 0.75, 1.0])
+    assert [config.share_at(d) for d in range(5)] == [0.5, 0.75, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="above 0"):
+        TrainConfig(student_share=[0.0])

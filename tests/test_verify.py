@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 from autogen_core.models import LLMMessage
 
+from coachlab.agents import ReplyComparison
 from coachlab.environments import EnvironmentConfig, EpisodeRunner
-from coachlab.explorer import VerifyConfig, verify_guidance
+from coachlab.explorer import VerifyConfig, imitation_arm, verify_guidance, verify_imitation
 from coachlab.llm import Backend
 from coachlab.schema import Guidance
 from coachlab.testing import ScriptedChatCompletionClient, message_text
@@ -70,3 +71,71 @@ def test_a_useless_strategy_is_rejected() -> None:
     result = verify(USELESS)
     assert not result.accepted  # type: ignore[attr-defined]
     assert result.evidence.uplift_low <= 0  # type: ignore[attr-defined]
+
+
+# --- imitation: the judge compares the student's reply at the failure point with the teacher's ---
+
+PREFIX = [("customer", "My parcel is late again. What happens now?")]
+TEACHER_REPLY = "I've reshipped it by express: it arrives Friday, reference R-1."
+
+
+def comparing_judge(messages: Sequence[LLMMessage]) -> object:
+    """Prefers the reply that names the next step; the same when both or neither do."""
+    text = message_text(messages[-1])
+    a = text.split("<reply A>")[1].split("</reply A>")[0]
+    b = text.split("<reply B>")[1].split("</reply B>")[0]
+    good_a, good_b = "reference R-1" in a, "reference R-1" in b
+    better = "same" if good_a == good_b else ("A" if good_a else "B")
+    return ReplyComparison(rationale="one names the next step", better=better)
+
+
+def imitate(candidate: Guidance, *, rate: float = 0.5) -> tuple[object, object]:
+    backends = {
+        name: Backend.from_client(name, ScriptedChatCompletionClient(fn))
+        for name, fn in (("customer", customer), ("judge", comparing_judge), ("student", student))
+    }
+    return asyncio.run(
+        verify_imitation(
+            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), scenario(), candidate, PREFIX,
+            agent_model="student", teacher_reply=TEACHER_REPLY, seeds=SEEDS,
+            config=VerifyConfig(criterion="imitation", imitation_rate=rate),
+        )
+    )  # fmt: skip
+
+
+def test_imitation_accepts_a_strategy_that_makes_the_student_reply_like_the_teacher() -> None:
+    result, without = imitate(HELPFUL)
+    assert result.accepted  # type: ignore[attr-defined]
+    ev = result.evidence  # type: ignore[attr-defined]
+    assert ev.criterion == "imitation" and ev.trials == 4
+    assert ev.preferred_without == 0.0 and ev.preferred_with == 1.0
+    assert "4 comparisons" in ev.note
+    assert without.replies == ["Please wait."] * 4  # type: ignore[attr-defined]
+
+
+def test_imitation_rejects_a_strategy_that_changes_nothing() -> None:
+    result, _ = imitate(USELESS)
+    assert not result.accepted  # type: ignore[attr-defined]
+    assert result.evidence.preferred_with == 0.0  # type: ignore[attr-defined]
+
+
+def test_imitation_counts_a_judge_answer_by_position() -> None:
+    """The student's reply is shown second on even trials and first on odd ones (position bias cancels)."""
+
+    seen: list[str] = []
+
+    def judge_a_always(messages: Sequence[LLMMessage]) -> object:
+        text = message_text(messages[-1])
+        seen.append(text.split("<reply A>")[1].split("</reply A>")[0])
+        return ReplyComparison(rationale="A", better="A")
+
+    backends = {
+        name: Backend.from_client(name, ScriptedChatCompletionClient(fn))
+        for name, fn in (("customer", customer), ("judge", judge_a_always), ("student", student))
+    }
+    runner_ = EpisodeRunner(backends, EnvironmentConfig(max_turns=3))
+    arm = asyncio.run(
+        imitation_arm(runner_, scenario(), PREFIX, agent_model="student", teacher_reply=TEACHER_REPLY, seeds=SEEDS)
+    )
+    assert seen == [TEACHER_REPLY, "Please wait.", TEACHER_REPLY, "Please wait."]
+    assert arm.at_least_teacher == [False, True, False, True] and arm.rate == 0.5

@@ -9,7 +9,15 @@ from coachlab.agents.customer import (
     parse_customer_line,
     role_slip,
 )
-from coachlab.agents.judge import JUDGE_SYSTEM_PROMPT, build_judge, judge_view
+from coachlab.agents.judge import (
+    JUDGE_SYSTEM_PROMPT,
+    ReplyComparison,
+    build_comparer,
+    build_judge,
+    compare_replies,
+    compare_view,
+    judge_view,
+)
 from coachlab.agents.persona_writer import build_persona_writer, draft_persona
 from coachlab.agents.service import (
     build_service_agent,
@@ -35,13 +43,17 @@ __all__ = [
     "ChildScenarios",
     "CustomerEnding",
     "ObservedContext",
+    "ReplyComparison",
     "StrategyDraft",
     "StrategyDrafts",
+    "build_comparer",
     "build_customer",
     "build_judge",
     "build_persona_writer",
     "build_service_agent",
     "build_teacher",
+    "compare_replies",
+    "compare_view",
     "customer_system_prompt",
     "customer_view",
     "draft_persona",

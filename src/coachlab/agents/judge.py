@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 from autogen_agentchat.agents import AssistantAgent
+from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents._context import ObservedContext
+from coachlab.agents._structured import ask_structured
 from coachlab.schema import Scenario, Verdict
 
-__all__ = ["JUDGE_SYSTEM_PROMPT", "build_judge", "judge_view"]
+__all__ = [
+    "JUDGE_SYSTEM_PROMPT",
+    "ReplyComparison",
+    "build_comparer",
+    "build_judge",
+    "compare_replies",
+    "compare_view",
+    "judge_view",
+]
 
 JUDGE_SYSTEM_PROMPT = (
     "You are a strict, fair judge of customer-service chats. You read one transcript and rate how "
@@ -76,4 +90,80 @@ def build_judge(*, model_client: ChatCompletionClient, name: str = "judge") -> A
         model_context=ObservedContext(),
         output_content_type=Verdict,
         description="Scores customer satisfaction from a transcript.",
+    )
+
+
+class ReplyComparison(BaseModel):
+    """The judge's preference between two agent replies at the same point of a chat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rationale: str = Field(description="One or two sentences, written before the choice.")
+    better: Literal["A", "B", "same"] = Field(description="The reply that serves this customer better, or 'same'.")
+
+
+def compare_view(
+    scenario: Scenario,
+    dialogue: Sequence[tuple[str, str]],
+    first: str,
+    second: str,
+    *,
+    correction: str | None = None,
+) -> list[LLMMessage]:
+    """The judge's view for a pairwise comparison: the case, the chat so far, replies A and B."""
+    p = scenario.persona
+    lines = [
+        f"The customer (private): {p.name}, {p.description}. Wanted: {p.goal}",
+        f"The problem: {scenario.issue}",
+        "Company policy the agent had to follow:",
+        *(f"- {rule}" for rule in scenario.policy),
+        "<transcript>",
+        *(f"[{who}] {_quote(text)}" for who, text in dialogue),
+        "</transcript>",
+        "Two possible next replies of the agent:",
+        f"<reply A>{_quote(first)}</reply A>",
+        f"<reply B>{_quote(second)}</reply B>",
+        "Which reply would leave this customer more satisfied while following the policy? JSON fields:",
+        '- "rationale": one or two sentences comparing them.',
+        '- "better": "A", "B", or "same" when neither is clearly better.',
+    ]
+    if correction:
+        lines.append(f"Your previous answer could not be read: {correction}. Answer with the JSON object only.")
+    return [SystemMessage(content=JUDGE_SYSTEM_PROMPT), UserMessage(content="\n".join(lines), source="environment")]
+
+
+def build_comparer(*, model_client: ChatCompletionClient, name: str = "judge") -> AssistantAgent:
+    """Build the judge for pairwise comparisons; its replies are parsed into `ReplyComparison`."""
+    return AssistantAgent(
+        name=name,
+        model_client=model_client,
+        system_message=None,
+        model_context=ObservedContext(),
+        output_content_type=ReplyComparison,
+        description="Compares two agent replies at the same point of a chat.",
+    )
+
+
+async def compare_replies(
+    judge: AssistantAgent,
+    scenario: Scenario,
+    dialogue: Sequence[tuple[str, str]],
+    first: str,
+    second: str,
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> ReplyComparison:
+    """Ask the judge which of two replies at the end of `dialogue` is better.
+
+    Raises:
+        ModelResponseError: No readable answer after `retries` re-asks.
+    """
+    return await ask_structured(
+        judge,
+        lambda problem: compare_view(scenario, dialogue, first, second, correction=problem),
+        ReplyComparison,
+        retries=retries,
+        who="the judge",
+        cancellation_token=cancellation_token,
     )

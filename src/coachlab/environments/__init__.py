@@ -10,7 +10,7 @@ from coachlab.environments.episode import (
     judge_dialogue,
     run_episode,
 )
-from coachlab.environments.runner import EpisodeRunner
+from coachlab.environments.runner import EpisodeRunner, mixed_turns
 
 __all__ = [
     "EnvironmentConfig",
@@ -22,5 +22,6 @@ __all__ = [
     "Observer",
     "agent_reply",
     "judge_dialogue",
+    "mixed_turns",
     "run_episode",
 ]

@@ -91,6 +91,10 @@ class EpisodeAgents:
     customer: AssistantAgent
     agent: AssistantAgent
     judge: AssistantAgent | None = None
+    mentor: AssistantAgent | None = None
+    """Plays the agent turns in `mentor_turns` (the teacher, in the train loop's mixed rollouts)."""
+    mentor_turns: frozenset[int] = frozenset()
+    """Agent turn indices (counting prefix lines) that the mentor plays instead of the agent."""
 
 
 @dataclass(frozen=True)
@@ -214,14 +218,14 @@ async def run_episode(
         if bus is not None:
             bus.emit(episode_id, event)
 
-    def say(who: str, text: str, *, origin: Literal["model", "prefix", "opening"] = "model") -> bool:
+    def say(who: str, text: str, *, origin: Literal["model", "prefix", "opening", "mentor"] = "model") -> bool:
         """Record a line; True when it completes a loop."""
         turn = counts[who]
         counts[who] += 1
         if who == "customer":
-            emit(CustomerMessage(turn=turn, text=text, origin=origin))
+            emit(CustomerMessage(turn=turn, text=text, origin="model" if origin == "mentor" else origin))
         else:
-            emit(AgentMessage(turn=turn, text=text, origin="prefix" if origin == "prefix" else "model"))
+            emit(AgentMessage(turn=turn, text=text, origin="model" if origin == "opening" else origin))
         dialogue.append((who, text))
         norm = normalize(text)
         repeats[who] = repeats[who] + 1 if norm and norm in said[who] else 0
@@ -260,6 +264,12 @@ async def run_episode(
                 elif looped:
                     reason, detail = TerminationReason.LOOP_DETECTED, "the customer repeated itself"
                 next_speaker = "agent"
+            elif agents.mentor is not None and counts["agent"] in agents.mentor_turns:
+                message = await _ask(agents.mentor, service_view(scenario, dialogue, ()), token)
+                text = parse_agent_line(str(message.content), customer_name=name)
+                if say("agent", text or "...", origin="mentor"):
+                    reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"
+                next_speaker = "customer"
             else:
                 shown: Sequence[Guidance] = ()
                 if guidance is not None:

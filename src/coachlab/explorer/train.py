@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from coachlab.agents import (
     ChildScenario,
@@ -33,7 +33,7 @@ from coachlab.agents import (
 from coachlab.environments import EpisodeRunner, GuidanceProvider
 from coachlab.errors import ModelResponseError
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
-from coachlab.explorer.verify import VerifyConfig, verify_guidance
+from coachlab.explorer.verify import ImitationArm, VerificationResult, VerifyConfig, verify_guidance, verify_imitation
 from coachlab.library import LexicalRetriever, LibraryStore, retrieval_guidance
 from coachlab.llm import RoleClient
 from coachlab.schema import (
@@ -74,9 +74,27 @@ class TrainConfig(BaseModel):
     max_depth: int = Field(default=2, ge=0, description="Budget: depth of children.")
     max_iterations: int = Field(default=3, ge=1, description="Budget: passes over the frontier.")
     max_tokens: int | None = Field(default=None, ge=1, description="Budget: tokens spent by all roles.")
+    student_share: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="Per depth (the last value holds deeper): the share of agent turns the student plays in a "
+        "node's rollouts; the teacher plays the rest. E.g. [0.5, 0.75, 1.0] lets the student take over as the "
+        "tree deepens.",
+    )
     retrieval_k: int = Field(default=3, ge=1)
     retrieval_floor: float = Field(default=0.1, ge=0, le=1)
     seed: int = 0
+
+    @field_validator("student_share")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 1 for v in value):
+            raise ValueError("every share must be above 0 and at most 1")
+        return value
+
+    def share_at(self, depth: int) -> float:
+        """The student's share of agent turns at `depth`."""
+        return self.student_share[min(depth, len(self.student_share) - 1)]
 
 
 @dataclass
@@ -174,6 +192,7 @@ class Trainer:
         scenario = node.scenario
         seeds = [seed_for(cfg.seed, node.id, t) for t in range(cfg.trials)]
         guidance = self._guidance()
+        share = cfg.share_at(node.depth)
         usage: dict[str, RoleUsage] = {}
 
         def spend(episode_or_usage: Episode | dict[str, RoleUsage]) -> None:
@@ -189,6 +208,7 @@ class Trainer:
             ep = await self.runner.run(
                 scenario, agent_model=cfg.student, trial=t, seed=seed, episode_id=f"{node.id}/student/{t}",
                 condition="library" if guidance else "baseline", guidance=guidance,
+                mentor_model=cfg.teacher, student_share=share,
             )  # fmt: skip
             spend(ep)
             student.append(ep)
@@ -215,7 +235,7 @@ class Trainer:
             prefix, student_reply, failure_turn = self._failure_point(worst)
             if failed and student_reply is not None:
                 strategy_ids = await self._strategies(
-                    node, iteration, prefix, student_reply, seeds, student, guidance, worst, spend, summary
+                    node, iteration, prefix, student_reply, seeds, guidance, worst, spend, summary
                 )
             if node.depth < cfg.max_depth and len(self.tree) < cfg.max_nodes:
                 children = await self._children(node, iteration, prefix, seeds[0], spend)
@@ -228,17 +248,26 @@ class Trainer:
 
     @staticmethod
     def _failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, int | None]:
-        """The dialogue before the agent line where the judge says the customer was lost, and that line."""
+        """The dialogue before the student's line where the judge says the customer was lost, and that line.
+
+        The judge numbers every agent line; when it points at a line the student did not write (the
+        prefix, or the teacher's turn in a mixed rollout), the student's next line is taken, else its
+        last one before.
+        """
         lines = episode.dialogue
         agent_lines = [i for i, e in enumerate(lines) if isinstance(e, AgentMessage)]
-        if not agent_lines:
+        own = [i for i in agent_lines if lines[i].origin == "model"]  # type: ignore[union-attr]
+        if not own:
             return [], None, None
         verdict = episode.verdict
         turn = verdict.failure_turn if verdict is not None and verdict.failure_turn is not None else None
-        index = agent_lines[min(max(turn, 0), len(agent_lines) - 1)] if turn is not None else agent_lines[-1]
+        if turn is None:
+            index = own[-1]
+        else:
+            blamed = agent_lines[min(max(turn, 0), len(agent_lines) - 1)]
+            index = next((i for i in own if i >= blamed), own[-1])
         prefix = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
-        agent_turn = agent_lines.index(index)
-        return prefix, lines[index].text, agent_turn
+        return prefix, lines[index].text, agent_lines.index(index)
 
     def _teacher_client(self, role: str, seed: int) -> RoleClient:
         return RoleClient(self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache)
@@ -250,7 +279,6 @@ class Trainer:
         prefix: list[tuple[str, str]],
         student_reply: str,
         seeds: list[int],
-        student: list[Episode],
         guidance: GuidanceProvider | None,
         worst: Episode,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
@@ -260,6 +288,12 @@ class Trainer:
         scenario = node.scenario
         teacher_reply, cost = await self.runner.reply_at(scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
         spend({"teacher": cost})
+        bench = _Bench(
+            prefix=prefix,
+            teacher_reply=teacher_reply,
+            seeds=[seed_for(cfg.seed, node.id, "verify", t) for t in range(cfg.verify.trials)],
+            base=list(await guidance(scenario, prefix)) if guidance is not None else [],
+        )
         writer = self._teacher_client("teacher", seeds[0])
         try:
             drafts = await propose_strategies(
@@ -274,7 +308,7 @@ class Trainer:
         decided: list[Strategy] = []
         for i, draft in enumerate(drafts):
             sid = f"{_slug(node.id)}-{iteration}-{i + 1}"
-            strategy = await self._verify_and_refine(node, sid, draft, seeds, student, guidance, spend)
+            strategy = await self._verify_and_refine(node, sid, draft, seeds, bench, guidance, spend)
             strategy = strategy.model_copy(
                 update={
                     "provenance": Provenance(
@@ -299,7 +333,7 @@ class Trainer:
         sid: str,
         draft: StrategyDraft,
         seeds: list[int],
-        student: list[Episode],
+        bench: _Bench,
         guidance: GuidanceProvider | None,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
     ) -> Strategy:
@@ -307,12 +341,15 @@ class Trainer:
         cfg = self.config
         for round_ in range(cfg.verify.refine_rounds + 1):
             candidate = Guidance(id=sid, situation=draft.situation, guidance=draft.guidance)
-            result = await verify_guidance(
-                self.runner, node.scenario, candidate, agent_model=cfg.student, seeds=seeds,
-                config=cfg.verify, id_prefix=f"{node.id}/verify/{sid}/{round_}", without=student, base=guidance,
-            )  # fmt: skip
-            for ep in result.with_guidance:
+            result = await self._verify(node, candidate, bench, guidance, f"{node.id}/verify/{sid}/{round_}")
+            for ep in (*(result.without if bench.without is None else ()), *result.with_guidance):
                 spend(ep)
+            spend(result.usage)
+            if bench.imitation_without is not None and not bench.imitation_spent:
+                spend(bench.imitation_without.usage)  # the node's without arm, spent once
+                bench.imitation_spent = True
+            if cfg.verify.criterion == "uplift" and bench.without is None:
+                bench.without = result.without
             strategy = Strategy(id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence)
             if result.accepted:
                 status = AuditStatus.APPROVED if cfg.admit_as == "approved" else AuditStatus.PROPOSED
@@ -334,6 +371,24 @@ class Trainer:
             finally:
                 spend({"teacher": writer.usage})
         raise AssertionError("the last verification round always returns")
+
+    async def _verify(
+        self, node: TreeNode, candidate: Guidance, bench: _Bench, guidance: GuidanceProvider | None, id_prefix: str
+    ) -> VerificationResult:
+        """One verification of `candidate` by the configured criterion, reusing the node's `without` arm."""
+        cfg = self.config
+        if cfg.verify.criterion == "imitation":
+            result, bench.imitation_without = await verify_imitation(
+                self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
+                teacher_reply=bench.teacher_reply, seeds=bench.seeds, config=cfg.verify, base=bench.base,
+                without=bench.imitation_without,
+            )  # fmt: skip
+            return result
+        return await verify_guidance(
+            self.runner, node.scenario, candidate, agent_model=cfg.student, seeds=bench.seeds, config=cfg.verify,
+            id_prefix=id_prefix, without=bench.without, base=guidance, mentor_model=cfg.teacher,
+            student_share=cfg.share_at(node.depth),
+        )  # fmt: skip
 
     async def _children(
         self,
@@ -364,6 +419,19 @@ class Trainer:
             )
             made += 1
         return made
+
+
+@dataclass
+class _Bench:
+    """What every candidate of one failed node is verified against (computed once, shared)."""
+
+    prefix: list[tuple[str, str]]
+    teacher_reply: str
+    seeds: list[int]
+    base: list[Guidance]
+    without: list[Episode] | None = None
+    imitation_without: ImitationArm | None = None
+    imitation_spent: bool = False
 
 
 def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[tuple[str, str]]) -> Scenario:

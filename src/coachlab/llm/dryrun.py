@@ -42,7 +42,9 @@ def _agent(messages: Sequence[LLMMessage]) -> str:
     return "I understand. I have checked your records and here is what I can do for you today."
 
 
-def _judge(messages: Sequence[LLMMessage]) -> Verdict:
+def _judge(messages: Sequence[LLMMessage]) -> str | Verdict:
+    if "<reply A>" in message_text(messages[-1]):  # a pairwise comparison (imitation verification)
+        return json.dumps({"rationale": "Dry run: no model was called.", "better": "same"})
     return Verdict(
         rationale="Dry run: no model was called.",
         satisfaction=7,

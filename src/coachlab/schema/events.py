@@ -58,8 +58,10 @@ class AgentMessage(_Event):
 
     type: Literal["agent_message"] = "agent_message"
     text: str
-    origin: Literal["model", "prefix"] = Field(
-        default="model", description="The agent model, or the scenario's prefix."
+    origin: Literal["model", "prefix", "mentor"] = Field(
+        default="model",
+        description="The agent model, the scenario's prefix, or the mentor (the teacher playing a turn of a "
+        "mixed rollout in training).",
     )
 
 

@@ -49,6 +49,10 @@ class Evidence(Frozen):
     uplift_low: float | None = Field(default=None, description="Lower bound of the uplift's confidence interval.")
     uplift_high: float | None = None
     criterion: str = Field(default="uplift", description="'uplift' or 'imitation'.")
+    preferred_without: float | None = Field(
+        default=None, description="Imitation: share of the student's replies the judge rated at least the teacher's."
+    )
+    preferred_with: float | None = Field(default=None, description="The same share with the strategy in the prompt.")
     note: str = ""
 
     @property
