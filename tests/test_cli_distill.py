@@ -50,3 +50,15 @@ def test_library_audit_commands(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no strategy 'nope'" in missing.stderr
     empty = coachlab("library", "list", str(tmp_path / "nowhere"))
     assert empty.returncode == 2 and "no strategy library here" in empty.stderr
+
+
+def test_distill_runs_train_then_evaluate_and_says_where_everything_is(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = coachlab("distill", "experiments/quickstart.yaml", "--dry-run", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Tree: 3 nodes" in done.stdout and "| student | library |" in done.stdout
+    for shown in ("scenario tree:", "strategy library:", "results:", "transcripts:"):
+        assert shown in done.stdout
+    assert (out / "tree.json").exists() and (out / "evaluation" / "results.md").exists()
+    resumed = coachlab("distill", "experiments/quickstart.yaml", "--dry-run", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr

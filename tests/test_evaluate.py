@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation, to_markdown
-from coachlab.schema import Episode, EpisodeEnded, TerminationReason
+from coachlab.schema import Episode, EpisodeEnded, RoleUsage, TerminationReason
 from helpers import scenario, verdict
 
 
@@ -68,3 +68,31 @@ def test_gap_closed_has_a_real_interval_when_trials_vary() -> None:
     gap = report.students[0].gap_closed
     assert gap.mean is not None and abs(gap.mean - (6 - 4) / (8 - 4)) < 1e-9
     assert gap.low is not None and gap.high is not None and gap.low < gap.mean < gap.high
+
+
+def test_cost_per_role_uses_each_role_s_model_price() -> None:
+    def costed(condition: str, model: str, trial: int) -> Episode:
+        usage = {
+            "customer": RoleUsage(calls=2, prompt_tokens=1000, completion_tokens=100),
+            "agent": RoleUsage(calls=2, prompt_tokens=2000, completion_tokens=200),
+            "judge": RoleUsage(calls=1, cached_calls=1, prompt_tokens=500, completion_tokens=50),
+        }
+        return ep("a", condition, model, trial, 6).model_copy(update={"usage": usage})
+
+    episodes = [costed("baseline", "student", t) for t in range(2)] + [
+        costed("teacher", "teacher", t) for t in range(2)
+    ]
+    prices = {"student": (0.0, 0.0), "teacher": (10.0, 30.0), "customer": (1.0, 2.0), "judge": (4.0, 8.0)}
+    config = CONFIG.model_copy(update={"conditions": ["baseline", "teacher"]})
+    report = summarize_evaluation(
+        episodes, config, library_version=1, package_version="0", experiment="x", prices=prices
+    )
+    base = report.students[0].rows[0]
+    assert base.cost["agent"] == 0.0
+    assert base.cost["customer"] == (2000 * 1.0 + 200 * 2.0) / 1000
+    assert base.cost["judge"] == (1000 * 4.0 + 100 * 8.0) / 1000
+    assert report.teacher is not None and report.teacher.cost["agent"] == (4000 * 10.0 + 400 * 30.0) / 1000
+    assert base.tokens_per_episode == 3850
+    md = to_markdown(report)
+    assert "| student | baseline | agent | student | 4 | 4,000 | 400 | $0.0000 |" in md
+    assert "| teacher | teacher | agent | teacher | 4 | 4,000 | 400 | $52.00 |" in md

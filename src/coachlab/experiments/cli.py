@@ -146,12 +146,18 @@ def train(
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
 ) -> None:
     """Grow the scenario tree and the strategy library (the distillation loop)."""
-    from coachlab.experiments.distill import RunLayout, train_experiment, train_roots
-    from coachlab.experiments.progress import ProgressDisplay
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
+    _train(experiment, out, resume=resume, overwrite=overwrite, dry_run=dry_run, again=f"coachlab train {experiment}")
+    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
+
+
+def _train(experiment: Path, out: Path | None, *, resume: bool, overwrite: bool, dry_run: bool, again: str) -> Path:
+    """Run `train` and print its summary; returns the run folder."""
     from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.distill import RunLayout, train_experiment, train_roots
+    from coachlab.experiments.progress import ProgressDisplay
 
     cfg = load_experiment(experiment).config
     if cfg.train is None:
@@ -165,9 +171,7 @@ def train(
                 train_experiment(exp, backends, run_dir=root, resume=resume, use_cache=not dry_run, observers=[display])
             )
     except KeyboardInterrupt:
-        err.print(
-            f"Interrupted: the tree and library are saved in {root}. Resume with: coachlab train {experiment} --resume"
-        )
+        err.print(f"Interrupted: the tree and library are saved in {root}. Resume with: {again} --resume")
         raise typer.Exit(130) from None
     layout = RunLayout(root)
     console.print(
@@ -176,7 +180,7 @@ def train(
         f"{summary.rejected}; stopped by {summary.stopped_by}; {summary.tokens:,} tokens."
     )
     console.print(f"Tree: {layout.tree}   Library: {layout.library}/   Episodes: {layout.train}/episodes.jsonl")
-    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
+    return root
 
 
 @app.command()
@@ -188,13 +192,29 @@ def evaluate(
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the pipeline fast.")] = False,
 ) -> None:
     """Evaluate held-out scenarios under baseline / generic / library / teacher and print gap closed."""
+    from coachlab.experiments.simulate import elapsed
+
+    start = time.perf_counter()
+    _evaluate(
+        experiment,
+        out,
+        resume=resume,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        again=f"coachlab evaluate {experiment}",
+    )
+    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
+
+
+def _evaluate(
+    experiment: Path, out: Path | None, *, resume: bool, concurrency: int | None, dry_run: bool, again: str
+) -> Path:
+    """Run `evaluate` and print its table; returns the results folder."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.distill import RunLayout, evaluate_experiment
     from coachlab.experiments.evaluate import to_markdown
     from coachlab.experiments.progress import ProgressDisplay
-    from coachlab.experiments.simulate import elapsed
 
-    start = time.perf_counter()
     cfg = load_experiment(experiment).config
     if cfg.evaluate is None:
         raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
@@ -214,65 +234,37 @@ def evaluate(
                 )
             )
     except KeyboardInterrupt:
-        err.print(f"Interrupted: finished episodes are kept. Resume with: coachlab evaluate {experiment} --resume")
+        err.print(f"Interrupted: finished episodes are kept. Resume with: {again} --resume")
         raise typer.Exit(130) from None
     console.print(to_markdown(report), markup=False)
-    console.print(f"Results: {RunLayout(root).evaluation}/results.json and results.md")
-    console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
+    evaluation = RunLayout(root).evaluation
+    console.print(f"Results: {evaluation}/results.json and results.md")
+    return evaluation
 
 
-@persona_app.command("new")
-def persona_new(
-    persona_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")
-    ],
-    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+@app.command()
+def distill(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with `train:` and `evaluate:`).")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (train, then evaluate).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
 ) -> None:
-    """Write a commented persona skeleton to fill in."""
-    from coachlab.experiments.authoring import persona_skeleton
+    """The whole loop: train (tree + library), then evaluate on held-out scenarios, then say where it all is."""
+    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.simulate import elapsed
 
-    text = persona_skeleton(persona_id)
-    path = folder / f"{persona_id}.yaml"
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to replace it.")
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    console.print(f"Wrote {path}. Fill it in, then check it with: coachlab persona validate {path}")
-
-
-@persona_app.command("validate")
-def persona_validate(
-    files: Annotated[list[Path], typer.Argument(help="Persona files or folders.")],
-) -> None:
-    """Check persona files; prints one clear error per bad file."""
-    from coachlab.experiments.authoring import validate_files
-
-    bad = validate_files(files, kind="persona", console=console, err=err)
-    if bad:
-        raise typer.Exit(1)
-
-
-@persona_app.command("draft")
-def persona_draft(
-    description: Annotated[str, typer.Argument(help="One line: who the customer is.")],
-    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path(
-        "experiments/quickstart.yaml"
-    ),
-    model: Annotated[str, typer.Option(help="Model entry that writes the persona.")] = "customer",
-    persona_id: Annotated[str | None, typer.Option("--id", help="Persona id (default: from the description).")] = None,
-    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
-) -> None:
-    """Have a model draft a persona from a description; it is validated (and re-asked) before saving."""
-    from coachlab.experiments.authoring import draft_persona_file
-
-    path = asyncio.run(
-        draft_persona_file(
-            description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force
-        )
-    )
-    console.print(f"Wrote {path}. Read it and adjust it: the private goal and constraints drive the simulation.")
+    start = time.perf_counter()
+    again = f"coachlab distill {experiment}" + (f" --out {out}" if out else "")
+    root = _train(experiment, out, resume=resume, overwrite=overwrite, dry_run=dry_run, again=again)
+    console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
+    _evaluate(experiment, root, resume=resume, concurrency=None, dry_run=dry_run, again=again)
+    layout = RunLayout(root)
+    console.print(f"\n[bold]Finished in {elapsed(start)}[/bold]. Where things are:")
+    console.print(f"  scenario tree:    {layout.tree}")
+    console.print(f"  strategy library: {layout.library}/   (coachlab library list {root})")
+    console.print(f"  results:          {layout.evaluation}/results.md and results.json")
+    console.print(f"  transcripts:      {layout.train}/transcripts/ and {layout.evaluation}/transcripts/")
 
 
 @app.command("validate")
@@ -340,14 +332,12 @@ def library_list(
 
     lib = _store(run_dir).load(version)
     table = Table(title=f"library v{lib.version}: {lib.note}")
-    for col in ("id", "status", "situation", "guidance", "uplift [CI low, high]", "trials"):
+    for col in ("id", "status", "situation", "guidance", "evidence"):
         table.add_column(col, overflow="fold")
     for s in lib.strategies:
         if status and s.status.value != status:
             continue
-        ev = s.evidence
-        uplift = f"{ev.uplift:+.2f} [{ev.uplift_low}, {ev.uplift_high}]" if ev and ev.uplift is not None else "n/a"
-        table.add_row(s.id, s.status.value, s.situation, s.guidance, uplift, str(ev.trials if ev else 0))
+        table.add_row(s.id, s.status.value, s.situation, s.guidance, s.evidence.summary if s.evidence else "none")
     console.print(table)
 
 

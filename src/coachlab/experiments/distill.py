@@ -133,6 +133,7 @@ async def evaluate_experiment(
         library_version=library.version,
         package_version=__version__,
         experiment=experiment.path.read_text(encoding="utf-8"),
+        prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
     )
     write_json_atomic(layout.evaluation / "results.json", report)
     (layout.evaluation / "results.md").write_text(to_markdown(report), encoding="utf-8")

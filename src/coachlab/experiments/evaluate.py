@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +28,16 @@ __all__ = [
     "ConditionResult",
     "EvaluateConfig",
     "EvaluationReport",
+    "Price",
     "StudentResult",
     "evaluation_plans",
     "generic_guidance",
     "summarize_evaluation",
     "to_markdown",
 ]
+
+Price = tuple[float, float]
+"""A model entry's estimated price per 1,000 prompt and completion tokens."""
 
 Condition = Literal["baseline", "generic", "library", "teacher"]
 CONDITIONS: tuple[Condition, ...] = ("baseline", "generic", "library", "teacher")
@@ -59,7 +63,7 @@ class EvaluateConfig(BaseModel):
 def generic_guidance(strategies: Sequence[Strategy], size: int) -> GuidanceProvider:
     """The `generic` condition: the same strongest approved strategies every turn, no retrieval."""
     approved = [s for s in strategies if s.status is AuditStatus.APPROVED]
-    ranked = sorted(approved, key=lambda s: -(s.evidence.uplift or 0.0) if s.evidence else 0.0)[:size]
+    ranked = sorted(approved, key=lambda s: -s.evidence.gain if s.evidence else 0.0)[:size]
     fixed = [s.as_guidance() for s in ranked]
 
     async def provide(_: Scenario, __: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
@@ -100,7 +104,20 @@ class ConditionResult(BaseModel):
     satisfaction: Estimate
     pass_k: float | None = Field(description="Share of scenarios whose every trial reached the threshold.")
     resolved_rate: float | None
-    usage: dict[str, RoleUsage]
+    usage: dict[str, RoleUsage] = Field(description="By role: calls and tokens (cached calls included).")
+    cost: dict[str, float] = Field(
+        default_factory=lambda: {}, description="By role: estimated price of the tokens (the model entries' prices)."
+    )
+
+    @property
+    def tokens_per_episode(self) -> float:
+        """All roles' tokens divided by episodes."""
+        return sum(u.total_tokens for u in self.usage.values()) / self.episodes if self.episodes else 0.0
+
+    @property
+    def total_cost(self) -> float:
+        """All roles' estimated price."""
+        return sum(self.cost.values())
 
 
 class StudentResult(BaseModel):
@@ -125,7 +142,19 @@ class EvaluationReport(BaseModel):
     experiment: str = Field(description="The experiment file as run (keys stay ${VAR} references).")
 
 
-def _row(condition: str, model: str, episodes: Sequence[Episode], threshold: int, seed: int) -> ConditionResult:
+def _role_model(role: str, agent_model: str) -> str:
+    """The model entry that played `role` in an episode whose service agent was `agent_model`."""
+    return agent_model if role == "agent" else role
+
+
+def _row(
+    condition: str,
+    model: str,
+    episodes: Sequence[Episode],
+    threshold: int,
+    seed: int,
+    prices: Mapping[str, Price],
+) -> ConditionResult:
     judged = [e for e in episodes if e.verdict is not None]
     scores = [float(e.verdict.satisfaction) for e in judged if e.verdict is not None]
     by_scenario: dict[str, list[float]] = defaultdict(list)
@@ -147,7 +176,12 @@ def _row(condition: str, model: str, episodes: Sequence[Episode], threshold: int
         else None,
         resolved_rate=(sum(bool(e.verdict and e.verdict.resolved) for e in judged) / len(judged)) if judged else None,
         usage=dict(usage),
+        cost={role: _price(u, prices.get(_role_model(role, model), (0.0, 0.0))) for role, u in usage.items()},
     )
+
+
+def _price(usage: RoleUsage, price: Price) -> float:
+    return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1000
 
 
 def _gap_closed(
@@ -185,8 +219,13 @@ def summarize_evaluation(
     library_version: int,
     package_version: str,
     experiment: str,
+    prices: Mapping[str, Price] | None = None,
 ) -> EvaluationReport:
-    """The evaluation table: per student and condition, and gap closed."""
+    """The evaluation table: per student and condition, and gap closed.
+
+    `prices` maps model entry names to their price per 1,000 prompt / completion tokens (default 0).
+    """
+    prices = prices or {}
     by: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for e in episodes:
         by[(e.condition, e.agent_model)].append(e)
@@ -199,11 +238,13 @@ def summarize_evaluation(
         }
 
     teacher_eps = by.get(("teacher", config.teacher), [])
-    teacher_row = _row("teacher", config.teacher, teacher_eps, config.threshold, config.seed) if teacher_eps else None
+    teacher_row = (
+        _row("teacher", config.teacher, teacher_eps, config.threshold, config.seed, prices) if teacher_eps else None
+    )
     students: list[StudentResult] = []
     for student in config.students:
         rows = [
-            _row(c, student, by[(c, student)], config.threshold, config.seed)
+            _row(c, student, by[(c, student)], config.threshold, config.seed, prices)
             for c in config.conditions
             if c != "teacher" and (c, student) in by
         ]
@@ -228,27 +269,43 @@ def summarize_evaluation(
     )
 
 
+def _money(x: float) -> str:
+    return f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
+
+
 def to_markdown(report: EvaluationReport) -> str:
-    """The evaluation table as Markdown."""
+    """The evaluation table as Markdown, then tokens and estimated cost per role."""
     out = [
-        "| student | condition | n | satisfaction (95% CI) | pass^k | resolved | tokens |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| student | condition | n | satisfaction (95% CI) | pass^k | resolved | tokens/episode | est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.0f}%"
 
     def line(student: str, r: ConditionResult) -> str:
-        tokens = sum(u.total_tokens for u in r.usage.values())
         return (
             f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.satisfaction} | {pct(r.pass_k)} | "
-            f"{pct(r.resolved_rate)} | {tokens:,} |"
+            f"{pct(r.resolved_rate)} | {r.tokens_per_episode:,.0f} | {_money(r.total_cost)} |"
         )
 
-    for s in report.students:
-        out += [line(s.student, r) for r in s.rows]
+    rows = [(s.student, r) for s in report.students for r in s.rows]
     if report.teacher is not None:
-        out.append(line(report.teacher.agent_model, report.teacher))
+        rows.append((report.teacher.agent_model, report.teacher))
+    out += [line(student, r) for student, r in rows]
+    out += [
+        "",
+        "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run):",
+        "",
+        "| student | condition | role | model | calls | prompt tokens | completion tokens | est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for student, r in rows:
+        for role, u in sorted(r.usage.items()):
+            out.append(
+                f"| {student} | {r.condition} | {role} | {_role_model(role, r.agent_model)} | {u.calls:,} | "
+                f"{u.prompt_tokens:,} | {u.completion_tokens:,} | {_money(r.cost.get(role, 0.0))} |"
+            )
     out.append("")
     for s in report.students:
         out.append(f"Gap closed by the library for {s.student}: {s.gap_closed} over {s.gap_closed.n} paired trials.")

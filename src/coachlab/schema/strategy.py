@@ -62,6 +62,27 @@ class Evidence(Frozen):
             return None
         return self.mean_with - self.mean_without
 
+    @property
+    def gain(self) -> float:
+        """How much the strategy helped by its criterion (satisfaction points, or share of teacher-level replies)."""
+        if self.uplift is not None:
+            return self.uplift
+        if self.preferred_with is not None and self.preferred_without is not None:
+            return self.preferred_with - self.preferred_without
+        return 0.0
+
+    @property
+    def summary(self) -> str:
+        """One line for tables: the measured effect and its trials."""
+        if self.criterion == "imitation":
+            if self.preferred_with is None:
+                return f"imitation: not judged ({self.trials} trials)"
+            without = "n/a" if self.preferred_without is None else f"{self.preferred_without:.0%}"
+            return f"teacher-level replies {self.preferred_with:.0%} vs {without} without ({self.trials} trials)"
+        if self.uplift is None:
+            return f"uplift n/a ({self.trials} trials)"
+        return f"uplift {self.uplift:+.2f} [CI {self.uplift_low}, {self.uplift_high}] ({self.trials} trials)"
+
 
 class Strategy(Frozen):
     """A situation ("when the customer ...") and the guidance that helps there."""
