@@ -67,3 +67,23 @@ def test_children_are_harder_variants() -> None:
     agent = build_teacher(model_client=client, output=ChildScenarios)
     children = asyncio.run(propose_children(agent, scenario(), DIALOGUE, count=2))
     assert len(children) == 2 and children[0].patience == "very low"
+
+
+def test_leak_check_catches_fragments_of_case_facts_but_not_general_words() -> None:
+    from coachlab.agents import StrategyDraft, leaked_detail
+
+    case = scenario(
+        company="Maple & Co. Home Goods",
+        facts={"order_number": "MC-48213", "item": "Ceramic cookware set, sage green", "total": "$89.99"},
+    )
+
+    def leak(situation: str, guidance: str) -> str | None:
+        return leaked_detail(StrategyDraft(situation=situation, guidance=guidance), case)
+
+    assert leak("When the customer's cookware set is late", "Offer a reship.") == "cookware set"
+    assert leak("When an order is late", "Refund the $89.99.") == "$89.99"
+    assert leak("When the customer asks about MC-48213", "Check it.") == "mc-48213"
+    assert leak("When the customer is upset", "Thank them for choosing Maple.") == "maple"
+    assert leak("When the customer is upset", "Call Dana back.") == "dana"
+    assert leak("When the customer asks about a late order", "Apologise and name one next step with a date.") is None
+    assert leak("When a set arrives in the wrong colour", "Offer a green-light exchange.") is None

@@ -8,6 +8,8 @@ goal; it is told never to name the persona or quote account facts, so strategies
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -112,16 +114,38 @@ async def _ask_structured(
     return await ask_structured(agent, view, output, retries=retries, who="the teacher", cancellation_token=token)
 
 
-def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
-    """A case detail (the persona's name, a fact value) that a strategy quotes, or None.
+_WORDS = re.compile(r"[a-z][a-z'-]+|\d[\d.,/:-]*\d|\d")
+_FILLER = frozenset(("a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "with", "by", "from", "is"))
 
-    Strategies must generalise: one that names the customer or an order number is rejected.
+
+def _detail_phrases(value: str) -> list[str]:
+    """The fragments of a case fact that only this case would mention.
+
+    The whole value; every number of three or more digits; and every pair of adjacent content
+    words ("cookware set", "sage green") - single words are left alone, since a general strategy
+    may well say "delayed" or "refund".
     """
-    text = f"{draft.situation} {draft.guidance}".lower()
-    details = [*scenario.persona.name.split(), *(str(v) for v in scenario.facts.values() if not isinstance(v, bool))]
+    words = [w for w in _WORDS.findall(value.lower()) if w not in _FILLER]
+    numbers = [w for w in words if sum(c.isdigit() for c in w) >= 3]
+    pairs = [f"{a} {b}" for a, b in itertools.pairwise(words) if not (a[0].isdigit() or b[0].isdigit())]
+    return [value.lower().strip(), *numbers, *pairs]
+
+
+def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
+    """A case detail that a strategy quotes, or None.
+
+    Strategies must generalise: one that names the customer or the company (or its first word, the
+    brand), or quotes a fact of the case (an order number, an amount, "sage green") is rejected.
+    """
+    text = " ".join(w for w in _WORDS.findall(f"{draft.situation} {draft.guidance}".lower()) if w not in _FILLER)
+    details = [
+        *(n.lower() for n in scenario.persona.name.split()),
+        *([scenario.company.lower(), scenario.company.split()[0].lower()] if scenario.company != "the company" else []),
+        *(p for v in scenario.facts.values() if not isinstance(v, bool) for p in _detail_phrases(str(v))),
+    ]
     for detail in details:
-        d = detail.strip().lower()
-        if len(d) >= 4 and d in text:
+        d = " ".join(w for w in _WORDS.findall(detail) if w not in _FILLER)
+        if len(d) >= 4 and re.search(rf"(?<![\w-]){re.escape(d)}(?![\w-])", text):
             return detail
     return None
 
