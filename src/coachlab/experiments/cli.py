@@ -119,7 +119,7 @@ def simulate(
 
 
 def _prepare(
-    experiment: Path, out: Path | None, overwrite: bool, dry_run: bool, names: list[str]
+    experiment: Path, out: Path | None, overwrite: bool, dry_run: bool, names: list[str], teacher: str
 ) -> tuple[Experiment, Path, dict[str, Backend]]:
     """Load the experiment, pick the run folder, build the backends (scripted ones for --dry-run)."""
     from coachlab.experiments.config import load_experiment
@@ -130,7 +130,7 @@ def _prepare(
     root = out or exp.output_dir
     if overwrite and root.exists():
         shutil.rmtree(root)
-    clients = dry_run_clients(names) if dry_run else None
+    clients = dry_run_clients(names, strong=[teacher]) if dry_run else None
     backends = build_backends(exp, names, clients=clients)
     for name, backend in backends.items():
         console.print(f"  {name}: {backend.identity}" + ("  [dim](dry run)[/dim]" if dry_run else ""))
@@ -163,7 +163,7 @@ def _train(experiment: Path, out: Path | None, *, resume: bool, overwrite: bool,
     if cfg.train is None:
         raise UsageError(f"{experiment}: no `train:` section; add one to run coachlab train.")
     names = ["customer", "judge", cfg.train.student, cfg.train.teacher]
-    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names)
+    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names, cfg.train.teacher)
     console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
     try:
         with ProgressDisplay(None, console=console, label="train episodes") as display:
@@ -219,7 +219,7 @@ def _evaluate(
     if cfg.evaluate is None:
         raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
     names = ["customer", "judge", *cfg.evaluate.students, cfg.evaluate.teacher]
-    exp, root, backends = _prepare(experiment, out, False, dry_run, names)
+    exp, root, backends = _prepare(experiment, out, False, dry_run, names, cfg.evaluate.teacher)
     try:
         with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
             report = asyncio.run(
@@ -265,6 +265,60 @@ def distill(
     console.print(f"  strategy library: {layout.library}/   (coachlab library list {root})")
     console.print(f"  results:          {layout.evaluation}/results.md and results.json")
     console.print(f"  transcripts:      {layout.train}/transcripts/ and {layout.evaluation}/transcripts/")
+
+
+@persona_app.command("new")
+def persona_new(
+    persona_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")
+    ],
+    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented persona skeleton to fill in."""
+    from coachlab.experiments.authoring import persona_skeleton
+
+    text = persona_skeleton(persona_id)
+    path = folder / f"{persona_id}.yaml"
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to replace it.")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(f"Wrote {path}. Fill it in, then check it with: coachlab persona validate {path}")
+
+
+@persona_app.command("validate")
+def persona_validate(
+    files: Annotated[list[Path], typer.Argument(help="Persona files or folders.")],
+) -> None:
+    """Check persona files; prints one clear error per bad file."""
+    from coachlab.experiments.authoring import validate_files
+
+    bad = validate_files(files, kind="persona", console=console, err=err)
+    if bad:
+        raise typer.Exit(1)
+
+
+@persona_app.command("draft")
+def persona_draft(
+    description: Annotated[str, typer.Argument(help="One line: who the customer is.")],
+    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path(
+        "experiments/quickstart.yaml"
+    ),
+    model: Annotated[str, typer.Option(help="Model entry that writes the persona.")] = "customer",
+    persona_id: Annotated[str | None, typer.Option("--id", help="Persona id (default: from the description).")] = None,
+    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Have a model draft a persona from a description; it is validated (and re-asked) before saving."""
+    from coachlab.experiments.authoring import draft_persona_file
+
+    path = asyncio.run(
+        draft_persona_file(
+            description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force
+        )
+    )
+    console.print(f"Wrote {path}. Read it and adjust it: the private goal and constraints drive the simulation.")
 
 
 @app.command("validate")

@@ -1,69 +1,93 @@
-"""Scripted stand-ins for every model of an experiment: runs the whole pipeline with no model."""
+"""Scripted stand-ins for every model of an experiment: runs the whole pipeline with no model.
+
+The stand-ins play a small story, so a dry run exercises every step of the loop: the student
+(any agent model but the teacher) answers vaguely and loses the customer, unless a coach's
+guidance tells it to name the next step; the teacher always names it; the judge scores a chat
+high when the agent gave the next step and blames agent turn 0 otherwise; the teacher proposes
+that guidance and a useless one, so verification admits one and rejects the other; the customer
+is satisfied by a next step and gives up after three vague answers.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from autogen_core.models import LLMMessage
 
 from coachlab.llm.scripted import ScriptedChatCompletionClient, message_text
 from coachlab.schema import Verdict
 
-__all__ = ["dry_run_client", "dry_run_clients"]
+__all__ = ["DRY_RUN_GOOD_REPLY", "dry_run_client", "dry_run_clients"]
+
+DRY_RUN_GOOD_REPLY = "I've booked the fix: you'll get a confirmation email within the hour, reference DRY-1."
+_VAGUE_REPLY = "I understand. I have checked your records and here is what I can do for you today."
+_HELPFUL = {"situation": "When the customer asks what happens next", "guidance": "Name the next step and its time."}
+_USELESS = {"situation": "When the customer writes", "guidance": "Thank the customer for their patience."}
 
 
 def _customer(messages: Sequence[LLMMessage]) -> str:
     ask = message_text(messages[-1])
     if "first message" in ask:
         return "Hello, I have a problem with my account and I need it sorted out."
-    if ask.count("Agent:") >= 2:
+    if "reference DRY-1" in ask:
         return "Thanks, that is what I needed. [DONE]"
-    return "Can you tell me exactly what happens next?"
+    if ask.count(_VAGUE_REPLY) >= 3:
+        return "This is going nowhere. [LEAVE]"
+    return f"Can you tell me exactly what happens next? (asked {ask.count(_VAGUE_REPLY) + 1} times)"
 
 
-def _agent(messages: Sequence[LLMMessage]) -> str:
-    ask = message_text(messages[-1])
-    if '"strategies"' in ask:  # the teacher writing strategies
-        return json.dumps(
-            {
-                "strategies": [
-                    {
-                        "situation": "When the customer asks what happens next",
-                        "guidance": "Name the next step and when it will happen.",
-                    }
-                ]
-            }
-        )
-    if '"children"' in ask:  # the teacher writing harder scenarios
+def _teacher_json(ask: str) -> str | None:
+    if '"strategies"' in ask:  # writing strategies
+        return json.dumps({"strategies": [_HELPFUL, _USELESS]})
+    if '"children"' in ask:  # writing harder scenarios
         return json.dumps({"children": [{"mutation": "less patient", "mood": "annoyed", "patience": "low"}]})
-    if '"situation"' in ask:  # the teacher refining a strategy
-        return json.dumps({"situation": "When the customer is unsure", "guidance": "Say exactly what happens next."})
-    return "I understand. I have checked your records and here is what I can do for you today."
+    if '"situation"' in ask:  # refining a strategy
+        return json.dumps(_USELESS)
+    return None
+
+
+def _agent(*, strong: bool) -> Callable[[Sequence[LLMMessage]], str]:
+    def reply(messages: Sequence[LLMMessage]) -> str:
+        structured = _teacher_json(message_text(messages[-1]))
+        if structured is not None:
+            return structured
+        coached = _HELPFUL["guidance"] in message_text(messages[0])
+        return DRY_RUN_GOOD_REPLY if strong or coached else _VAGUE_REPLY
+
+    return reply
 
 
 def _judge(messages: Sequence[LLMMessage]) -> str | Verdict:
-    if "<reply A>" in message_text(messages[-1]):  # a pairwise comparison (imitation verification)
-        return json.dumps({"rationale": "Dry run: no model was called.", "better": "same"})
+    ask = message_text(messages[-1])
+    if "<reply A>" in ask:  # a pairwise comparison (imitation verification)
+        a = "DRY-1" in ask.split("<reply A>")[1].split("</reply A>")[0]
+        b = "DRY-1" in ask.split("<reply B>")[1].split("</reply B>")[0]
+        better = "same" if a == b else ("A" if a else "B")
+        return json.dumps({"rationale": "Dry run: the reply that names the next step wins.", "better": better})
+    good = "reference DRY-1" in ask
     return Verdict(
-        rationale="Dry run: no model was called.",
-        satisfaction=7,
-        resolved=True,
+        rationale="Dry run: scored on whether the agent named the next step.",
+        satisfaction=9 if good else 4,
+        resolved=good,
         policy_followed=True,
-        failure_turn=None,
+        failure_turn=None if good else 0,
         customer_in_role=True,
     )
 
 
-def dry_run_client(role: str) -> ScriptedChatCompletionClient:
-    """A scripted client that plays `role` ("customer", "judge", or any agent) plausibly."""
+def dry_run_client(role: str, *, strong: bool = False) -> ScriptedChatCompletionClient:
+    """A scripted client for a model entry: "customer", "judge", or an agent (`strong` for the teacher)."""
     if role == "customer":
         return ScriptedChatCompletionClient(_customer, name="dry-run-customer", keep=0)
     if role == "judge":
         return ScriptedChatCompletionClient(_judge, name="dry-run-judge", keep=0)
-    return ScriptedChatCompletionClient(_agent, name=f"dry-run-{role}", keep=0)
+    return ScriptedChatCompletionClient(_agent(strong=strong), name=f"dry-run-{role}", keep=0)
 
 
-def dry_run_clients(names: Iterable[str]) -> dict[str, ScriptedChatCompletionClient]:
-    """One dry-run client per model entry name."""
-    return {name: dry_run_client(name) for name in names}
+def dry_run_clients(
+    names: Iterable[str], *, strong: Iterable[str] = ("teacher",)
+) -> dict[str, ScriptedChatCompletionClient]:
+    """One dry-run client per model entry name; the entries in `strong` play the teacher."""
+    teachers = set(strong)
+    return {name: dry_run_client(name, strong=name in teachers) for name in names}
