@@ -12,7 +12,7 @@ from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
-from coachlab.experiments.results import EpisodeLog, write_json_atomic
+from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
 from coachlab.experiments.simulate import Simulation
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer, TrainSummary
@@ -87,6 +87,9 @@ async def train_experiment(
     runner = EpisodeRunner(backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]))
     try:
         trainer = Trainer(runner, config, train_roots(experiment), run_dir=layout.root, record=log.append)
+        # Episodes of nodes still on the frontier belong to a node a killed run did not finish: it is redone.
+        redo = {n.id for n in trainer.tree.frontier()}
+        log.drop(lambda e: e.id.split("/", 1)[0] in redo)
         return await trainer.run()
     finally:
         writer.close()
@@ -118,7 +121,7 @@ async def evaluate_experiment(
             f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
         )
     layout.evaluation.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(str(library.version))
+    write_text_atomic(stamp, str(library.version))
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
     plans = evaluation_plans(config, scenarios, library.strategies)
     sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
@@ -136,5 +139,5 @@ async def evaluate_experiment(
         prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
     )
     write_json_atomic(layout.evaluation / "results.json", report)
-    (layout.evaluation / "results.md").write_text(to_markdown(report), encoding="utf-8")
+    write_text_atomic(layout.evaluation / "results.md", to_markdown(report))
     return report

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +22,8 @@ __all__ = [
     "GroupSummary",
     "RunSummary",
     "summarize",
+    "write_json_atomic",
+    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,29 @@ class EpisodeLog:
             cut = data.rfind(b"\n") + 1
             with self.path.open("r+b") as fh:
                 fh.truncate(cut)
+
+    def drop(self, predicate: Callable[[Episode], bool]) -> int:
+        """Remove the records for which `predicate` is true (atomic rewrite); returns how many went.
+
+        Unreadable lines are dropped too; the others are kept byte for byte.
+        """
+        if not self.path.exists():
+            return 0
+        self.close()
+        kept: list[str] = []
+        dropped = 0
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                gone = predicate(Episode.model_validate_json(line))
+            except ValidationError:
+                gone = bool(line.strip())
+            if gone:
+                dropped += 1
+            elif line.strip():
+                kept.append(line)
+        if dropped:
+            write_text_atomic(self.path, "".join(kept))
+        return dropped
 
     def append(self, episode: Episode) -> None:
         """Write one episode (flushed now, fsynced within a second)."""
@@ -213,12 +238,22 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
 
 def write_json_atomic(path: str | Path, payload: BaseModel | dict[str, object]) -> None:
     """Write JSON through a temporary file, fsync and rename (never a half-written file)."""
+    text = payload.model_dump_json(indent=2) if isinstance(payload, BaseModel) else json.dumps(payload, indent=2)
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text through a temporary file, fsync, rename and fsync the folder."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    text = payload.model_dump_json(indent=2) if isinstance(payload, BaseModel) else json.dumps(payload, indent=2)
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, p)
+    folder = os.open(p.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -150,7 +150,12 @@ class Trainer:
         self.tokens = sum(_tokens(n.usage) for n in self.tree.nodes())
 
     def _guidance(self) -> GuidanceProvider | None:
-        strategies = self.library.load().strategies
+        # A strategy from a node still on the frontier was written by a run killed before that node was
+        # saved; the node is about to be redone, so it must not see its own (or a later node's) strategies.
+        pending = {n.id for n in self.tree.frontier()}
+        strategies = [
+            s for s in self.library.load().strategies if s.provenance is None or s.provenance.node_id not in pending
+        ]
         if not any(s.status is AuditStatus.APPROVED for s in strategies):
             return None
         return retrieval_guidance(
@@ -166,9 +171,10 @@ class Trainer:
         """Process the frontier, iteration by iteration, until a budget is spent or no node fails."""
         summary = TrainSummary()
         self.tree.save(self.tree_path)
-        start = max((n.iteration for n in self.tree.nodes()), default=0)
+        start = min((n.iteration for n in self.tree.frontier()), default=0)
         for iteration in range(start, self.config.max_iterations):
-            frontier = self.tree.frontier()
+            # Children written during this iteration wait for the next one (also after a resume).
+            frontier = [n for n in self.tree.frontier() if n.iteration <= iteration]
             if not frontier:
                 summary.stopped_by = "no frontier node left"
                 break

@@ -138,9 +138,17 @@ class LibraryStore:
             return version
 
     def add(self, strategies: Iterable[Strategy], *, note: str) -> LibraryVersion:
-        """A new version with `strategies` added to (or replacing same-id entries of) the latest."""
-        latest = {s.id: s for s in self.load().strategies}
-        for s in strategies:
+        """A new version with `strategies` added to (or replacing same-id entries of) the latest.
+
+        When every strategy is already there as it is (audit times aside: a resumed run redoing
+        its last step), no version is written and the latest is returned.
+        """
+        current = self.load()
+        latest = {s.id: s for s in current.strategies}
+        incoming = list(strategies)
+        if current.version and all(s.id in latest and _same(latest[s.id], s) for s in incoming):
+            return current
+        for s in incoming:
             latest[s.id] = s
         return self.commit(latest.values(), note=note)
 
@@ -178,6 +186,12 @@ class LibraryStore:
             removed=sorted(set(a) - set(b)),
             changed=sorted(i for i in set(a) & set(b) if a[i] != b[i]),
         )
+
+
+def _same(a: Strategy, b: Strategy) -> bool:
+    """Equal but for when each audit entry was made."""
+    exclude = {"audit": {"__all__": {"at"}}}
+    return a.model_dump(exclude=exclude) == b.model_dump(exclude=exclude)  # type: ignore[arg-type]
 
 
 def _fsync_dir(folder: Path) -> None:
