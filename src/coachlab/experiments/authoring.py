@@ -79,7 +79,11 @@ def _kind_of(path: Path) -> Literal["experiment", "scenario", "persona"]:
 def _expand(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError as exc:  # a name too long for the file system, say
+            raise ConfigError(f"{p}: cannot open: {exc.strerror or exc}.") from None
+        if is_dir:
             found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
             if not found:
                 raise UsageError(f"{p}: no .yaml files in this folder.")
