@@ -32,6 +32,7 @@ from coachlab.errors import CoachlabError
 from coachlab.llm._base import WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, model_identity
+from coachlab.redact import redact
 from coachlab.schema import RoleUsage
 
 __all__ = ["Backend", "BackendError", "RoleClient", "is_transient"]
@@ -44,10 +45,14 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
 class BackendError(Exception):
-    """A model call failed for good (after retries, or a non-transient error)."""
+    """A model call failed for good (after retries, or a non-transient error).
+
+    Its message is redacted (a server that rejects a key may echo it); `cause` is the original
+    exception, unredacted: read its status or type, never print it.
+    """
 
     def __init__(self, backend: str, cause: BaseException, attempts: int) -> None:
-        super().__init__(f"{backend}: {type(cause).__name__}: {cause} (after {attempts} attempt(s))")
+        super().__init__(f"{backend}: {type(cause).__name__}: {redact(str(cause))} (after {attempts} attempt(s))")
         self.backend = backend
         self.cause = cause
         self.attempts = attempts
@@ -266,7 +271,8 @@ class RoleClient(WholeReplyClient):
                 raise  # a user error (missing model, bad config) is not a backend fault
             except Exception as exc:
                 if not is_transient(exc) or attempt > policy.max_retries:
-                    raise BackendError(self.backend.name, exc, attempt) from exc
+                    # from None: a printed traceback would show the cause's text, key echoes included
+                    raise BackendError(self.backend.name, exc, attempt) from None
                 wait = _retry_after(exc)
                 if wait is None:
                     wait = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))

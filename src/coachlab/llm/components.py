@@ -25,6 +25,7 @@ from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from coachlab.errors import ConfigError
+from coachlab.redact import redact, referenced_secrets, register_secret
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -143,6 +144,8 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
         ConfigError: The provider cannot be imported or rejects its config.
     """
     config = expand_env(dict(entry.config), where=f"{where}.config")
+    for secret in referenced_secrets(entry.config):
+        register_secret(secret)  # masked from now on in error messages and (with the CLI's filter) log lines
     if entry.provider_path.startswith("autogen_ext.models.openai.") and "max_retries" not in config:
         config["max_retries"] = 0  # RoleClient retries (honouring Retry-After); one layer, not two
     component = ComponentModel(provider=entry.provider_path, component_type="model", config=config)
@@ -150,7 +153,7 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
         return ChatCompletionClient.load_component(component)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        raise ConfigError(f"{where}.config: {problems}") from None
+        raise ConfigError(f"{where}.config: {redact(problems)}") from None
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         text = str(exc)
         if "model_info" in text:
@@ -161,4 +164,4 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
             )
         if "api_key" in text.lower() or "OPENAI_API_KEY" in text:
             text += " Set the key in the environment and reference it as api_key: ${OPENAI_API_KEY}."
-        raise ConfigError(f"{where}: cannot build {entry.provider!r}: {text}") from None
+        raise ConfigError(f"{where}: cannot build {entry.provider!r}: {redact(text)}") from None
