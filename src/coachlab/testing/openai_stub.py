@@ -38,6 +38,8 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self, TypeAlias, cast
 
+from coachlab.testing.embeddings_stub import EmbedFn, embeddings_response, hashed_embedding
+
 __all__ = [
     "DEFAULT_REPLY",
     "STUB_MODEL_INFO",
@@ -276,7 +278,8 @@ class OpenAIStub:
 
     Use it as a context manager; the server listens on 127.0.0.1 only, from `__enter__` to
     `__exit__`. Point a client at `stub.url` with any API key. It speaks HTTP/1.1 with keep-alive
-    and `Content-Length` bodies (what the openai SDK sends); `GET /v1/models` lists one model.
+    and `Content-Length` bodies (what the openai SDK sends); `GET /v1/models` lists one model and
+    `POST /v1/embeddings` answers with `embed`'s vectors (see `coachlab.testing.embeddings_stub`).
 
     Args:
         reply: Builds the reply text from the request's JSON body (called in the server's thread).
@@ -284,6 +287,7 @@ class OpenAIStub:
         behaviour: Per-request fault injection: `behaviour(index)` returns a `Fault` or None.
         port: The port to listen on; 0 picks a free one (read it back from `port` / `url`).
         keep: How many of the last requests to keep in `requests`.
+        embed: The vector of one text, for `/v1/embeddings` (hashed word counts by default).
     """
 
     def __init__(
@@ -294,12 +298,14 @@ class OpenAIStub:
         behaviour: Behaviour | None = None,
         port: int = 0,
         keep: int = 100,
+        embed: EmbedFn = hashed_embedding,
     ) -> None:
         if latency_s < 0:
             raise ValueError("latency_s must be >= 0")
         self.reply = reply
         self.latency_s = latency_s
         self.behaviour = behaviour
+        self.embed = embed
         self.port = port
         self._log = _Log(keep=keep)
         self._thread: threading.Thread | None = None
@@ -479,6 +485,9 @@ class OpenAIStub:
         path = path.rstrip("/")
         if not path.endswith("/chat/completions"):
             self._record(StubRequest(index=-1, method=method, path=path, headers=headers, body=parsed))
+            if method == "POST" and path.endswith("/embeddings") and parsed is not None:
+                status, payload = embeddings_response(parsed, self.embed)
+                return status, (), payload
             if method == "GET" and path.endswith("/models"):
                 return (
                     200,
