@@ -349,11 +349,6 @@ def test_missing_key_variable_is_named_without_any_value(monkeypatch: pytest.Mon
         build_chat_client(entry, where="e.yaml: models.student")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py main() does not install the redacting log filter yet: add `install_log_filter()` "
-    "(from coachlab.redact import install_log_filter) right after its logging.basicConfig(...) line",
-)
 def test_the_cli_masks_keys_in_third_party_log_lines(
     sentinel: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -474,6 +474,9 @@ def library_export(
 def main() -> None:
     """Entry point: run the app, turning coachlab errors into one-line messages."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from coachlab.redact import install_log_filter
+
+    install_log_filter()
     try:
         app()
     except CoachlabError as exc:

@@ -142,8 +142,12 @@ def load_personas(paths: Iterable[str | Path]) -> tuple[dict[str, Persona], dict
     sources: dict[str, Path] = {}
     for path in paths:
         p = Path(path)
-        files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
-        if p.is_dir() and not files:
+        try:
+            is_dir = p.is_dir()
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot use this path: {exc.strerror}.") from None
+        files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if is_dir else [p]
+        if is_dir and not files:
             raise ConfigError(f"{p}: no persona files (*.yaml) in this folder.")
         for file in files:
             persona = validate_yaml(Persona, load_yaml(file, what="persona file"))
@@ -161,7 +165,8 @@ def _scenario_specs(doc: YamlDocument) -> list[tuple[ScenarioSpec, tuple[str | i
         extra = sorted(str(k) for k in data if k != "scenarios")  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
         if extra:
             raise ConfigError(
-                f"{doc.path}: unknown top-level field {extra[0]!r}; a scenario file holds `scenarios:` only."
+                f"{doc.path}:{doc.line_of((extra[0],))}: {extra[0]}: unknown field; a scenario file holds "
+                f"`scenarios:` only{_did_you_mean(extra[0], ['scenarios'])}."
             )
         if not isinstance(items, list) or not items:
             line = doc.line_of(("scenarios",))
@@ -223,11 +228,15 @@ def load_experiment(path: str | Path) -> Experiment:
 
     for key in ("personas", "scenarios"):
         for i, item in enumerate(getattr(config, key)):
-            if not rel(item).exists():
-                raise ConfigError(
-                    f"{doc.path}:{doc.line_of((key, i))}: {key}[{i}]: {rel(item)} does not exist "
-                    "(paths are relative to the experiment file)."
-                )
+            where = f"{doc.path}:{doc.line_of((key, i))}: {key}[{i}]"
+            try:
+                found, is_dir = rel(item).exists(), rel(item).is_dir()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot use {item!r}: {exc.strerror}.") from None
+            if not found:
+                raise ConfigError(f"{where}: {rel(item)} does not exist (paths are relative to the experiment file).")
+            if key == "scenarios" and is_dir:
+                raise ConfigError(f"{where}: {rel(item)} is a folder; list the scenario files in it.")
     personas, _ = load_personas(rel(p) for p in config.personas)
     scenarios, sources = load_scenarios((rel(p) for p in config.scenarios), personas)
     lists = {
