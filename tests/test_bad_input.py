@@ -674,7 +674,9 @@ def test_generated_bad_experiments_through_the_cli(
         case = mutate(data.draw, "experiment", ExperimentConfig, data.draw(st.sampled_from(seeds)))
         seen[case.content] = case.label
         write(case, target)
-        code, out, err = run_main(capsys, monkeypatch, "simulate", str(target), "--dry-run", "--out", "unused")
+        code, out, err = run_main(
+            capsys, monkeypatch, "simulate", str(target), "--dry-run", "--out", str(workspace / "out")
+        )
         assert code == 2, (out, err)
         assert "Traceback" not in out + err
         lines = err.splitlines()
