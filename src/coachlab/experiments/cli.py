@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from coachlab.errors import CoachlabError, UsageError
+from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
     from coachlab.experiments.config import Experiment
@@ -36,6 +37,8 @@ library_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(library_app, name="library")
+app.add_typer(tree_app, name="tree")
+app.command("report")(report)
 
 # Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -17,6 +17,7 @@ from coachlab.environments import EnvironmentConfig
 from coachlab.errors import ConfigError
 from coachlab.experiments.evaluate import EvaluateConfig
 from coachlab.explorer.train import TrainConfig
+from coachlab.library import RetrievalConfig
 from coachlab.llm import ModelEntry
 from coachlab.schema import Persona, Scenario, ScenarioSpec
 from coachlab.yamlio import YamlDocument, load_yaml, validate_yaml
@@ -73,6 +74,9 @@ class ExperimentConfig(BaseModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     train: TrainConfig | None = Field(default=None, description="The distillation loop (coachlab train).")
     evaluate: EvaluateConfig | None = Field(default=None, description="Held-out evaluation (coachlab evaluate).")
+    retrieval: RetrievalConfig = Field(
+        default_factory=RetrievalConfig, description="How the student finds strategies per turn (train and evaluate)."
+    )
     output_dir: str | None = Field(default=None, description="Where results go; default runs/<name>.")
 
     @model_validator(mode="after")

@@ -86,7 +86,10 @@ async def train_experiment(
     cache = ResponseCache(layout.root / "cache.sqlite") if use_cache else None
     runner = EpisodeRunner(backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]))
     try:
-        trainer = Trainer(runner, config, train_roots(experiment), run_dir=layout.root, record=log.append)
+        trainer = Trainer(
+            runner, config, train_roots(experiment), run_dir=layout.root, record=log.append,
+            retrieval=experiment.config.retrieval,
+        )  # fmt: skip
         # Episodes of nodes still on the frontier belong to a node a killed run did not finish: it is redone.
         redo = {n.id for n in trainer.tree.frontier()}
         log.drop(lambda e: e.id.split("/", 1)[0] in redo)
@@ -123,7 +126,7 @@ async def evaluate_experiment(
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, str(library.version))
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
-    plans = evaluation_plans(config, scenarios, library.strategies)
+    plans = evaluation_plans(config, scenarios, library.strategies, experiment.config.retrieval)
     sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
     try:
         todo = sim.pending(plans, resume=resume)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
 from coachlab.experiments.simulate import EpisodePlan
-from coachlab.library import LexicalRetriever, retrieval_guidance
+from coachlab.library import RetrievalConfig
 from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy
 from coachlab.stats import Estimate, bootstrap_mean, seed_for
 
@@ -54,8 +54,6 @@ class EvaluateConfig(BaseModel):
     conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
     trials: int = Field(default=4, ge=1, le=1000)
     generic_size: int = Field(default=5, ge=1, description="Strategies in the generic condition's fixed list.")
-    retrieval_k: int = Field(default=3, ge=1)
-    retrieval_floor: float = Field(default=0.1, ge=0, le=1)
     threshold: int = Field(default=7, ge=1, le=10, description="pass^k threshold.")
     seed: int = 0
 
@@ -73,10 +71,13 @@ def generic_guidance(strategies: Sequence[Strategy], size: int) -> GuidanceProvi
 
 
 def evaluation_plans(
-    config: EvaluateConfig, scenarios: Sequence[Scenario], strategies: Sequence[Strategy]
+    config: EvaluateConfig,
+    scenarios: Sequence[Scenario],
+    strategies: Sequence[Strategy],
+    retrieval: RetrievalConfig | None = None,
 ) -> list[EpisodePlan]:
     """Every (scenario, trial) under every condition and student; the teacher once per (scenario, trial)."""
-    library = retrieval_guidance(LexicalRetriever(strategies), k=config.retrieval_k, floor=config.retrieval_floor)
+    library = (retrieval or RetrievalConfig()).provider(strategies)
     generic = generic_guidance(strategies, config.generic_size)
     guidance: dict[str, GuidanceProvider | None] = {"baseline": None, "generic": generic, "library": library}
     plans: list[EpisodePlan] = []

@@ -34,7 +34,7 @@ from coachlab.environments import EpisodeRunner, GuidanceProvider
 from coachlab.errors import ModelResponseError
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import ImitationArm, VerificationResult, VerifyConfig, verify_guidance, verify_imitation
-from coachlab.library import LexicalRetriever, LibraryStore, retrieval_guidance
+from coachlab.library import LibraryStore, RetrievalConfig
 from coachlab.llm import RoleClient
 from coachlab.schema import (
     AgentMessage,
@@ -81,8 +81,6 @@ class TrainConfig(BaseModel):
         "node's rollouts; the teacher plays the rest. E.g. [0.5, 0.75, 1.0] lets the student take over as the "
         "tree deepens.",
     )
-    retrieval_k: int = Field(default=3, ge=1)
-    retrieval_floor: float = Field(default=0.1, ge=0, le=1)
     seed: int = 0
 
     @field_validator("student_share")
@@ -127,6 +125,7 @@ class Trainer:
         roots: The training scenarios.
         run_dir: Where `tree.json`, `library/` live.
         record: Called with every episode (the run's episodes file), so nothing is lost.
+        retrieval: How the student retrieves the library's strategies (the experiment's `retrieval:`).
     """
 
     def __init__(
@@ -137,8 +136,10 @@ class Trainer:
         *,
         run_dir: str | Path,
         record: Callable[[Episode], None] = lambda e: None,
+        retrieval: RetrievalConfig | None = None,
     ) -> None:
         self.runner = runner
+        self.retrieval = retrieval or RetrievalConfig()
         self.config = config
         self.run_dir = Path(run_dir)
         self.tree_path = self.run_dir / "tree.json"
@@ -158,9 +159,7 @@ class Trainer:
         ]
         if not any(s.status is AuditStatus.APPROVED for s in strategies):
             return None
-        return retrieval_guidance(
-            LexicalRetriever(strategies), k=self.config.retrieval_k, floor=self.config.retrieval_floor
-        )
+        return self.retrieval.provider(strategies)
 
     def _budget_left(self) -> str | None:
         if self.config.max_tokens is not None and self.tokens >= self.config.max_tokens:

@@ -13,6 +13,7 @@ from coachlab.library.openai_embedder import OpenAIEmbedder, OpenAIEmbedderConfi
 from coachlab.library.retrieval import (
     AsyncRetriever,
     LexicalRetriever,
+    RetrievalConfig,
     Retriever,
     RetrieverKind,
     make_retriever,
@@ -37,6 +38,7 @@ __all__ = [
     "LibraryVersion",
     "OpenAIEmbedder",
     "OpenAIEmbedderConfig",
+    "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
     "load_embedder",

@@ -16,17 +16,18 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.errors import UsageError
+from coachlab.library.openai_embedder import OpenAIEmbedderConfig
 from coachlab.schema import AuditStatus, Guidance, Scenario, Strategy
-
-if TYPE_CHECKING:
-    from coachlab.library.openai_embedder import OpenAIEmbedderConfig
 
 __all__ = [
     "AsyncRetriever",
     "LexicalRetriever",
+    "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
     "make_retriever",
@@ -234,3 +235,34 @@ def make_retriever(
     from coachlab.library.embedding import load_embedder
 
     return EmbeddingRetriever(strategies, load_embedder(model))
+
+
+class RetrievalConfig(BaseModel):
+    """The `retrieval:` section of an experiment: how the service agent finds strategies per turn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RetrieverKind = Field(
+        default="auto", description="auto (embedding when fetched, else lexical), embedding, lexical or openai."
+    )
+    k: int = Field(default=3, ge=1, le=20, description="Strategies shown per turn, at most.")
+    floor: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest score shown; default per kind: 0.1 for lexical (share of words), 0.4 for embeddings.",
+    )
+    model: str = Field(default="all-minilm-l6-v2", description="The offline embedding model (catalog name or folder).")
+    endpoint: OpenAIEmbedderConfig | None = Field(default=None, description="The embeddings endpoint for `openai`.")
+
+    def retriever(self, strategies: Sequence[Strategy]) -> Retriever:
+        """The retriever over `strategies` (see `make_retriever`)."""
+        return make_retriever(self.kind, strategies, model=self.model, endpoint=self.endpoint)
+
+    def provider(
+        self, strategies: Sequence[Strategy]
+    ) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
+        """A per-turn guidance provider over `strategies`, with the floor of the kind actually used."""
+        retriever = self.retriever(strategies)
+        floor = self.floor if self.floor is not None else (0.1 if isinstance(retriever, LexicalRetriever) else 0.4)
+        return retrieval_guidance(retriever, k=self.k, floor=floor)
