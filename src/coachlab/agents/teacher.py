@@ -172,8 +172,7 @@ async def propose_strategies(
         f"{teacher_reply}\n\nWrite {count} strategies that would make the junior agent reply like the expert in "
         "situations like this one. Each has a situation ('When the customer ...', describing the kind of moment, "
         "not this case) and guidance: one or two sentences in the imperative about what the expert did that the "
-        "junior did not (for example 'Apologise once, say what you will do now, and give a time and a reference "
-        "number.'). Keep them general: never use names, products, order numbers, dates or amounts from this chat, "
+        "junior did not. Keep them general: never use names, products, order numbers, dates or amounts from this chat, "
         "and never tell the agent to send the customer elsewhere. "
         'JSON: {"strategies": [{"situation": "...", "guidance": "..."}]}'
     )
