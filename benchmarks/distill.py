@@ -37,8 +37,8 @@ async def main(experiment: Path, out: Path) -> None:
     for s in library.strategies:
         ev = s.evidence
         print(f"  {s.status.value} {s.id}: {s.situation} -> {s.guidance}")
-        if ev is not None and ev.uplift is not None:
-            print(f"    uplift {ev.uplift:+.2f} (CI low {ev.uplift_low}) over {ev.trials} paired trials")
+        if ev is not None:
+            print(f"    {ev.summary}")
     print(f"  admitted {len(summary.accepted)}, rejected {summary.rejected}")
     start = time.perf_counter()
     report = await evaluate_experiment(
