@@ -41,7 +41,14 @@ from coachlab.redact import (
     register_secret,
 )
 from coachlab.testing import ScriptedChatCompletionClient
-from coachlab.testing.openai_stub import STUB_MODEL_INFO, HttpError, OpenAIStub, default_reply, request_text
+from coachlab.testing.openai_stub import (
+    STUB_MODEL_INFO,
+    HttpError,
+    OpenAIStub,
+    StubRequest,
+    default_reply,
+    request_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "COACHLAB_TEST_SENTINEL_KEY"
@@ -222,7 +229,7 @@ def test_a_backend_that_repeats_the_key_in_its_401_leaks_it_nowhere(
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
-    def reject(index: int) -> HttpError:
+    def reject(request: StubRequest) -> HttpError:
         return HttpError(status=401, message=f"Incorrect API key provided: {os.environ[ENV]}. Find your key at ...")
 
     with OpenAIStub(behaviour=reject) as stub:

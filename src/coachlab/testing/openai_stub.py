@@ -6,8 +6,10 @@ the openai SDK, HTTP keep-alive, coachlab's retries) with no model and no networ
 number of concurrent keep-alive connections, each reply held back by a fixed latency without
 blocking the others, and it works the same from synchronous and asynchronous callers.
 
-What it answers comes from a plain function of the request's JSON; what goes wrong comes from
-a `behaviour(request_index)` hook that may return a `Fault` for that request:
+What it answers comes from a plain function of the request's JSON (`coachlab.testing.stub_replies`);
+what goes wrong comes from a `behaviour(request)` hook that may return a fault for that request
+(`coachlab.testing.faults`: HTTP errors, 429 with Retry-After, hangs, dropped connections, broken
+JSON), usually a `FaultPlan` of rules by role, pattern, probability and count.
 
 Example::
 
@@ -18,27 +20,50 @@ Example::
         ...
     assert stub.request_count == 1 and stub.requests[-1].body["model"] == "stub"
 
-The default reply is a short fixed line, or, when the request asks for JSON
-(`response_format`), the smallest object that fits the schema sent with it, so a judge gets a
-parseable verdict. `replies_by_model` answers each role by the model name its entry uses.
+Requests with `"stream": true` are answered as a server-sent event stream, one chunk per word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Self, TypeAlias, cast
+from typing import Any, Literal, Self
 
 from coachlab.testing.embeddings_stub import EmbedFn, embeddings_response, hashed_embedding
+from coachlab.testing.faults import (
+    BadJson,
+    Behaviour,
+    Drop,
+    Fault,
+    Hang,
+    HttpError,
+    StubRequest,
+    break_json,
+    fault_kind,
+    fault_script,
+    rate_limited,
+    server_error,
+)
+from coachlab.testing.stub_replies import (
+    DEFAULT_REPLY,
+    ReplyFn,
+    default_reply,
+    json_object,
+    replies_by_model,
+    request_text,
+    response_schema,
+    schema_example,
+)
 
 __all__ = [
     "DEFAULT_REPLY",
@@ -61,12 +86,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ReplyFn = Callable[[dict[str, Any]], str]
-"""Returns the assistant's reply text for one chat-completions request (its parsed JSON body)."""
-
-DEFAULT_REPLY = "Thanks, noted."
-"""What `default_reply` says when no JSON is asked for."""
-
 STUB_MODEL_INFO: dict[str, Any] = {
     "vision": False,
     "function_calling": False,
@@ -80,183 +99,6 @@ STUB_MODEL_INFO: dict[str, Any] = {
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error"}
 
 
-@dataclass(frozen=True)
-class HttpError:
-    """Answer the request with an HTTP error status and an OpenAI-style error body.
-
-    Args:
-        status: The HTTP status (500, 503, 429...).
-        message: The error message in the body.
-        retry_after: Seconds sent as the `Retry-After` header, or None for no header.
-    """
-
-    status: int = 500
-    message: str = "injected fault"
-    retry_after: float | None = None
-
-
-Fault: TypeAlias = HttpError
-"""What can go wrong with one request. Kinds to come: hangs, dropped connections, malformed JSON."""
-
-Behaviour = Callable[[int], Fault | None]
-"""Given the 0-based index of a chat-completions request, the fault to inject, or None to answer."""
-
-
-def server_error(message: str = "injected server error") -> HttpError:
-    """A 500 Internal Server Error."""
-    return HttpError(status=500, message=message)
-
-
-def rate_limited(retry_after: float | None = 0.0, message: str = "injected rate limit") -> HttpError:
-    """A 429 Too Many Requests, with `Retry-After: <retry_after>` unless it is None."""
-    return HttpError(status=429, message=message, retry_after=retry_after)
-
-
-def fault_script(*faults: Fault | None) -> Behaviour:
-    """A behaviour that injects `faults[i]` into request `i` (None answers normally), then answers all."""
-    script: tuple[Fault | None, ...] = faults
-
-    def behaviour(index: int) -> Fault | None:
-        return script[index] if index < len(script) else None
-
-    return behaviour
-
-
-@dataclass(frozen=True)
-class StubRequest:
-    """One request the stub received (kept for assertions)."""
-
-    index: int
-    """0-based order among chat-completions requests (-1 for other paths)."""
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    """Header names in lower case."""
-    body: dict[str, Any] | None
-    """The parsed JSON body, or None when there was none or it was not JSON."""
-    fault: Fault | None = None
-    """The fault injected into this request, if any."""
-
-
-def _obj(value: Any) -> dict[str, Any] | None:
-    """`value` as a JSON object, or None."""
-    return cast(dict[str, Any], value) if isinstance(value, dict) else None
-
-
-def _arr(value: Any) -> list[Any]:
-    """`value` as a JSON array ([] when it is not one)."""
-    return cast(list[Any], value) if isinstance(value, list) else []
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = (_obj(part) for part in _arr(content))
-    return " ".join(part["text"] for part in parts if part is not None and isinstance(part.get("text"), str))
-
-
-def request_text(request: Mapping[str, Any], *, role: str | None = None) -> str:
-    """The text of a request's messages (only those of `role` when given), one per line."""
-    messages = (_obj(m) for m in _arr(request.get("messages")))
-    return "\n".join(
-        _content_text(m.get("content")) for m in messages if m is not None and (role is None or m.get("role") == role)
-    )
-
-
-def response_schema(request: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The JSON schema a request asks its answer to follow, if any.
-
-    Reads OpenAI's `{"type": "json_schema", "json_schema": {"schema": ...}}` (what the openai SDK
-    sends for a pydantic `response_format`, i.e. AutoGen's `json_output=<class>`) and llama.cpp
-    server's `{"type": "json_object", "schema": ...}`. Plain `json_object` gives `{}`.
-    """
-    fmt = _obj(request.get("response_format"))
-    if fmt is None:
-        return None
-    if fmt.get("type") == "json_schema":
-        spec = _obj(fmt.get("json_schema")) or {}
-        return _obj(spec.get("schema")) or {}
-    if fmt.get("type") == "json_object":
-        return _obj(fmt.get("schema")) or {}
-    return None
-
-
-def schema_example(schema: Mapping[str, Any], *, root: Mapping[str, Any] | None = None) -> Any:
-    """The smallest value that fits a JSON schema (first enum value, null when allowed, "stub"...).
-
-    Handles what pydantic emits: `$ref` into `$defs`, `anyOf`/`oneOf`, `enum`, `const`, objects
-    (every property filled), arrays (empty unless `minItems`) and the scalar types.
-    """
-    root = root if root is not None else schema
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Mapping[str, Any] | None = root
-        for part in ref[2:].split("/"):
-            target = _obj(target.get(part)) if target is not None else None
-        return schema_example(target or {}, root=root)
-    if "const" in schema:
-        return schema["const"]
-    enum = _arr(schema.get("enum"))
-    if enum:
-        return enum[0]
-    if "default" in schema:
-        return schema["default"]
-    branches = [b for b in map(_obj, _arr(schema.get("anyOf") or schema.get("oneOf"))) if b is not None]
-    if branches:
-        if any(b.get("type") == "null" for b in branches):
-            return None
-        return schema_example(branches[0], root=root)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kinds = _arr(kind)
-        if "null" in kinds:
-            return None
-        kind = kinds[0] if kinds else "object"
-    if kind == "object" or (kind is None and "properties" in schema):
-        props = _obj(schema.get("properties")) or {}
-        return {name: schema_example(_obj(sub) or {}, root=root) for name, sub in props.items()}
-    if kind == "array":
-        items = _obj(schema.get("items")) or {}
-        return [schema_example(items, root=root) for _ in range(int(schema.get("minItems", 0)))]
-    if kind == "string":
-        return "stub"
-    if kind == "integer":
-        return int(schema.get("minimum", 0))
-    if kind == "number":
-        return float(schema.get("minimum", 0))
-    if kind == "boolean":
-        return True
-    return None
-
-
-def default_reply(request: dict[str, Any]) -> str:
-    """`DEFAULT_REPLY`, or, when the request asks for JSON, the smallest object fitting its schema."""
-    schema = response_schema(request)
-    if schema is None:
-        return DEFAULT_REPLY
-    return json.dumps(schema_example(schema) if schema else {})
-
-
-def replies_by_model(replies: Mapping[str, str | ReplyFn], *, default: ReplyFn = default_reply) -> ReplyFn:
-    """Answer by the request's `model`: give each role's model entry its own model name.
-
-    Example::
-
-        reply = replies_by_model(
-            {"customer": "My parcel is late.", "agent": "Refunded.", "judge": lambda request: verdict_json}
-        )
-    """
-    table = dict(replies)
-
-    def reply(request: dict[str, Any]) -> str:
-        answer = table.get(str(request.get("model")))
-        if answer is None:
-            return default(request)
-        return answer if isinstance(answer, str) else answer(request)
-
-    return reply
-
-
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -266,6 +108,7 @@ class _Log:
     keep: int
     count: int = 0
     errors: list[str] = field(default_factory=list[str])
+    faults: Counter[str] = field(default_factory=Counter[str])
     items: deque[StubRequest] = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -273,8 +116,21 @@ class _Log:
         self.items = deque(maxlen=self.keep)
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What to send back for one request."""
+
+    status: int
+    payload: dict[str, Any] | None = None
+    """The JSON body (None for a stream)."""
+    headers: Sequence[tuple[str, str]] = ()
+    events: Sequence[dict[str, Any]] | None = None
+    """The server-sent events of a streamed answer."""
+    drop: Literal["before_response", "mid_body"] | None = None
+
+
 class OpenAIStub:
-    """A loopback OpenAI-compatible server (`POST /v1/chat/completions`, non-streaming).
+    """A loopback OpenAI-compatible server (`POST /v1/chat/completions`, plain or streamed).
 
     Use it as a context manager; the server listens on 127.0.0.1 only, from `__enter__` to
     `__exit__`. Point a client at `stub.url` with any API key. It speaks HTTP/1.1 with keep-alive
@@ -284,7 +140,8 @@ class OpenAIStub:
     Args:
         reply: Builds the reply text from the request's JSON body (called in the server's thread).
         latency_s: Seconds every response is held back (a fixed model latency; 0 for none).
-        behaviour: Per-request fault injection: `behaviour(index)` returns a `Fault` or None.
+        behaviour: Per-request fault injection: `behaviour(request)` returns a `Fault` or None
+            (a `FaultPlan`, `fault_script(...)`, or any function of a `StubRequest`).
         port: The port to listen on; 0 picks a free one (read it back from `port` / `url`).
         keep: How many of the last requests to keep in `requests`.
         embed: The vector of one text, for `/v1/embeddings` (hashed word counts by default).
@@ -337,6 +194,12 @@ class OpenAIStub:
             return list(self._log.errors)
 
     @property
+    def faults_injected(self) -> Counter[str]:
+        """Every fault injected so far (not only into the kept requests), by `fault_kind`."""
+        with self._log.lock:
+            return Counter(self._log.faults)
+
+    @property
     def server_cpu_s(self) -> float | None:
         """CPU seconds the server's thread has used so far (None where the platform cannot tell).
 
@@ -384,7 +247,7 @@ class OpenAIStub:
             raise self._failure
 
     def stop(self) -> None:
-        """Stop serving and close every connection (what `__exit__` does)."""
+        """Stop serving and close every connection, hung ones included (what `__exit__` does)."""
         thread, loop, stop = self._thread, self._loop, self._stop
         if thread is None:
             return
@@ -460,10 +323,13 @@ class OpenAIStub:
                 length = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(length) if length else b""
                 keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-                status, extra, payload = await self._respond(method, target.split("?", 1)[0], headers, body)
-                writer.write(_http_response(status, extra, payload, keep_alive=keep_alive))
+                reply = await self._respond(method, target.split("?", 1)[0], headers, body)
+                if reply.drop == "before_response":
+                    return  # closed with no byte of a response
+                data = _http_response(reply, keep_alive=keep_alive and reply.drop is None)
+                writer.write(data[: _cut(reply, data)] if reply.drop == "mid_body" else data)
                 await writer.drain()
-                if not keep_alive:
+                if not keep_alive or reply.drop is not None:
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
@@ -472,53 +338,62 @@ class OpenAIStub:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _respond(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, Sequence[tuple[str, str]], dict[str, Any]]:
+    async def _respond(self, method: str, path: str, headers: dict[str, str], body: bytes) -> _Reply:
         parsed: dict[str, Any] | None = None
         if body:
             try:
                 data: Any = json.loads(body)
             except ValueError:
                 data = None
-            parsed = _obj(data)
+            parsed = json_object(data)
         path = path.rstrip("/")
         if not path.endswith("/chat/completions"):
             self._record(StubRequest(index=-1, method=method, path=path, headers=headers, body=parsed))
             if method == "POST" and path.endswith("/embeddings") and parsed is not None:
                 status, payload = embeddings_response(parsed, self.embed)
-                return status, (), payload
+                return _Reply(status, payload)
             if method == "GET" and path.endswith("/models"):
-                return (
-                    200,
-                    (),
-                    {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "coachlab"}]},
+                return _Reply(
+                    200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "coachlab"}]}
                 )
-            return 404, (), _error_body(404, f"no route {method} {path}")
+            return _Reply(404, _error_body(404, f"no route {method} {path}"))
         if method != "POST":
-            return 405, (), _error_body(405, "use POST")
+            return _Reply(405, _error_body(405, "use POST"))
         with self._log.lock:
             index = self._log.count
             self._log.count += 1
-        fault = self.behaviour(index) if self.behaviour is not None else None
-        self._record(StubRequest(index=index, method=method, path=path, headers=headers, body=parsed, fault=fault))
+        request = StubRequest(index=index, method=method, path=path, headers=headers, body=parsed)
+        fault = self._fault(request)
+        self._record(dataclasses.replace(request, fault=fault))
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
-        if fault is not None:
-            extra: list[tuple[str, str]] = []
-            if fault.retry_after is not None:
-                extra.append(("Retry-After", f"{fault.retry_after:g}"))
-            return fault.status, extra, _error_body(fault.status, fault.message)
+        if isinstance(fault, HttpError):
+            extra = [("Retry-After", f"{fault.retry_after:g}")] if fault.retry_after is not None else []
+            return _Reply(fault.status, _error_body(fault.status, fault.message), extra)
+        if isinstance(fault, Hang):
+            await asyncio.sleep(fault.seconds)
         if parsed is None:
-            return 400, (), _error_body(400, "the body must be a JSON object")
+            return _Reply(400, _error_body(400, "the body must be a JSON object"))
         try:
             text = self.reply(parsed)
         except Exception as exc:
             logger.exception("openai stub: the reply function failed")
             with self._log.lock:
                 self._log.errors.append(f"{type(exc).__name__}: {exc}")
-            return 500, (), _error_body(500, f"reply function failed: {type(exc).__name__}: {exc}")
-        return 200, (), _completion(index, parsed, text)
+            return _Reply(500, _error_body(500, f"reply function failed: {type(exc).__name__}: {exc}"))
+        if isinstance(fault, BadJson) and response_schema(parsed) is not None:
+            text = break_json(text, fault.kind)
+        drop = fault.where if isinstance(fault, Drop) else None
+        if parsed.get("stream") is True:
+            return _Reply(200, events=_stream_events(index, parsed, text), drop=drop)
+        return _Reply(200, _completion(index, parsed, text), drop=drop)
+
+    def _fault(self, request: StubRequest) -> Fault | None:
+        fault = self.behaviour(request) if self.behaviour is not None else None
+        if fault is not None:
+            with self._log.lock:
+                self._log.faults[fault_kind(fault)] += 1
+        return fault
 
     def _record(self, request: StubRequest) -> None:
         with self._log.lock:
@@ -529,9 +404,13 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "code": status}}
 
 
-def _completion(index: int, request: dict[str, Any], text: str) -> dict[str, Any]:
+def _usage(request: dict[str, Any], text: str) -> dict[str, int]:
     prompt = _words(request_text(request))
     completion = _words(text)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(index: int, request: dict[str, Any], text: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-stub-{index}",
         "object": "chat.completion",
@@ -546,12 +425,30 @@ def _completion(index: int, request: dict[str, Any], text: str) -> dict[str, Any
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
+        "usage": _usage(request, text),
     }
+
+
+def _stream_events(index: int, request: dict[str, Any], text: str) -> list[dict[str, Any]]:
+    """The chunks of a streamed answer: the role, one word each, the finish reason, the usage if asked."""
+    base: dict[str, Any] = {
+        "id": f"chatcmpl-stub-{index}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": str(request.get("model", "stub")),
+        "system_fingerprint": "coachlab-openai-stub",
+    }
+    words = text.split(" ")
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    deltas += [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
+    events: list[dict[str, Any]] = [
+        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    options = json_object(request.get("stream_options")) or {}
+    if options.get("include_usage") is True:
+        events.append({**base, "choices": [], "usage": _usage(request, text)})
+    return events
 
 
 def _reason(status: int) -> str:
@@ -561,15 +458,26 @@ def _reason(status: int) -> str:
         return "Error"
 
 
-def _http_response(
-    status: int, headers: Sequence[tuple[str, str]], payload: dict[str, Any], *, keep_alive: bool
-) -> bytes:
-    body = json.dumps(payload).encode()
-    lines = [
-        f"HTTP/1.1 {status} {_reason(status)}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        *(f"{name}: {value}" for name, value in headers),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _http_response(reply: _Reply, *, keep_alive: bool) -> bytes:
+    head = [f"HTTP/1.1 {reply.status} {_reason(reply.status)}"]
+    if reply.events is not None:
+        body = b"".join(_chunk(f"data: {json.dumps(e)}\n\n".encode()) for e in reply.events)
+        body += _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+        head += ["Content-Type: text/event-stream", "Transfer-Encoding: chunked"]
+    else:
+        body = json.dumps(reply.payload).encode()
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    head += [f"Connection: {'keep-alive' if keep_alive else 'close'}", *(f"{n}: {v}" for n, v in reply.headers)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _cut(reply: _Reply, data: bytes) -> int:
+    """Where a mid-body drop cuts the response: half of a JSON body, or after the first third of a stream."""
+    body_start = data.index(b"\r\n\r\n") + 4
+    if reply.events is None:
+        return body_start + (len(data) - body_start) // 2
+    return body_start + (len(data) - body_start) // 3
