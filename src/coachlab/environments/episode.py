@@ -103,6 +103,8 @@ class JudgeResult:
 
     verdict: Verdict | None
     error: str | None = None
+    backend_failed: bool = False
+    """True when the judge's backend failed (an infrastructure error), False for unreadable output."""
 
 
 async def _ask(
@@ -148,7 +150,8 @@ async def judge_dialogue(
 ) -> JudgeResult:
     """Ask the judge for a `Verdict`, re-asking on unreadable output; never raises for bad output.
 
-    Backend failures (after the models layer's own retries) are returned as an error too.
+    Backend failures (after the models layer's own retries) are returned as an error too, with
+    `backend_failed` set: they say nothing about the dialogue.
     """
     try:
         verdict = await ask_structured(
@@ -164,7 +167,7 @@ async def judge_dialogue(
     except CoachlabError:
         raise  # a user error (missing model, bad config) stops the run
     except Exception as exc:
-        return JudgeResult(verdict=None, error=f"judge backend failed: {exc}")
+        return JudgeResult(verdict=None, error=f"judge backend failed: {exc}", backend_failed=True)
     return JudgeResult(verdict=verdict)
 
 
@@ -185,9 +188,10 @@ async def run_episode(
 ) -> Episode:
     """Run one episode to its end and judge it.
 
-    Never raises for model trouble: a backend that fails for good ends the episode with
-    `TerminationReason.INFRASTRUCTURE_ERROR` (and no verdict), and an unreadable judge leaves
-    `judge_error` set.
+    Never raises for model trouble: a backend that fails for good (the judge's included) ends the
+    episode with `TerminationReason.INFRASTRUCTURE_ERROR` and no verdict, so that it is counted
+    apart and re-run by `--resume --retry-failed`; an unreadable judge leaves `judge_error` set and
+    no verdict. Neither is ever scored.
 
     Args:
         scenario: What to simulate.
@@ -302,6 +306,10 @@ async def run_episode(
             )
         else:
             result = JudgeResult(verdict=None, error="not judged: the episode ended on an infrastructure error")
+        if result.backend_failed:
+            logger.warning("episode %s: infrastructure error: %s", episode_id, result.error)
+            detail = f"{result.error} (after the dialogue ended: {reason.value})"
+            reason = TerminationReason.INFRASTRUCTURE_ERROR
     episode = Episode(
         id=episode_id,
         scenario_id=scenario.id,

@@ -111,7 +111,11 @@ class EpisodeRunner:
         seed: int,
         guidance: Sequence[Guidance] = (),
     ) -> tuple[str, RoleUsage]:
-        """One reply of `agent_model` as the service agent after `dialogue`, and what it cost."""
+        """One reply of `agent_model` as the service agent after `dialogue`, and what it cost.
+
+        Raises:
+            BackendError: The model's backend failed for good (the caller decides what that costs).
+        """
         client = RoleClient(self.backends[agent_model], role="agent", seed=seed, trial=0, cache=self.cache)
         text = await agent_reply(build_service_agent(model_client=client), scenario, dialogue, guidance=guidance)
         return text, client.usage
@@ -119,7 +123,13 @@ class EpisodeRunner:
     async def compare_at(
         self, scenario: Scenario, dialogue: list[tuple[str, str]], first: str, second: str, *, seed: int
     ) -> tuple[ReplyComparison | None, RoleUsage]:
-        """The judge's preference between two agent replies after `dialogue` (None if unreadable)."""
+        """The judge's preference between two agent replies after `dialogue` (None if unreadable).
+
+        Unreadable output is None (a judge error, never a preference); a failed backend is not.
+
+        Raises:
+            BackendError: The judge's backend failed for good.
+        """
         client = RoleClient(self.backends["judge"], role="judge-compare", seed=seed, trial=0, cache=self.cache)
         try:
             comparison = await compare_replies(

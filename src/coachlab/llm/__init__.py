@@ -2,7 +2,7 @@
 
 from coachlab.llm._base import ModelClient, WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
-from coachlab.llm.client import Backend, BackendError, RoleClient, is_transient
+from coachlab.llm.client import Backend, BackendError, RoleClient, close_backends, is_transient
 from coachlab.llm.components import (
     PROVIDER_ALIASES,
     ModelEntry,
@@ -24,6 +24,7 @@ __all__ = [
     "RoleClient",
     "WholeReplyClient",
     "build_chat_client",
+    "close_backends",
     "expand_env",
     "is_transient",
     "model_identity",

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from autogen_core import CancellationToken
@@ -25,7 +27,7 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from typing_extensions import override
 
 from coachlab.errors import CoachlabError
@@ -35,7 +37,7 @@ from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, 
 from coachlab.redact import redact
 from coachlab.schema import RoleUsage
 
-__all__ = ["Backend", "BackendError", "RoleClient", "is_transient"]
+__all__ = ["Backend", "BackendError", "RoleClient", "close_backends", "is_transient"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +71,29 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The wait a server asked for: `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
     value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass
@@ -130,11 +146,31 @@ class Backend:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         return self._semaphore
 
+    async def close(self) -> None:
+        """Close the client's connections (call once the run is over, inside an event loop)."""
+        await self.client.close()
+
     def cost(self, usage: RoleUsage) -> float:
         """Estimated price of `usage` on this backend."""
         return (
             usage.prompt_tokens * self.cost_per_1k_prompt + usage.completion_tokens * self.cost_per_1k_completion
         ) / 1000
+
+
+async def close_backends(backends: Iterable[Backend]) -> None:
+    """Close every distinct client of `backends` (a client shared by two entries is closed once).
+
+    A client that fails to close is logged, not raised: the run's results are already written.
+    """
+    seen: set[int] = set()
+    for backend in backends:
+        if id(backend.client) in seen:
+            continue
+        seen.add(id(backend.client))
+        try:
+            await backend.close()
+        except Exception as exc:
+            logger.warning("%s: closing the client failed: %s: %s", backend.name, type(exc).__name__, redact(str(exc)))
 
 
 class RoleClient(WholeReplyClient):
@@ -203,8 +239,15 @@ class RoleClient(WholeReplyClient):
     ) -> CreateResult:
         """One model call with cache, limit, retries and accounting.
 
+        Transient errors (timeouts, dropped connections, 429, 5xx) are retried with exponential
+        backoff and jitter, or after the wait the server asked for (`Retry-After`), capped at the
+        policy's `max_backoff_s`.
+
         Raises:
             BackendError: The call failed for good.
+            pydantic.ValidationError: With `json_output=<model class>` on a backend that parses
+                structured output itself: the model's answer did not fit (no retry here; the
+                caller re-asks with the problem).
         """
         seed = self._next_seed()
         key: CacheKey | None = None
@@ -270,6 +313,10 @@ class RoleClient(WholeReplyClient):
             except (asyncio.CancelledError, CoachlabError):
                 raise  # a user error (missing model, bad config) is not a backend fault
             except Exception as exc:
+                if isinstance(exc, ValidationError) and isinstance(json_output, type):
+                    # The client parsed the model's structured answer and it did not fit: the model
+                    # answered badly, the backend did not fail. The caller re-asks (`ask_structured`).
+                    raise
                 if not is_transient(exc) or attempt > policy.max_retries:
                     # from None: a printed traceback would show the cause's text, key echoes included
                     raise BackendError(self.backend.name, exc, attempt) from None
