@@ -139,7 +139,7 @@ async def draft_persona_file(
     """Have a model from `experiment` draft a persona, validate it and save it."""
     from coachlab.agents import build_persona_writer, draft_persona
     from coachlab.experiments.config import load_experiment
-    from coachlab.llm import Backend, RoleClient
+    from coachlab.llm import Backend, RoleClient, close_backends
 
     if not description.strip():
         raise UsageError(
@@ -155,8 +155,11 @@ async def draft_persona_file(
     if path.exists() and not force:
         raise UsageError(f"{path} already exists; pass --force to replace it, or --id to choose another id.")
     backend = Backend.from_entry(model, exp.config.models[model], where=exp.where(f"models.{model}"))
-    writer = build_persona_writer(model_client=RoleClient(backend, role="persona_writer"))
-    persona = await draft_persona(writer, description, persona_id=pid)
+    try:
+        writer = build_persona_writer(model_client=RoleClient(backend, role="persona_writer"))
+        persona = await draft_persona(writer, description, persona_id=pid)
+    finally:
+        await close_backends([backend])
     await asyncio.to_thread(_save, path, persona_to_yaml(persona))
     return path
 

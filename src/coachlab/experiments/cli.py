@@ -7,8 +7,9 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -44,6 +45,37 @@ app.command("report")(report)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+T = TypeVar("T")
+
+RetryFailed = Annotated[
+    bool,
+    typer.Option(help="With --resume: run again what ended on an infrastructure error (a backend that failed)."),
+]
+
+
+def _interrupted(message: str) -> NoReturn:
+    """Ctrl-C: one line on stderr saying what is kept and how to resume, then exit 130 (no traceback)."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+def _check_retry(resume: bool, retry_failed: bool) -> None:
+    if retry_failed and not resume:
+        raise UsageError("--retry-failed re-runs what an earlier run could not finish: use it with --resume.")
+
+
+def _run(backends: Mapping[str, Backend], work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` in a fresh event loop, then close every backend's client in that loop (even on Ctrl-C)."""
+    from coachlab.llm import close_backends
+
+    async def go() -> T:
+        try:
+            return await work
+        finally:
+            await close_backends(backends.values())
+
+    return asyncio.run(go())
+
 
 @app.command()
 def simulate(
@@ -52,9 +84,7 @@ def simulate(
         Path | None, typer.Option(help="Run folder (default: output_dir of the file, or runs/<name>).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue a run: skip episodes already finished.")] = False,
-    retry_failed: Annotated[
-        bool, typer.Option(help="With --resume: re-run episodes that ended on infrastructure errors.")
-    ] = False,
+    retry_failed: RetryFailed = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder's earlier results first.")] = False,
     trials: Annotated[int | None, typer.Option(help="Trials per scenario (overrides the file).")] = None,
     scenarios: Annotated[str | None, typer.Option(help="Comma-separated scenario ids (overrides the file).")] = None,
@@ -78,6 +108,7 @@ def simulate(
     from coachlab.testing import dry_run_clients
 
     start = time.perf_counter()
+    _check_retry(resume, retry_failed)
     exp = load_experiment(experiment)
     cfg = exp.config.simulate
     chosen = exp.selected_scenarios([s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None)
@@ -103,14 +134,12 @@ def simulate(
     try:
         with ProgressDisplay(len(todo), console=console) as display:
             sim.bus.subscribe(display)
-            asyncio.run(sim.run(todo, concurrency=concurrency or cfg.concurrency))
+            _run(backends, sim.run(todo, concurrency=concurrency or cfg.concurrency))
     except KeyboardInterrupt:
-        done = len(sim.log.read())
-        err.print(
-            f"Interrupted: {done} finished episodes are kept in {sim.paths.episodes}. "
+        _interrupted(
+            f"Interrupted: {len(sim.log.read())} finished episodes are kept in {sim.paths.episodes}. "
             f"Resume with: coachlab simulate {experiment} --resume" + (f" --out {out}" if out else "")
         )
-        raise typer.Exit(130) from None
     finally:
         sim.close()
     summary = sim.summary()
@@ -145,6 +174,10 @@ def train(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with a `train:` section).")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the saved tree and library.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(help="With --resume: redo the nodes whose processing hit an infrastructure error (status error)."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
 ) -> None:
@@ -152,11 +185,22 @@ def train(
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
-    _train(experiment, out, resume=resume, overwrite=overwrite, dry_run=dry_run, again=f"coachlab train {experiment}")
+    _check_retry(resume, retry_failed)
+    again = f"coachlab train {experiment}" + (f" --out {out}" if out else "")
+    _train(experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again)
     console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
 
 
-def _train(experiment: Path, out: Path | None, *, resume: bool, overwrite: bool, dry_run: bool, again: str) -> Path:
+def _train(
+    experiment: Path,
+    out: Path | None,
+    *,
+    resume: bool,
+    retry_failed: bool,
+    overwrite: bool,
+    dry_run: bool,
+    again: str,
+) -> Path:
     """Run `train` and print its summary; returns the run folder."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.distill import RunLayout, train_experiment, train_roots
@@ -170,18 +214,29 @@ def _train(experiment: Path, out: Path | None, *, resume: bool, overwrite: bool,
     console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
     try:
         with ProgressDisplay(None, console=console, label="train episodes") as display:
-            summary = asyncio.run(
-                train_experiment(exp, backends, run_dir=root, resume=resume, use_cache=not dry_run, observers=[display])
-            )
+            summary = _run(
+                backends,
+                train_experiment(
+                    exp, backends, run_dir=root, resume=resume, retry_failed=retry_failed, use_cache=not dry_run,
+                    observers=[display],
+                ),
+            )  # fmt: skip
     except KeyboardInterrupt:
-        err.print(f"Interrupted: the tree and library are saved in {root}. Resume with: {again} --resume")
-        raise typer.Exit(130) from None
+        _interrupted(f"Interrupted: the tree and library are saved in {root}. Resume with: {again} --resume")
     layout = RunLayout(root)
+    if summary.retried:
+        console.print(f"Redone after infrastructure errors: {', '.join(summary.retried)}.")
     console.print(
-        f"Tree: {summary.nodes} nodes ({summary.processed} rolled out now, {summary.failed} failed); "
+        f"Tree: {summary.nodes} nodes ({summary.processed} rolled out now, {summary.failed} failed, "
+        f"{len(summary.errors)} infrastructure errors); "
         f"strategies admitted: {len(summary.accepted)} ({', '.join(summary.accepted) or 'none'}), rejected: "
         f"{summary.rejected}; stopped by {summary.stopped_by}; {summary.tokens:,} tokens."
     )
+    if summary.errors:
+        console.print(
+            f"[yellow]{len(summary.errors)} node(s) hit infrastructure errors and taught nothing "
+            f"({', '.join(summary.errors)}): redo them with {again} --resume --retry-failed[/yellow]"
+        )
     console.print(f"Tree: {layout.tree}   Library: {layout.library}/   Episodes: {layout.train}/episodes.jsonl")
     return root
 
@@ -191,6 +246,7 @@ def evaluate(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with an `evaluate:` section).")],
     out: Annotated[Path | None, typer.Option(help="Run folder of the training run (default: runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted evaluation.")] = False,
+    retry_failed: RetryFailed = False,
     concurrency: Annotated[int | None, typer.Option(help="Episodes in flight.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the pipeline fast.")] = False,
 ) -> None:
@@ -198,19 +254,28 @@ def evaluate(
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
+    _check_retry(resume, retry_failed)
     _evaluate(
         experiment,
         out,
         resume=resume,
+        retry_failed=retry_failed,
         concurrency=concurrency,
         dry_run=dry_run,
-        again=f"coachlab evaluate {experiment}",
+        again=f"coachlab evaluate {experiment}" + (f" --out {out}" if out else ""),
     )
     console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
 
 
 def _evaluate(
-    experiment: Path, out: Path | None, *, resume: bool, concurrency: int | None, dry_run: bool, again: str
+    experiment: Path,
+    out: Path | None,
+    *,
+    resume: bool,
+    retry_failed: bool,
+    concurrency: int | None,
+    dry_run: bool,
+    again: str,
 ) -> Path:
     """Run `evaluate` and print its table; returns the results folder."""
     from coachlab.experiments.config import load_experiment
@@ -225,20 +290,23 @@ def _evaluate(
     exp, root, backends = _prepare(experiment, out, False, dry_run, names, cfg.evaluate.teacher)
     try:
         with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
-            report = asyncio.run(
+            report = _run(
+                backends,
                 evaluate_experiment(
                     exp,
                     backends,
                     run_dir=root,
                     resume=resume,
+                    retry_failed=retry_failed,
                     use_cache=not dry_run,
                     observers=[display],
                     concurrency=concurrency or exp.config.simulate.concurrency,
-                )
+                ),
             )
     except KeyboardInterrupt:
-        err.print(f"Interrupted: finished episodes are kept. Resume with: {again} --resume")
-        raise typer.Exit(130) from None
+        _interrupted(
+            f"Interrupted: finished episodes are kept in {RunLayout(root).evaluation}. Resume with: {again} --resume"
+        )
     console.print(to_markdown(report), markup=False)
     evaluation = RunLayout(root).evaluation
     console.print(f"Results: {evaluation}/results.json and results.md")
@@ -250,6 +318,10 @@ def distill(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (with `train:` and `evaluate:`).")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (train, then evaluate).")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(help="With --resume: redo train nodes and evaluation episodes that hit infrastructure errors."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
 ) -> None:
@@ -258,10 +330,15 @@ def distill(
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
+    _check_retry(resume, retry_failed)
     again = f"coachlab distill {experiment}" + (f" --out {out}" if out else "")
-    root = _train(experiment, out, resume=resume, overwrite=overwrite, dry_run=dry_run, again=again)
+    root = _train(
+        experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again
+    )
     console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
-    _evaluate(experiment, root, resume=resume, concurrency=None, dry_run=dry_run, again=again)
+    _evaluate(
+        experiment, root, resume=resume, retry_failed=retry_failed, concurrency=None, dry_run=dry_run, again=again
+    )
     layout = RunLayout(root)
     console.print(f"\n[bold]Finished in {elapsed(start)}[/bold]. Where things are:")
     console.print(f"  scenario tree:    {layout.tree}")

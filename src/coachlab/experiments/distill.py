@@ -66,10 +66,15 @@ async def train_experiment(
     *,
     run_dir: Path,
     resume: bool,
+    retry_failed: bool = False,
     use_cache: bool = True,
     observers: Sequence[Observer] = (),
 ) -> TrainSummary:
-    """Grow the tree and the library of `experiment` in `run_dir` (resuming from its tree)."""
+    """Grow the tree and the library of `experiment` in `run_dir` (resuming from its tree).
+
+    With `retry_failed` (and `resume`), nodes that ended on an infrastructure error are redone
+    from the start: back on the frontier, their episodes dropped (see `Trainer.reopen_failed`).
+    """
     layout = RunLayout(run_dir)
     config = experiment.config.train
     if config is None:
@@ -90,10 +95,12 @@ async def train_experiment(
             runner, config, train_roots(experiment), run_dir=layout.root, record=log.append,
             retrieval=experiment.config.retrieval,
         )  # fmt: skip
-        # Episodes of nodes still on the frontier belong to a node a killed run did not finish: it is redone.
+        retried = trainer.reopen_failed() if retry_failed else []
+        # Episodes of nodes still on the frontier belong to a node a killed run did not finish (or one
+        # reopened just now): it is redone.
         redo = {n.id for n in trainer.tree.frontier()}
         log.drop(lambda e: e.id.split("/", 1)[0] in redo)
-        return await trainer.run()
+        return await trainer.run(retried=retried)
     finally:
         writer.close()
         log.close()
@@ -108,10 +115,14 @@ async def evaluate_experiment(
     run_dir: Path,
     resume: bool,
     concurrency: int,
+    retry_failed: bool = False,
     use_cache: bool = True,
     observers: Sequence[Observer] = (),
 ) -> EvaluationReport:
-    """Run the held-out evaluation against the latest library and write results.json / results.md."""
+    """Run the held-out evaluation against the latest library and write results.json / results.md.
+
+    With `retry_failed` (and `resume`), episodes that ended on an infrastructure error are run again.
+    """
     layout = RunLayout(run_dir)
     config = experiment.config.evaluate
     if config is None:
@@ -129,7 +140,7 @@ async def evaluate_experiment(
     plans = evaluation_plans(config, scenarios, library.strategies, experiment.config.retrieval)
     sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
     try:
-        todo = sim.pending(plans, resume=resume)
+        todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
         await sim.run(todo, concurrency=concurrency)
     finally:
         sim.close()

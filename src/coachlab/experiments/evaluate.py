@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coachlab.environments import GuidanceProvider
 from coachlab.experiments.simulate import EpisodePlan
 from coachlab.library import RetrievalConfig
-from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy
+from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy, TerminationReason
 from coachlab.stats import Estimate, bootstrap_mean, seed_for
 
 __all__ = [
@@ -102,6 +102,10 @@ class ConditionResult(BaseModel):
     agent_model: str
     episodes: int
     judged: int
+    infrastructure_errors: int = Field(
+        default=0, description="Episodes that ended on an infrastructure error: never scored, re-run by --retry-failed."
+    )
+    judge_errors: int = Field(default=0, description="Episodes the judge could not score (unreadable output).")
     satisfaction: Estimate
     pass_k: float | None = Field(description="Share of scenarios whose every trial reached the threshold.")
     resolved_rate: float | None
@@ -138,6 +142,8 @@ class EvaluationReport(BaseModel):
 
     students: list[StudentResult]
     teacher: ConditionResult | None
+    infrastructure_errors: int = Field(default=0, description="All rows' episodes that ended on infrastructure errors.")
+    judge_errors: int = Field(default=0, description="All rows' episodes the judge could not score.")
     library_version: int
     package_version: str
     experiment: str = Field(description="The experiment file as run (keys stay ${VAR} references).")
@@ -171,6 +177,10 @@ def _row(
         agent_model=model,
         episodes=len(episodes),
         judged=len(judged),
+        infrastructure_errors=sum(e.termination is TerminationReason.INFRASTRUCTURE_ERROR for e in episodes),
+        judge_errors=sum(
+            e.judge_error is not None and e.termination is not TerminationReason.INFRASTRUCTURE_ERROR for e in episodes
+        ),
         satisfaction=bootstrap_mean(scores, seed=seed),
         pass_k=(sum(all(s >= threshold for s in v) for v in by_scenario.values()) / len(by_scenario))
         if by_scenario
@@ -261,9 +271,12 @@ def summarize_evaluation(
                 ),
             )
         )
+    rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])
     return EvaluationReport(
         students=students,
         teacher=teacher_row,
+        infrastructure_errors=sum(r.infrastructure_errors for r in rows),
+        judge_errors=sum(r.judge_errors for r in rows),
         library_version=library_version,
         package_version=package_version,
         experiment=experiment,
@@ -274,11 +287,23 @@ def _money(x: float) -> str:
     return f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
 
 
+def _errors_line(report: EvaluationReport) -> str:
+    """How many episodes were not scored, and why (n counts judged / run episodes)."""
+    if not report.infrastructure_errors and not report.judge_errors:
+        return "Every episode was judged: no infrastructure errors, no judge errors."
+    return (
+        f"Not scored: {report.infrastructure_errors} episode(s) ended on infrastructure errors (a backend failed "
+        f"for good; re-run them with --resume --retry-failed) and {report.judge_errors} the judge could not read. "
+        "Neither counts as a customer verdict."
+    )
+
+
 def to_markdown(report: EvaluationReport) -> str:
     """The evaluation table as Markdown, then tokens and estimated cost per role."""
     out = [
-        "| student | condition | n | satisfaction (95% CI) | pass^k | resolved | tokens/episode | est. cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| student | condition | n | satisfaction (95% CI) | pass^k | resolved | infra / judge errors | tokens/episode "
+        "| est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def pct(x: float | None) -> str:
@@ -287,13 +312,15 @@ def to_markdown(report: EvaluationReport) -> str:
     def line(student: str, r: ConditionResult) -> str:
         return (
             f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.satisfaction} | {pct(r.pass_k)} | "
-            f"{pct(r.resolved_rate)} | {r.tokens_per_episode:,.0f} | {_money(r.total_cost)} |"
+            f"{pct(r.resolved_rate)} | {r.infrastructure_errors} / {r.judge_errors} | {r.tokens_per_episode:,.0f} | "
+            f"{_money(r.total_cost)} |"
         )
 
     rows = [(s.student, r) for s in report.students for r in s.rows]
     if report.teacher is not None:
         rows.append((report.teacher.agent_model, report.teacher))
     out += [line(student, r) for student, r in rows]
+    out += ["", _errors_line(report)]
     out += [
         "",
         "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run):",

@@ -6,6 +6,12 @@ from the failure points, until a budget is spent or nothing fails.
 Every node is saved (tree JSON, library version, episodes) as soon as it is processed, so a
 killed run resumes at the first node still on the frontier; the response cache makes redoing
 that node's calls cheap.
+
+A node whose processing hits an infrastructure error (a rollout or verification episode that
+ended on one, or a teacher or judge call whose backend failed for good) is kept with status
+`error`: its episodes are recorded, but nothing is learned from it (no strategies, no children,
+no pass or fail), since the evidence is incomplete. `--resume --retry-failed` puts such nodes back
+on the frontier and redoes them from the start (their earlier episodes are dropped).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from coachlab.errors import ModelResponseError
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import ImitationArm, VerificationResult, VerifyConfig, verify_guidance, verify_imitation
 from coachlab.library import LibraryStore, RetrievalConfig
-from coachlab.llm import RoleClient
+from coachlab.llm import BackendError, RoleClient
 from coachlab.schema import (
     AgentMessage,
     AuditStatus,
@@ -46,6 +52,7 @@ from coachlab.schema import (
     RoleUsage,
     Scenario,
     Strategy,
+    TerminationReason,
 )
 from coachlab.stats import seed_for
 
@@ -106,6 +113,10 @@ class TrainSummary:
     rejected: int = 0
     stopped_by: str = ""
     tokens: int = 0
+    errors: list[str] = field(default_factory=lambda: [])
+    """Nodes processed now that ended on an infrastructure error (status `error`)."""
+    retried: list[str] = field(default_factory=lambda: [])
+    """Nodes put back on the frontier by `retry_failed`."""
 
 
 def _slug(text: str) -> str:
@@ -114,6 +125,17 @@ def _slug(text: str) -> str:
 
 def _tokens(usage: dict[str, RoleUsage]) -> int:
     return sum(u.total_tokens for u in usage.values())
+
+
+class _InfrastructureError(Exception):
+    """An episode of the node being processed ended on an infrastructure error."""
+
+
+def _require_complete(episodes: Sequence[Episode]) -> None:
+    """Stop the node's processing at the first episode that ended on an infrastructure error."""
+    for episode in episodes:
+        if episode.termination is TerminationReason.INFRASTRUCTURE_ERROR:
+            raise _InfrastructureError(f"episode {episode.id}: {episode.termination_detail}")
 
 
 class Trainer:
@@ -166,9 +188,29 @@ class Trainer:
             return f"token budget ({self.tokens:,} >= {self.config.max_tokens:,})"
         return None
 
-    async def run(self) -> TrainSummary:
-        """Process the frontier, iteration by iteration, until a budget is spent or no node fails."""
-        summary = TrainSummary()
+    def reopen_failed(self) -> list[str]:
+        """Put every node that ended on an infrastructure error back on the frontier; returns their ids.
+
+        Call it before `run` (and drop those nodes' episodes from the run's log, as
+        `train_experiment` does for every frontier node): the nodes are then redone from the start.
+        """
+        reopened: list[str] = []
+        for node in list(self.tree.nodes()):
+            if node.status is NodeStatus.ERROR:
+                self.tokens -= _tokens(node.usage)
+                self.tree.update(node.id, status=NodeStatus.FRONTIER, error=None, episode_ids=[], usage={})
+                reopened.append(node.id)
+        if reopened:
+            self.tree.save(self.tree_path)  # before their episodes are dropped: a kill in between redoes them
+        return reopened
+
+    async def run(self, *, retried: Sequence[str] = ()) -> TrainSummary:
+        """Process the frontier, iteration by iteration, until a budget is spent or no node fails.
+
+        Args:
+            retried: The nodes `reopen_failed` put back on the frontier (reported in the summary).
+        """
+        summary = TrainSummary(retried=list(retried))
         self.tree.save(self.tree_path)
         start = min((n.iteration for n in self.tree.frontier()), default=0)
         for iteration in range(start, self.config.max_iterations):
@@ -193,12 +235,9 @@ class Trainer:
         return summary
 
     async def _process(self, node: TreeNode, iteration: int, summary: TrainSummary) -> None:
-        cfg = self.config
-        scenario = node.scenario
-        seeds = [seed_for(cfg.seed, node.id, t) for t in range(cfg.trials)]
-        guidance = self._guidance()
-        share = cfg.share_at(node.depth)
+        """Roll out one node and learn from it; an infrastructure error leaves it as `error`, nothing learned."""
         usage: dict[str, RoleUsage] = {}
+        episode_ids: list[str] = []
 
         def spend(episode_or_usage: Episode | dict[str, RoleUsage]) -> None:
             parts = episode_or_usage.usage if isinstance(episode_or_usage, Episode) else episode_or_usage
@@ -208,6 +247,61 @@ class Trainer:
             if isinstance(episode_or_usage, Episode):
                 self.record(episode_or_usage)
 
+        summary.processed += 1
+        try:
+            outcome = await self._learn(node, iteration, spend, episode_ids)
+        except (BackendError, _InfrastructureError) as exc:
+            logger.warning(
+                "node %s: infrastructure error; the node is kept with no strategies or children from it "
+                "(re-run it with --resume --retry-failed): %s",
+                node.id,
+                exc,
+            )
+            summary.errors.append(node.id)
+            self.tree.update(node.id, status=NodeStatus.ERROR, error=str(exc), episode_ids=episode_ids, usage=usage)
+            return
+        # Only a node processed to the end changes the library and the tree.
+        decided, proposals, prefix = outcome.strategies, outcome.children, outcome.prefix
+        if decided:
+            # Rejected candidates are kept too (status rejected, with their numbers): every decision is auditable.
+            accepted = [s.id for s in decided if s.status is not AuditStatus.REJECTED]
+            summary.accepted += accepted
+            summary.rejected += len(decided) - len(accepted)
+            self.library.add(decided, note=f"node {node.id}: admitted {', '.join(accepted) or 'none'}")
+        children = 0
+        for proposal in proposals:
+            if len(self.tree) >= self.config.max_nodes:
+                break
+            self.tree.add_child(
+                node.id, _mutate(node.scenario, proposal, prefix), mutation=proposal.mutation, iteration=iteration + 1
+            )
+            children += 1
+        summary.failed += int(outcome.failed)
+        status = NodeStatus.EXPANDED if children else (NodeStatus.FAILED if outcome.failed else NodeStatus.PASSED)
+        self.tree.update(
+            node.id, status=status, student_mean=outcome.student_mean, teacher_mean=outcome.teacher_mean,
+            episode_ids=episode_ids, failure_turn=outcome.failure_turn, strategy_ids=[s.id for s in decided],
+            usage=usage,
+        )  # fmt: skip
+
+    async def _learn(
+        self,
+        node: TreeNode,
+        iteration: int,
+        spend: Callable[[Episode | dict[str, RoleUsage]], None],
+        episode_ids: list[str],
+    ) -> _Outcome:
+        """Roll out the node, then write and verify strategies and propose children (nothing is saved here).
+
+        Raises:
+            BackendError: A teacher or judge call failed for good.
+            _InfrastructureError: An episode ended on an infrastructure error.
+        """
+        cfg = self.config
+        scenario = node.scenario
+        seeds = [seed_for(cfg.seed, node.id, t) for t in range(cfg.trials)]
+        guidance = self._guidance()
+        share = cfg.share_at(node.depth)
         student: list[Episode] = []
         for t, seed in enumerate(seeds):
             ep = await self.runner.run(
@@ -216,12 +310,15 @@ class Trainer:
                 mentor_model=cfg.teacher, student_share=share,
             )  # fmt: skip
             spend(ep)
+            episode_ids.append(ep.id)
             student.append(ep)
         teacher = await self.runner.run(
             scenario, agent_model=cfg.teacher, trial=0, seed=seeds[0], episode_id=f"{node.id}/teacher/0",
             condition="teacher",
         )  # fmt: skip
         spend(teacher)
+        episode_ids.append(teacher.id)
+        _require_complete([*student, teacher])
         scores = [e.verdict.satisfaction for e in student if e.verdict is not None]
         student_mean = sum(scores) / len(scores) if scores else None
         teacher_mean = float(teacher.verdict.satisfaction) if teacher.verdict is not None else None
@@ -230,26 +327,17 @@ class Trainer:
             or (teacher_mean is not None and teacher_mean - student_mean > cfg.teacher_margin)
         )
         barely = student_mean is not None and not failed and student_mean < cfg.threshold + cfg.barely_margin
-        summary.processed += 1
-        summary.failed += int(failed)
-        strategy_ids: list[str] = []
-        children = 0
-        failure_turn: int | None = None
+        outcome = _Outcome(student_mean=student_mean, teacher_mean=teacher_mean, failed=failed)
         worst = min((e for e in student if e.verdict is not None), key=lambda e: e.verdict.satisfaction, default=None)  # type: ignore[union-attr]
         if worst is not None and (failed or barely):
-            prefix, student_reply, failure_turn = self._failure_point(worst)
+            outcome.prefix, student_reply, outcome.failure_turn = self._failure_point(worst)
             if failed and student_reply is not None:
-                strategy_ids = await self._strategies(
-                    node, iteration, prefix, student_reply, seeds, guidance, worst, spend, summary
+                outcome.strategies = await self._strategies(
+                    node, iteration, outcome.prefix, student_reply, seeds, guidance, worst, spend
                 )
             if node.depth < cfg.max_depth and len(self.tree) < cfg.max_nodes:
-                children = await self._children(node, iteration, prefix, seeds[0], spend)
-        status = NodeStatus.EXPANDED if children else (NodeStatus.FAILED if failed else NodeStatus.PASSED)
-        self.tree.update(
-            node.id, status=status, student_mean=student_mean, teacher_mean=teacher_mean,
-            episode_ids=[e.id for e in (*student, teacher)], failure_turn=failure_turn,
-            strategy_ids=strategy_ids, usage=usage,
-        )  # fmt: skip
+                outcome.children = await self._children(node, outcome.prefix, seeds[0], spend)
+        return outcome
 
     @staticmethod
     def _failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, int | None]:
@@ -287,8 +375,8 @@ class Trainer:
         guidance: GuidanceProvider | None,
         worst: Episode,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
-        summary: TrainSummary,
-    ) -> list[str]:
+    ) -> list[Strategy]:
+        """The node's candidates, each verified (and refined) and decided; the caller adds them to the library."""
         cfg = self.config
         scenario = node.scenario
         teacher_reply, cost = await self.runner.reply_at(scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
@@ -324,13 +412,7 @@ class Trainer:
                 }
             )  # fmt: skip
             decided.append(strategy)
-        # Rejected candidates are kept too (status rejected, with their numbers): every decision is auditable.
-        accepted = [s.id for s in decided if s.status is not AuditStatus.REJECTED]
-        summary.accepted += accepted
-        summary.rejected += len(decided) - len(accepted)
-        if decided:
-            self.library.add(decided, note=f"node {node.id}: admitted {', '.join(accepted) or 'none'}")
-        return [s.id for s in decided]
+        return decided
 
     async def _verify_and_refine(
         self,
@@ -347,9 +429,11 @@ class Trainer:
         for round_ in range(cfg.verify.refine_rounds + 1):
             candidate = Guidance(id=sid, situation=draft.situation, guidance=draft.guidance)
             result = await self._verify(node, candidate, bench, guidance, f"{node.id}/verify/{sid}/{round_}")
-            for ep in (*(result.without if bench.without is None else ()), *result.with_guidance):
+            fresh = [*(result.without if bench.without is None else ()), *result.with_guidance]
+            for ep in fresh:
                 spend(ep)
             spend(result.usage)
+            _require_complete(fresh)  # a verdict missing for lack of a backend is no evidence against the candidate
             if bench.imitation_without is not None and not bench.imitation_spent:
                 spend(bench.imitation_without.usage)  # the node's without arm, spent once
                 bench.imitation_spent = True
@@ -398,11 +482,11 @@ class Trainer:
     async def _children(
         self,
         node: TreeNode,
-        iteration: int,
         prefix: list[tuple[str, str]],
         seed: int,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
-    ) -> int:
+    ) -> list[ChildScenario]:
+        """The teacher's harder children of the node (the caller adds them to the tree, within the budget)."""
         cfg = self.config
         writer = self._teacher_client("teacher-scenarios", seed)
         try:
@@ -412,18 +496,23 @@ class Trainer:
             )  # fmt: skip
         except ModelResponseError as exc:
             logger.warning("node %s: no children: %s", node.id, exc)
-            return 0
+            return []
         finally:
             spend({"teacher": writer.usage})
-        made = 0
-        for proposal in proposals:
-            if len(self.tree) >= cfg.max_nodes:
-                break
-            self.tree.add_child(
-                node.id, _mutate(node.scenario, proposal, prefix), mutation=proposal.mutation, iteration=iteration + 1
-            )
-            made += 1
-        return made
+        return list(proposals)
+
+
+@dataclass
+class _Outcome:
+    """What processing one node found out (committed to the tree and library only when complete)."""
+
+    student_mean: float | None
+    teacher_mean: float | None
+    failed: bool
+    failure_turn: int | None = None
+    prefix: list[tuple[str, str]] = field(default_factory=lambda: [])
+    strategies: list[Strategy] = field(default_factory=lambda: [])
+    children: list[ChildScenario] = field(default_factory=lambda: [])
 
 
 @dataclass

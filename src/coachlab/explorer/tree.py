@@ -32,6 +32,8 @@ class NodeStatus(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     EXPANDED = "expanded"
+    ERROR = "error"
+    """An infrastructure error stopped its processing: kept, nothing learned from it (`--retry-failed` redoes it)."""
 
 
 class TreeNode(BaseModel):
@@ -51,6 +53,7 @@ class TreeNode(BaseModel):
     failure_turn: int | None = None
     strategy_ids: list[str] = Field(default_factory=list[str], description="Strategies this node produced.")
     usage: dict[str, RoleUsage] = Field(default_factory=dict[str, RoleUsage])
+    error: str | None = Field(default=None, description="Why processing stopped (status `error` only).")
 
 
 class ScenarioTree:

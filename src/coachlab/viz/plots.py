@@ -134,7 +134,13 @@ def growth_rows(run: RunData) -> list[dict[str, int]]:
     return rows
 
 
-_STATUS_COLORS = {"expanded": "#54aeff", "failed": "#ff8182", "passed": "#4ac26b", "frontier": "#d4a72c"}
+_STATUS_COLORS = {
+    "expanded": "#54aeff",
+    "failed": "#ff8182",
+    "passed": "#4ac26b",
+    "frontier": "#d4a72c",
+    "error": "#8c959f",
+}
 
 
 def growth_chart(run: RunData) -> Figure:

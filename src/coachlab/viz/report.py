@@ -231,10 +231,11 @@ def _tree(run: RunData, doc: Report) -> None:
     rows = growth_rows(run)
     doc.heading(3, "Growth per iteration")
     doc.table(
-        ["iteration", "nodes created", "expanded", "failed", "passed", "frontier", "strategies admitted",
-         "rejected", "nodes in the tree"],
+        ["iteration", "nodes created", "expanded", "failed", "passed", "frontier", "infrastructure error",
+         "strategies admitted", "rejected", "nodes in the tree"],
         [[str(r["iteration"]), str(r["nodes"]), str(r["expanded"]), str(r["failed"]), str(r["passed"]),
-          str(r["frontier"]), str(r["admitted"]), str(r["rejected"]), str(r["cumulative"])] for r in rows],
+          str(r["frontier"]), str(r["error"]), str(r["admitted"]), str(r["rejected"]), str(r["cumulative"])]
+         for r in rows],
     )  # fmt: skip
     if rows:
         doc.image("growth.png", growth_chart(run), "tree growth per iteration")
@@ -272,17 +273,24 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             note=True,
         )
     headers = ["student", "condition", "agent model", "judged / episodes", "satisfaction (95% CI)", "pass^k",
-               "resolved", "tokens", "est. cost"]  # fmt: skip
+               "resolved", "infra / judge errors", "tokens", "est. cost"]  # fmt: skip
 
     def line(student: str, r: ConditionResult) -> list[str]:
         tokens = sum(u.total_tokens for u in r.usage.values())
         return [student, r.condition, r.agent_model, f"{r.judged}/{r.episodes}", str(r.satisfaction),
-                _pct(r.pass_k), _pct(r.resolved_rate), f"{tokens:,}", _money(_row_cost(run, r))]  # fmt: skip
+                _pct(r.pass_k), _pct(r.resolved_rate), f"{r.infrastructure_errors} / {r.judge_errors}",
+                f"{tokens:,}", _money(_row_cost(run, r))]  # fmt: skip
 
     rows = [line(s.student, r) for s in report.students for r in s.rows]
     if report.teacher is not None:
         rows.append(line("(ceiling)", report.teacher))
     doc.table(headers, rows)
+    if report.infrastructure_errors or report.judge_errors:
+        doc.para(
+            f"Not scored: {report.infrastructure_errors} episode(s) ended on infrastructure errors (re-run them with "
+            f"coachlab evaluate --resume --retry-failed) and {report.judge_errors} the judge could not read.",
+            note=True,
+        )
     doc.bullets(
         [
             f"gap closed by the library for {s.student}: {s.gap_closed} over {s.gap_closed.n} paired trials "
