@@ -155,6 +155,8 @@ class StubRequest:
     """The parsed JSON body, or None when there was none or it was not JSON."""
     fault: Fault | None = None
     """The fault injected into this request, if any."""
+    at: float = 0.0
+    """When the request arrived (`time.monotonic()`): gaps between retries show the waits."""
 
     @property
     def model(self) -> str | None:

@@ -348,7 +348,9 @@ class OpenAIStub:
             parsed = json_object(data)
         path = path.rstrip("/")
         if not path.endswith("/chat/completions"):
-            self._record(StubRequest(index=-1, method=method, path=path, headers=headers, body=parsed))
+            self._record(
+                StubRequest(index=-1, method=method, path=path, headers=headers, body=parsed, at=time.monotonic())
+            )
             if method == "POST" and path.endswith("/embeddings") and parsed is not None:
                 status, payload = embeddings_response(parsed, self.embed)
                 return _Reply(status, payload)
@@ -362,7 +364,7 @@ class OpenAIStub:
         with self._log.lock:
             index = self._log.count
             self._log.count += 1
-        request = StubRequest(index=index, method=method, path=path, headers=headers, body=parsed)
+        request = StubRequest(index=index, method=method, path=path, headers=headers, body=parsed, at=time.monotonic())
         fault = self._fault(request)
         self._record(dataclasses.replace(request, fault=fault))
         if self.latency_s > 0:
