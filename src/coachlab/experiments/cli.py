@@ -7,6 +7,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -247,6 +248,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Run folder of the training run (default: runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted evaluation.")] = False,
     retry_failed: RetryFailed = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Delete the earlier evaluation first (the tree and library are kept).")
+    ] = False,
     concurrency: Annotated[int | None, typer.Option(help="Episodes in flight.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the pipeline fast.")] = False,
 ) -> None:
@@ -260,6 +264,7 @@ def evaluate(
         out,
         resume=resume,
         retry_failed=retry_failed,
+        overwrite=overwrite,
         concurrency=concurrency,
         dry_run=dry_run,
         again=f"coachlab evaluate {experiment}" + (f" --out {out}" if out else ""),
@@ -273,11 +278,12 @@ def _evaluate(
     *,
     resume: bool,
     retry_failed: bool,
+    overwrite: bool,
     concurrency: int | None,
     dry_run: bool,
     again: str,
 ) -> Path:
-    """Run `evaluate` and print its table; returns the results folder."""
+    """Run `evaluate` and print its table; returns the results folder (deleted first with `overwrite`)."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.distill import RunLayout, evaluate_experiment
     from coachlab.experiments.evaluate import to_markdown
@@ -288,6 +294,8 @@ def _evaluate(
         raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
     names = ["customer", "judge", *cfg.evaluate.students, cfg.evaluate.teacher]
     exp, root, backends = _prepare(experiment, out, False, dry_run, names, cfg.evaluate.teacher)
+    if overwrite and RunLayout(root).evaluation.exists():
+        shutil.rmtree(RunLayout(root).evaluation)
     try:
         with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
             report = _run(
@@ -326,8 +334,9 @@ def distill(
     dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
 ) -> None:
     """The whole loop: train (tree + library), then evaluate on held-out scenarios, then say where it all is."""
-    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.distill import RunLayout, evaluated_version
     from coachlab.experiments.simulate import elapsed
+    from coachlab.library import LibraryStore
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
@@ -336,10 +345,15 @@ def distill(
         experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again
     )
     console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
-    _evaluate(
-        experiment, root, resume=resume, retry_failed=retry_failed, concurrency=None, dry_run=dry_run, again=again
-    )
     layout = RunLayout(root)
+    was, now = evaluated_version(layout), LibraryStore(layout.library).load().version
+    stale = resume and was is not None and was != now
+    if stale:  # training changed the library (a node redone by --retry-failed): the old numbers measure another one
+        console.print(f"The library changed since the last evaluation (v{was} -> v{now}): evaluating from the start.")
+    _evaluate(
+        experiment, root, resume=resume, retry_failed=retry_failed, overwrite=stale, concurrency=None,
+        dry_run=dry_run, again=again,
+    )  # fmt: skip
     console.print(f"\n[bold]Finished in {elapsed(start)}[/bold]. Where things are:")
     console.print(f"  scenario tree:    {layout.tree}")
     console.print(f"  strategy library: {layout.library}/   (coachlab library list {root})")
@@ -554,6 +568,10 @@ def library_export(
 def main() -> None:
     """Entry point: run the app, turning coachlab errors into one-line messages."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # AutoGen dumps every native structured-output result with model_dump(), and the openai SDK types
+    # `message.parsed` as None, so pydantic warns once per run against any OpenAI-compatible judge
+    # (openai/openai-python#2872): noise that says nothing about the run.
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
     from coachlab.redact import install_log_filter
 
     install_log_filter()

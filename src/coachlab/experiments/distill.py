@@ -20,7 +20,7 @@ from coachlab.library import LibraryStore
 from coachlab.llm import Backend, ResponseCache
 from coachlab.schema import Scenario
 
-__all__ = ["RunLayout", "evaluate_experiment", "train_experiment", "train_roots"]
+__all__ = ["RunLayout", "evaluate_experiment", "evaluated_version", "train_experiment", "train_roots"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,15 @@ class RunLayout:
     def evaluation(self) -> Path:
         """Evaluation episodes, transcripts and results."""
         return self.root / "evaluation"
+
+
+def evaluated_version(layout: RunLayout) -> int | None:
+    """The library version the run's evaluation was made against, or None when there is none."""
+    stamp = layout.evaluation / "library_version.txt"
+    try:
+        return int(stamp.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def train_roots(experiment: Experiment) -> list[Scenario]:
