@@ -56,7 +56,7 @@ SWEATER = r"size 8"  # retail-wrong-item
 def reply(request: dict[str, Any]) -> str:
     """A short story: the customer complains then leaves; the judge scores 3, or 9 when the teacher answered."""
     model = request.get("model")
-    text = request_text(request)
+    text = request_text(request, role="user")
     if model == "customer":
         return "Thanks, I'll wait then. [DONE]" if "Agent:" in text else "My order has a problem, can you help?"
     if model == "student":
