@@ -175,6 +175,7 @@ def test_simulate_survives_every_fault_kind_and_retry_failed_reruns_exactly_the_
         ]
         assert summary.infrastructure_errors == 4 and summary.judge_errors == 2 and summary.judged == 2
         assert "4 infrastructure errors (re-run with --resume --retry-failed); 2 judge errors" in first.output
+        assert "(unreadable verdicts: not scored, not re-run)" in first.output
         for e in episodes.values():
             if e.scenario_id == "retail-late-delivery":
                 assert e.verdict == verdict(3, failure_turn=0, resolved=False)  # recovered from every transient fault

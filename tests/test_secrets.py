@@ -169,8 +169,8 @@ class Run:
 def coachlab(*commands: list[str], env: dict[str, str] | None = None) -> Run:
     """Run coachlab commands in one fresh process, with the real entry point and logging at DEBUG.
 
-    A separate process: the CLI's `asyncio.run` leaves the OpenAI clients' sockets to the garbage
-    collector, which this suite's warnings-as-errors would report against the test.
+    A separate process, so that the root logger's DEBUG handler and the CLI's redacting filter are
+    exactly what a user gets, and nothing of them stays behind in this one.
     """
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, *("|".join(c) for c in commands)],
@@ -263,7 +263,7 @@ def test_a_backend_that_echoes_the_authorization_header_in_a_500_leaks_it_nowher
     evaluated = (tmp_path / "run" / "evaluation" / "episodes.jsonl").read_text()
     assert "judge backend failed: judge: InternalServerError" in evaluated  # a judge error, recorded
     assert "teacher: InternalServerError" in evaluated and "credentials Bearer ***" in evaluated
-    assert len(run.exits) == 3  # train may stop on the teacher's failure; what it prints is checked below
+    assert run.exits == ["0", "0", "0"], run.stderr[-3000:]  # train goes on past the teacher's failure
     assert_nothing_leaked(tmp_path, run, caplog)
 
 

@@ -62,6 +62,6 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.infrastructure_errors:
         problems.append(f"{summary.infrastructure_errors} infrastructure errors (re-run with --resume --retry-failed)")
     if summary.judge_errors:
-        problems.append(f"{summary.judge_errors} judge errors")
+        problems.append(f"{summary.judge_errors} judge errors (unreadable verdicts: not scored, not re-run)")
     if problems:
         console.print("[yellow]" + "; ".join(problems) + "[/yellow]")
