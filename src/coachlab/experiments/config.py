@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from coachlab.environments import EnvironmentConfig
 from coachlab.errors import ConfigError
 from coachlab.experiments.evaluate import EvaluateConfig
-from coachlab.explorer.train import TrainConfig
+from coachlab.explorer.config import TrainConfig
 from coachlab.library import RetrievalConfig
 from coachlab.llm import ModelEntry
 from coachlab.schema import Persona, Scenario, ScenarioSpec

@@ -1,0 +1,52 @@
+"""`TrainConfig`: the `train:` section of an experiment file (budgets, thresholds, verification, turn mix)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from coachlab.explorer.verify import VerifyConfig
+
+__all__ = ["TrainConfig"]
+
+
+class TrainConfig(BaseModel):
+    """The `train:` section of an experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenarios: list[str] | None = Field(default=None, description="Root scenario ids; default: all but held-out.")
+    student: str = Field(default="student", description="Model entry of the student.")
+    teacher: str = Field(default="teacher", description="Model entry of the teacher.")
+    trials: int = Field(default=3, ge=2, le=100, description="Student trials per node (and verification arm).")
+    threshold: float = Field(default=7.0, ge=1, le=10, description="A node fails when the student's mean is below.")
+    teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
+    barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
+    strategies_per_failure: int = Field(default=2, ge=1, le=5)
+    children_per_failure: int = Field(default=2, ge=0, le=5)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    admit_as: Literal["approved", "proposed"] = Field(default="approved", description="Status of verified strategies.")
+    max_nodes: int = Field(default=20, ge=1, description="Budget: nodes in the tree.")
+    max_depth: int = Field(default=2, ge=0, description="Budget: depth of children.")
+    max_iterations: int = Field(default=3, ge=1, description="Budget: passes over the frontier.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Budget: tokens spent by all roles.")
+    student_share: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="Per depth (the last value holds deeper): the share of agent turns the student plays in a "
+        "node's rollouts; the teacher plays the rest. E.g. [0.5, 0.75, 1.0] lets the student take over as the "
+        "tree deepens.",
+    )
+    seed: int = 0
+
+    @field_validator("student_share")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 1 for v in value):
+            raise ValueError("every share must be above 0 and at most 1")
+        return value
+
+    def share_at(self, depth: int) -> float:
+        """The student's share of agent turns at `depth`."""
+        return self.student_share[min(depth, len(self.student_share) - 1)]
