@@ -3,7 +3,7 @@
 Runs coachlab's real judge path (build_judge + judge_dialogue through a RoleClient) on one
 scenario with a hand-written good and bad dialogue, N calls each with different seeds.
 
-    python benchmarks/judge_separation.py [--model qwen2.5-coder-1.5b] [--n 5]
+    python benchmarks/judge_separation.py [--model qwen2.5-coder-1.5b] [--n 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from coachlab.agents import build_judge
 from coachlab.environments import judge_dialogue
 from coachlab.experiments.config import load_experiment
-from coachlab.llm import Backend, ModelEntry, RoleClient
+from coachlab.llm import Backend, ModelEntry, RetryPolicy, RoleClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +39,15 @@ BAD = [
 ]
 
 
-async def main(model: str, n: int) -> None:
+async def main(model: str, n: int, threads: int | None) -> None:
     exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     scenario = exp.scenarios["retail-late-delivery"]
     assert scenario.opening_line is not None
-    entry = ModelEntry(provider="embedded", config={"model": model, "temperature": 0.2, "max_tokens": 200})
+    entry = ModelEntry(
+        provider="embedded",
+        config={"model": model, "temperature": 0.2, "max_tokens": 200, "n_threads": threads},
+        retry=RetryPolicy(timeout_s=None),  # an in-process call cannot be cut short; a slow CPU is no fault
+    )
     backend = Backend.from_entry("judge", entry, where="benchmark")
     for label, lines in (("good", GOOD), ("bad", BAD)):
         dialogue = [("customer", scenario.opening_line), *lines]
@@ -75,5 +79,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--n", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores).")
     args = parser.parse_args()
-    asyncio.run(main(args.model, args.n))
+    asyncio.run(main(args.model, args.n, args.threads))

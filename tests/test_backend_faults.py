@@ -274,6 +274,8 @@ def test_evaluate_retry_failed_reruns_exactly_the_infrastructure_errors(tmp_path
         assert "| 1 / 0 |" in first.output and "Not scored: 3 episode(s)" in first.output
         log = tmp_path / "run" / "evaluation" / "episodes.jsonl"
         failed = sorted(i for i, e in EpisodeLog(log).read().items() if e.termination is INFRA)
+        injected = stub.faults_injected
+        assert injected == {"drop_before_response": 3 * 7}  # 3 episodes, each call tried 1 + 6 times
         before = episodes_file(log)
         stub.behaviour = None
         alone = CliRunner().invoke(app, ["evaluate", str(experiment), "--retry-failed"])
@@ -284,3 +286,4 @@ def test_evaluate_retry_failed_reruns_exactly_the_infrastructure_errors(tmp_path
     assert "Every episode was judged" in again.output
     episodes: dict[str, Episode] = EpisodeLog(log).read()
     assert Counter(e.condition for e in episodes.values()) == {"baseline": 1, "generic": 1, "library": 1, "teacher": 1}
+    print(f"\nevaluate: faults injected {dict(injected)}; 3 re-run by --retry-failed, 4/4 judged")
