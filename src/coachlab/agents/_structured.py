@@ -8,13 +8,13 @@ from typing import TypeVar, cast
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage
 from autogen_core import CancellationToken
-from autogen_core.models import LLMMessage
+from autogen_core.models import ChatCompletionClient, LLMMessage
 from pydantic import BaseModel, ValidationError
 
 from coachlab.agents._context import ObservedContext
 from coachlab.errors import ModelResponseError
 
-__all__ = ["ask_structured"]
+__all__ = ["ask_structured", "structured_agent"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -59,3 +59,17 @@ async def ask_structured(
             return content
         problem = f"the answer was not the {output.__name__} JSON object"
     raise ModelResponseError(f"{who} gave no readable {output.__name__} after {retries + 1} tries ({problem})")
+
+
+def structured_agent(
+    *, model_client: ChatCompletionClient, name: str, output: type[BaseModel], description: str
+) -> AssistantAgent:
+    """An agent whose replies are parsed into `output`, with the `ObservedContext` that `ask_structured` needs."""
+    return AssistantAgent(
+        name=name,
+        model_client=model_client,
+        system_message=None,
+        model_context=ObservedContext(),
+        output_content_type=output,
+        description=description,
+    )

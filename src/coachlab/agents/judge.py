@@ -11,8 +11,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.agents._context import ObservedContext
-from coachlab.agents._structured import ask_structured
+from coachlab.agents._structured import ask_structured, structured_agent
 from coachlab.schema import Scenario, Verdict
 
 __all__ = [
@@ -106,12 +105,10 @@ def judge_view(
 
 def build_judge(*, model_client: ChatCompletionClient, name: str = "judge") -> AssistantAgent:
     """Build the judge; its replies are parsed into `Verdict` (JSON-schema output)."""
-    return AssistantAgent(
-        name=name,
+    return structured_agent(
         model_client=model_client,
-        system_message=None,
-        model_context=ObservedContext(),
-        output_content_type=Verdict,
+        name=name,
+        output=Verdict,
         description="Scores customer satisfaction from a transcript.",
     )
 
@@ -157,12 +154,10 @@ def compare_view(
 
 def build_comparer(*, model_client: ChatCompletionClient, name: str = "judge") -> AssistantAgent:
     """Build the judge for pairwise comparisons; its replies are parsed into `ReplyComparison`."""
-    return AssistantAgent(
-        name=name,
+    return structured_agent(
         model_client=model_client,
-        system_message=None,
-        model_context=ObservedContext(),
-        output_content_type=ReplyComparison,
+        name=name,
+        output=ReplyComparison,
         description="Compares two agent replies at the same point of a chat.",
     )
 

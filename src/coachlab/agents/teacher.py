@@ -18,8 +18,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.agents._context import ObservedContext
-from coachlab.agents._structured import ask_structured
+from coachlab.agents._structured import ask_structured, structured_agent
 from coachlab.errors import ModelResponseError
 from coachlab.schema import Scenario
 
@@ -84,13 +83,8 @@ def build_teacher(
     *, model_client: ChatCompletionClient, output: type[BaseModel], name: str = "teacher"
 ) -> AssistantAgent:
     """Build a teacher agent that answers with `output` (one agent per kind of output)."""
-    return AssistantAgent(
-        name=name,
-        model_client=model_client,
-        system_message=None,
-        model_context=ObservedContext(),
-        output_content_type=output,
-        description="A strong model that coaches the student.",
+    return structured_agent(
+        model_client=model_client, name=name, output=output, description="A strong model that coaches the student."
     )
 
 
