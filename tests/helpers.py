@@ -8,7 +8,7 @@ from autogen_core.models import LLMMessage
 
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments import EpisodeAgents
-from coachlab.schema import Persona, Scenario, Verdict
+from coachlab.schema import Persona, SatisfactionScore, Scenario, Verdict
 from coachlab.testing import ScriptedChatCompletionClient
 
 SECRET_GOAL = "secretly wants a free upgrade to the platinum plan"
@@ -40,6 +40,18 @@ def scenario(**over: object) -> Scenario:
     }
     data.update(over)
     return Scenario.model_validate(data)
+
+
+def score_json(score: int = 8, **over: object) -> str:
+    """What a judge model writes: the `SatisfactionScore` fields of `verdict(score, **over)` as JSON."""
+    return SatisfactionScore.model_validate(
+        verdict(score, **over).model_dump(include=set(SatisfactionScore.model_fields))
+    ).model_dump_json()
+
+
+def scored(v: Verdict | None) -> dict[str, object] | None:
+    """The judge's own fields of a verdict (what a checklist does not change), for comparisons."""
+    return None if v is None else v.model_dump(include=set(SatisfactionScore.model_fields) - {"policy_followed"})
 
 
 def verdict(score: int = 8, **over: object) -> Verdict:

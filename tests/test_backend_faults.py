@@ -41,7 +41,7 @@ from coachlab.testing.faults import (
     server_error,
 )
 from coachlab.testing.openai_stub import STUB_MODEL_INFO, OpenAIStub, StubRequest, default_reply, request_text
-from helpers import verdict
+from helpers import score_json, scored, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 RETRY = {"max_retries": 6, "initial_backoff_s": 0.005, "max_backoff_s": 1.0}
@@ -63,9 +63,9 @@ def reply(request: dict[str, Any]) -> str:
         return "Please wait, it will be sorted."
     if model == "teacher" and request.get("response_format") is None:
         return "I've fixed it for you now: reference R-1, done today."
-    if model == "judge" and "<reply A>" not in text:
+    if model == "judge" and "<reply A>" not in text and "<message>" not in text:
         good = "reference R-1" in text
-        return verdict(9 if good else 3, resolved=good, failure_turn=None if good else 0).model_dump_json()
+        return score_json(9 if good else 3, resolved=good, failure_turn=None if good else 0)
     return default_reply(request)  # the teacher's strategies and children, the judge's comparisons
 
 
@@ -178,7 +178,8 @@ def test_simulate_survives_every_fault_kind_and_retry_failed_reruns_exactly_the_
         assert "(unreadable verdicts: not scored, not re-run)" in first.output
         for e in episodes.values():
             if e.scenario_id == "retail-late-delivery":
-                assert e.verdict == verdict(3, failure_turn=0, resolved=False)  # recovered from every transient fault
+                # recovered from every transient fault
+                assert scored(e.verdict) == scored(verdict(3, failure_turn=0, resolved=False))
             else:
                 assert e.verdict is None  # never scored: no satisfaction recorded for what the judge did not score
         unreadable = [e for e in episodes.values() if e.scenario_id == "retail-wrong-item"]

@@ -10,7 +10,7 @@ from autogen_core.models import LLMMessage
 from coachlab.environments import EnvironmentConfig, EventBus, run_episode
 from coachlab.schema import DialogueTurn, Episode, Event, TerminationReason
 from coachlab.testing import message_text
-from helpers import HIDDEN, SECRET_GOAL, agents, lines, scenario, verdict
+from helpers import HIDDEN, SECRET_GOAL, agents, lines, scenario, score_json
 
 
 def run(sc=None, cfg=None, bus=None, **scripts) -> tuple[Episode, dict]:  # type: ignore[no-untyped-def]
@@ -145,7 +145,7 @@ def test_unreadable_judge_is_retried_then_recorded_without_crashing() -> None:
 
 
 def test_judge_recovers_on_retry() -> None:
-    answers = iter(["not json", verdict(4).model_dump_json()])
+    answers = iter(["not json", score_json(4)])
     ep, _ = run(customer=lines("hi [DONE]"), agent=lines("x"), judge=lambda m: next(answers))
     assert ep.verdict is not None and ep.verdict.satisfaction == 4
 

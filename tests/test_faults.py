@@ -35,7 +35,7 @@ from coachlab.testing.faults import (
     server_error,
 )
 from coachlab.testing.openai_stub import STUB_MODEL_INFO, OpenAIStub, replies_by_model
-from helpers import scenario, verdict
+from helpers import scenario, score_json, verdict
 
 FAST = RetryPolicy(max_retries=3, initial_backoff_s=0.01, max_backoff_s=2.0, timeout_s=0.4)
 DIALOGUE = [("customer", "My parcel is late."), ("agent", "Refunded, reference R-1."), ("customer", "Thanks!")]
@@ -157,7 +157,7 @@ def judge_once(stub: OpenAIStub, mode: str) -> tuple[Verdict | None, str | None,
 @pytest.mark.parametrize("mode", ["native", "json_object_schema"])
 @pytest.mark.parametrize("kind", ["truncated", "malformed", "wrong_fields"])
 def test_broken_judge_json_is_reasked_and_a_persistent_one_is_a_judge_error_not_a_verdict(mode: str, kind: str) -> None:
-    reply = replies_by_model({"judge": verdict(6).model_dump_json()})
+    reply = replies_by_model({"judge": score_json(6)})
     once = FaultPlan(FaultRule(BadJson(kind), model="judge", count=1))  # type: ignore[arg-type]
     with OpenAIStub(reply=reply, behaviour=once) as stub:
         found, error, _ = judge_once(stub, mode)

@@ -16,7 +16,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments import EnvironmentConfig, EpisodeAgents, run_episode
 from coachlab.llm import Backend, ModelEntry, RetryPolicy, RoleClient
-from coachlab.schema import Episode, TerminationReason, Verdict
+from coachlab.schema import Episode, SatisfactionScore, TerminationReason, Verdict
 from coachlab.testing.openai_stub import (
     STUB_MODEL_INFO,
     OpenAIStub,
@@ -28,7 +28,7 @@ from coachlab.testing.openai_stub import (
     schema_example,
     server_error,
 )
-from helpers import scenario, verdict
+from helpers import scenario, score_json, verdict
 
 # AutoGen logs `ParsedChatCompletion.model_dump()`, and the openai SDK types `message.parsed` as
 # None at runtime, so every native structured-output call warns (openai/openai-python#2872).
@@ -47,7 +47,7 @@ REPLIES = replies_by_model(
     {
         "customer": customer,
         "agent": "I have refunded your shipping, reference R-1.",
-        "judge": verdict(8).model_dump_json(),
+        "judge": score_json(8),
     }
 )
 
@@ -138,7 +138,7 @@ def test_whole_episode_runs_against_the_stub(mode: str, format_type: str) -> Non
     assert judge_request["response_format"]["type"] == format_type
     schema = response_schema(judge_request)
     assert schema is not None
-    assert schema["properties"].keys() == Verdict.model_fields.keys()
+    assert schema["properties"].keys() == SatisfactionScore.model_fields.keys()
     assert ep.usage["judge"].calls == 1
     assert ep.usage["customer"].prompt_tokens > 0
 
@@ -148,9 +148,10 @@ def test_the_default_reply_answers_a_judge_with_a_valid_verdict() -> None:
     assert Verdict.model_validate(schema_example(response_schema(sent) or {})).failure_turn is None
     with OpenAIStub() as stub:  # default reply: a fixed line, or JSON that fits the schema sent
         ep = asyncio.run(episode_at(stub, structured_output="json_object_schema"))
-    assert ep.verdict is not None
     assert ep.judge_error is None
-    assert ep.termination.is_dialogue_outcome  # the fixed line ends it (a repeat), and it is judged
+    # the customer says the agent's fixed line: out of role, the simulator's fault, never judged
+    assert ep.termination is TerminationReason.CUSTOMER_OUT_OF_ROLE
+    assert ep.simulator_fault is not None and ep.verdict is None and ep.usage["judge"].calls == 0
 
 
 def test_rate_limit_then_server_error_are_retried_by_role_client(caplog: pytest.LogCaptureFixture) -> None:

@@ -84,7 +84,7 @@ def runner(fail_after: int | None = None) -> EpisodeRunner:
 
 
 CONFIG = TrainConfig(
-    trials=3, verify=VerifyConfig(trials=3, refine_rounds=1), max_iterations=3, max_depth=1, children_per_failure=1
+    trials=3, verify=VerifyConfig(trials=6, refine_rounds=1), max_iterations=3, max_depth=1, children_per_failure=1
 )
 
 
@@ -143,7 +143,7 @@ def test_a_killed_run_resumes_to_the_same_tree_and_library(tmp_path: Path) -> No
 
 
 def test_the_imitation_criterion_admits_what_makes_the_student_reply_like_the_teacher(tmp_path: Path) -> None:
-    config = CONFIG.model_copy(update={"verify": VerifyConfig(trials=4, criterion="imitation", refine_rounds=0)})
+    config = CONFIG.model_copy(update={"verify": VerifyConfig(trials=6, criterion="imitation", refine_rounds=0)})
     trainer, _ = train(tmp_path, config)
     library = trainer.library.load()
     (admitted,) = library.with_status(AuditStatus.APPROVED)

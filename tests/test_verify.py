@@ -17,7 +17,7 @@ from helpers import scenario, verdict
 
 HELPFUL = Guidance(id="next-step", situation="When the customer repeats a complaint", guidance="Name the next step.")
 USELESS = Guidance(id="smile", situation="When the customer writes", guidance="Use a friendly tone.")
-SEEDS = [11, 12, 13, 14]
+SEEDS = [11, 12, 13, 14, 15, 16]
 
 
 def student(messages: Sequence[LLMMessage]) -> str:
@@ -61,7 +61,8 @@ def test_a_strategy_the_student_needs_is_accepted_with_its_evidence() -> None:
     result = verify(HELPFUL)
     assert result.accepted  # type: ignore[attr-defined]
     ev = result.evidence  # type: ignore[attr-defined]
-    assert ev.trials == 4 and ev.mean_without < 4 < 8 <= ev.mean_with
+    assert ev.trials == 6 and ev.mean_without < 4 < 8 <= ev.mean_with
+    assert ev.wins == 6 and ev.losses == 0 and ev.p_value == 0.5**6
     assert ev.uplift_low > 0
     shown = [e for ep in result.with_guidance for e in ep.events if e.type == "strategy_shown"]  # type: ignore[attr-defined]
     assert shown and all(e.strategy_ids == ["next-step"] for e in shown)
@@ -70,7 +71,7 @@ def test_a_strategy_the_student_needs_is_accepted_with_its_evidence() -> None:
 def test_a_useless_strategy_is_rejected() -> None:
     result = verify(USELESS)
     assert not result.accepted  # type: ignore[attr-defined]
-    assert result.evidence.uplift_low <= 0  # type: ignore[attr-defined]
+    assert result.evidence.wins == 0 and result.evidence.p_value == 1.0  # type: ignore[attr-defined]
 
 
 # --- imitation: the judge compares the student's reply at the failure point with the teacher's ---
@@ -89,7 +90,7 @@ def comparing_judge(messages: Sequence[LLMMessage]) -> object:
     return ReplyComparison(rationale="one names the next step", better=better)
 
 
-def imitate(candidate: Guidance, *, rate: float = 0.5) -> tuple[object, object]:
+def imitate(candidate: Guidance) -> tuple[object, object]:
     backends = {
         name: Backend.from_client(name, ScriptedChatCompletionClient(fn))
         for name, fn in (("customer", customer), ("judge", comparing_judge), ("student", student))
@@ -98,7 +99,7 @@ def imitate(candidate: Guidance, *, rate: float = 0.5) -> tuple[object, object]:
         verify_imitation(
             EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), scenario(), candidate, PREFIX,
             agent_model="student", teacher_reply=TEACHER_REPLY, seeds=SEEDS,
-            config=VerifyConfig(criterion="imitation", imitation_rate=rate),
+            config=VerifyConfig(criterion="imitation"),
         )
     )  # fmt: skip
 
@@ -107,10 +108,10 @@ def test_imitation_accepts_a_strategy_that_makes_the_student_reply_like_the_teac
     result, without = imitate(HELPFUL)
     assert result.accepted  # type: ignore[attr-defined]
     ev = result.evidence  # type: ignore[attr-defined]
-    assert ev.criterion == "imitation" and ev.trials == 4
+    assert ev.criterion == "imitation" and ev.trials == 6
     assert ev.preferred_without == 0.0 and ev.preferred_with == 1.0
-    assert "4 comparisons" in ev.note
-    assert without.replies == ["Please wait."] * 4  # type: ignore[attr-defined]
+    assert "6 comparisons" in ev.note
+    assert without.replies == ["Please wait."] * 6  # type: ignore[attr-defined]
 
 
 def test_imitation_rejects_a_strategy_that_changes_nothing() -> None:
@@ -137,5 +138,41 @@ def test_imitation_counts_a_judge_answer_by_position() -> None:
     arm = asyncio.run(
         imitation_arm(runner_, scenario(), PREFIX, agent_model="student", teacher_reply=TEACHER_REPLY, seeds=SEEDS)
     )
-    assert seen == [TEACHER_REPLY, "Please wait.", TEACHER_REPLY, "Please wait."]
-    assert arm.at_least_teacher == [False, True, False, True] and arm.rate == 0.5
+    assert seen == [TEACHER_REPLY, "Please wait."] * 3
+    assert arm.at_least_teacher == [False, True] * 3 and arm.rate == 0.5
+
+
+# --- the admission test cannot be passed by a handful of lucky trials ---
+
+
+def test_four_trials_all_better_can_never_admit() -> None:
+    result = asyncio.run(
+        verify_guidance(
+            runner(), scenario(), HELPFUL, agent_model="student", seeds=SEEDS[:4], config=VerifyConfig(trials=4),
+            id_prefix="n1",
+        )
+    )  # fmt: skip
+    ev = result.evidence
+    assert not result.accepted and ev.wins == 4 and ev.p_value == 0.0625
+    assert "fewer than min_pairs 5" in ev.note
+
+
+def test_a_strategy_that_pleases_the_customer_but_breaks_policy_is_rejected() -> None:
+    def judge_policy(messages: Sequence[LLMMessage]) -> object:
+        text = message_text(messages[-1])
+        good = "reference R-1" in text
+        return verdict(9 if good else 2, resolved=good, policy_followed=not good)  # the fix breaks a rule
+
+    backends = {
+        name: Backend.from_client(name, ScriptedChatCompletionClient(fn))
+        for name, fn in (("customer", customer), ("judge", judge_policy), ("student", student))
+    }
+    result = asyncio.run(
+        verify_guidance(
+            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), scenario(), HELPFUL, agent_model="student",
+            seeds=SEEDS, config=VerifyConfig(), id_prefix="n1",
+        )
+    )  # fmt: skip
+    ev = result.evidence
+    assert not result.accepted and ev.wins == 6  # better every time, but
+    assert ev.policy_breaks_with == 6 and ev.policy_breaks_without == 0 and "broke a policy item" in ev.note

@@ -54,13 +54,14 @@ models:
              cost_per_1k_completion: 0.015}}
   judge: {{provider: openai, config: {{model: scripted-judge}}, cost_per_1k_prompt: 0.001}}
 environment: {{max_turns: 3}}
+judge: {{checklist: off}}   # this story is about the pictures: satisfaction verdicts only
 simulate: {{agents: [student]}}
 train:
   scenarios: [retail-late-delivery, telecom-bill-shock]
   trials: 2
   strategies_per_failure: 2
   children_per_failure: 2
-  verify: {{trials: 2, refine_rounds: 1}}
+  verify: {{trials: 6, refine_rounds: 1}}
   max_nodes: {max_nodes}
   max_depth: 3
   max_iterations: 3

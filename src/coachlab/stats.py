@@ -1,14 +1,34 @@
-"""Small statistics for trials: means with bootstrap confidence intervals, pass^k."""
+"""Small statistics for trials: means with bootstrap CIs, a paired sign test, clustered bootstrap, pass^k.
+
+Admission of a strategy rests on `sign_test`: an exact binomial test on the paired differences
+(ties dropped), which a handful of lucky trials cannot pass: with n untied pairs all in favour, the
+one-sided p-value is 0.5**n, so at 95% confidence no fewer than 5 untied pairs can ever admit.
+Evaluation CIs resample scenarios, then trials within them (`clustered_bootstrap`): episodes of one
+scenario are not independent, and treating them as such makes intervals too narrow.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Estimate", "bootstrap_mean", "gap_closed", "paired_uplift", "pass_hat_k", "seed_for"]
+__all__ = [
+    "Estimate",
+    "SignTest",
+    "bootstrap_mean",
+    "clustered_bootstrap",
+    "gap_closed",
+    "min_detectable_difference",
+    "paired_uplift",
+    "pass_hat_k",
+    "seed_for",
+    "sign_test",
+    "sign_test_floor",
+]
 
 
 class Estimate(BaseModel):
@@ -80,3 +100,139 @@ def seed_for(base: int, *parts: str | int) -> int:
     """A seed derived from a base seed and coordinates (stable across runs and machines)."""
     blob = "/".join(str(p) for p in (base, *parts)).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class SignTest(BaseModel):
+    """An exact one-sided sign test on paired differences (`with - without`), ties dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pairs: int
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    mean_difference: float | None = None
+    p_value: float = 1.0
+    """P(at least `wins` of `wins + losses` untied pairs in favour | no effect)."""
+
+    def passes(self, *, alpha: float, min_effect: float, min_pairs: int) -> bool:
+        """Significant at `alpha`, with at least `min_pairs` pairs and a mean difference of at least `min_effect`."""
+        return (
+            self.pairs >= min_pairs
+            and self.mean_difference is not None
+            and self.mean_difference >= min_effect
+            and self.wins > self.losses
+            and self.p_value <= alpha
+        )
+
+    def __str__(self) -> str:
+        mean = "n/a" if self.mean_difference is None else f"{self.mean_difference:+.2f}"
+        return (
+            f"{self.wins} better / {self.losses} worse / {self.ties} tied of {self.pairs}, mean {mean}, "
+            f"p={self.p_value:.3f}"
+        )
+
+
+def sign_test(without: Sequence[float], with_: Sequence[float]) -> SignTest:
+    """The exact one-sided sign test that `with_` beats `without`, pair by pair.
+
+    Raises:
+        ValueError: The two arms have different lengths.
+    """
+    if len(without) != len(with_):
+        raise ValueError(f"paired arms differ in length ({len(without)} vs {len(with_)})")
+    diffs = [b - a for a, b in zip(without, with_, strict=True)]
+    if not diffs:
+        return SignTest(pairs=0)
+    wins = sum(d > 0 for d in diffs)
+    losses = sum(d < 0 for d in diffs)
+    n = wins + losses
+    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+    return SignTest(
+        pairs=len(diffs),
+        wins=wins,
+        losses=losses,
+        ties=len(diffs) - n,
+        mean_difference=sum(diffs) / len(diffs),
+        p_value=p,
+    )
+
+
+def sign_test_floor(alpha: float) -> int:
+    """The fewest untied pairs (all in favour) that can reach significance at `alpha`: 5 at 0.05, 7 at 0.01."""
+    n = 1
+    while 0.5**n > alpha:
+        n += 1
+    return n
+
+
+def clustered_bootstrap(
+    clusters: Mapping[str, Sequence[float]],
+    *,
+    statistic: Callable[[Mapping[str, Sequence[float]]], float | None] | None = None,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """A two-level bootstrap CI: resample clusters (scenarios), then values (trials) within each drawn cluster.
+
+    `statistic` maps a resampled {cluster: values} to a number (default: the mean of all values);
+    resamples where it is None are skipped. `n` counts the values.
+    """
+    keys = sorted(k for k, v in clusters.items() if v)
+    n = sum(len(clusters[k]) for k in keys)
+    if not keys:
+        return Estimate(mean=None, low=None, high=None, n=0)
+
+    def mean_of(sample: Mapping[str, Sequence[float]]) -> float | None:
+        values = [x for v in sample.values() for x in v]
+        return sum(values) / len(values) if values else None
+
+    stat = statistic or mean_of
+    point = stat({k: clusters[k] for k in keys})
+    rng = random.Random(seed)
+    values: list[float] = []
+    for _ in range(resamples):
+        drawn = rng.choices(keys, k=len(keys))
+        sample = {f"{i}:{k}": rng.choices(list(clusters[k]), k=len(clusters[k])) for i, k in enumerate(drawn)}
+        got = stat(sample)
+        if got is not None:
+            values.append(got)
+    if point is None or not values:
+        return Estimate(mean=point, low=None, high=None, n=n)
+    values.sort()
+    tail = (1 - confidence) / 2
+    return Estimate(
+        mean=point, low=values[int(tail * (len(values) - 1))], high=values[int((1 - tail) * (len(values) - 1))], n=n
+    )
+
+
+def min_detectable_difference(
+    clusters: Mapping[str, Sequence[float]], *, alpha: float = 0.05, power: float = 0.8
+) -> float | None:
+    """The smallest difference in means between two conditions of this size the run could detect.
+
+    Normal approximation with the design effect of clustering: the between-scenario spread of the
+    scenario means counts once per scenario. Uses the observed spread, or the worst case of a rate
+    (0.5) when every value is alike. None with fewer than two scenarios.
+    """
+    keys = [k for k, v in clusters.items() if v]
+    if len(keys) < 2:
+        return None
+    means = [sum(clusters[k]) / len(clusters[k]) for k in keys]
+    grand = sum(means) / len(means)
+    between = sum((m - grand) ** 2 for m in means) / (len(means) - 1)
+    within = [x for k in keys for x in clusters[k]]
+    total_var = sum((x - grand) ** 2 for x in within) / max(len(within) - 1, 1)
+    per_cluster = total_var / (len(within) / len(keys))
+    variance = max(between, per_cluster, 0.25 / (len(within) / len(keys)))
+    se = math.sqrt(2 * variance / len(keys))  # two independent conditions of this size
+    z = _z(1 - alpha / 2) + _z(power)
+    return z * se
+
+
+def _z(p: float) -> float:
+    """The standard normal quantile."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)

@@ -1,6 +1,8 @@
 """Agent factories over AutoGen's AssistantAgent: customer, service agent, judge."""
 
 from coachlab.agents._context import ObservedContext
+from coachlab.agents.checklist import CHECKLIST_SYSTEM_PROMPT, LineAnswer, ask_line, build_line_grader, line_view
+from coachlab.agents.criteria_writer import CriteriaDraft, CriterionDraft, write_criteria
 from coachlab.agents.customer import (
     CustomerEnding,
     build_customer,
@@ -17,6 +19,7 @@ from coachlab.agents.judge import (
     compare_replies,
     compare_view,
     judge_view,
+    quote_data,
 )
 from coachlab.agents.persona_writer import build_persona_writer, draft_persona
 from coachlab.agents.service import (
@@ -38,17 +41,23 @@ from coachlab.agents.teacher import (
 )
 
 __all__ = [
+    "CHECKLIST_SYSTEM_PROMPT",
     "JUDGE_SYSTEM_PROMPT",
     "ChildScenario",
     "ChildScenarios",
+    "CriteriaDraft",
+    "CriterionDraft",
     "CustomerEnding",
+    "LineAnswer",
     "ObservedContext",
     "ReplyComparison",
     "StrategyDraft",
     "StrategyDrafts",
+    "ask_line",
     "build_comparer",
     "build_customer",
     "build_judge",
+    "build_line_grader",
     "build_persona_writer",
     "build_service_agent",
     "build_teacher",
@@ -59,12 +68,15 @@ __all__ = [
     "draft_persona",
     "judge_view",
     "leaked_detail",
+    "line_view",
     "parse_agent_line",
     "parse_customer_line",
     "propose_children",
     "propose_strategies",
+    "quote_data",
     "refine_strategy",
     "role_slip",
     "service_system_prompt",
     "service_view",
+    "write_criteria",
 ]

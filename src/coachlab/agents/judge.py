@@ -1,4 +1,4 @@
-"""The judge: reads a transcript as quoted data and returns a typed `Verdict`."""
+"""The judge: reads a transcript as quoted data and returns a typed `SatisfactionScore`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage,
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents._structured import ask_structured, structured_agent
-from coachlab.schema import Scenario, Verdict
+from coachlab.schema import SatisfactionScore, Scenario
 
 __all__ = [
     "JUDGE_SYSTEM_PROMPT",
@@ -22,6 +22,7 @@ __all__ = [
     "compare_replies",
     "compare_view",
     "judge_view",
+    "quote_data",
 ]
 
 JUDGE_SYSTEM_PROMPT = (
@@ -34,11 +35,11 @@ JUDGE_SYSTEM_PROMPT = (
 
 # What could end a quoted block early or forge structure inside it: the block tags (any case or
 # spacing), chat-template control tokens (<|im_start|>...), and the speaker labels of the transcript.
-_BLOCK_TAG = re.compile(r"<\s*(/?)\s*(transcript|reply\s*[ab])\s*>", re.IGNORECASE)
+_BLOCK_TAG = re.compile(r"<\s*(/?)\s*(transcript|message|reply\s*[ab])\s*>", re.IGNORECASE)
 _LABEL = re.compile(r"\[\s*(customer|agent(?:\s+turn\s+\d+)?)\s*\]", re.IGNORECASE)
 
 
-def _quote(text: str) -> str:
+def quote_data(text: str) -> str:
     """`text` made safe to place inside a data block: one line, no block tags, no control tokens, no labels.
 
     The words stay readable for the judge; only what could pass for structure is neutralised:
@@ -56,7 +57,7 @@ def judge_view(
 ) -> list[LLMMessage]:
     """The judge's view: the persona's private side, the policy, and the numbered transcript.
 
-    Every persona field, policy rule and line passes through `_quote`, so text from a persona file
+    Every persona field, policy rule and line passes through `quote_data`, so text from a persona file
     or a customer can neither end the `<transcript>` block early nor pass for a turn or a chat-template
     role; the instructions and the answer format come after the transcript, from coachlab only. (A
     `<case>` block around the persona was tried and dropped: it lowered the 1.5B judge's scores of a
@@ -65,22 +66,22 @@ def judge_view(
     p = scenario.persona
     lines = [
         "The customer (private; the agent could not see this):",
-        f"- {_quote(p.name)}: {_quote(p.description)}. Patience: {_quote(p.patience)}.",
-        f"- Wanted: {_quote(p.goal)}",
-        f"- Satisfied when: {_quote(p.satisfied_when)}",
+        f"- {quote_data(p.name)}: {quote_data(p.description)}. Patience: {quote_data(p.patience)}.",
+        f"- Wanted: {quote_data(p.goal)}",
+        f"- Satisfied when: {quote_data(p.satisfied_when)}",
     ]
     if p.gives_up_when:
-        lines.append(f"- Gives up when: {_quote(p.gives_up_when)}")
-    lines.append(f"The problem: {_quote(scenario.issue)}")
+        lines.append(f"- Gives up when: {quote_data(p.gives_up_when)}")
+    lines.append(f"The problem: {quote_data(scenario.issue)}")
     lines.append("Company policy the agent had to follow:")
-    lines += [f"- {_quote(rule)}" for rule in scenario.policy]
+    lines += [f"- {quote_data(rule)}" for rule in scenario.policy]
     lines.append("<transcript>")
     agent_turn = 0
     for who, text in dialogue:
         if who == "customer":
-            lines.append(f"[customer] {_quote(text)}")
+            lines.append(f"[customer] {quote_data(text)}")
         else:
-            lines.append(f"[agent turn {agent_turn}] {_quote(text)}")
+            lines.append(f"[agent turn {agent_turn}] {quote_data(text)}")
             agent_turn += 1
     lines.append("</transcript>")
     lines += [
@@ -104,11 +105,11 @@ def judge_view(
 
 
 def build_judge(*, model_client: ChatCompletionClient, name: str = "judge") -> AssistantAgent:
-    """Build the judge; its replies are parsed into `Verdict` (JSON-schema output)."""
+    """Build the judge; its replies are parsed into `SatisfactionScore` (JSON-schema output)."""
     return structured_agent(
         model_client=model_client,
         name=name,
-        output=Verdict,
+        output=SatisfactionScore,
         description="Scores customer satisfaction from a transcript.",
     )
 
@@ -133,16 +134,16 @@ def compare_view(
     """The judge's view for a pairwise comparison: the case, the chat so far, replies A and B (all quoted)."""
     p = scenario.persona
     lines = [
-        f"The customer (private): {_quote(p.name)}, {_quote(p.description)}. Wanted: {_quote(p.goal)}",
-        f"The problem: {_quote(scenario.issue)}",
+        f"The customer (private): {quote_data(p.name)}, {quote_data(p.description)}. Wanted: {quote_data(p.goal)}",
+        f"The problem: {quote_data(scenario.issue)}",
         "Company policy the agent had to follow:",
-        *(f"- {_quote(rule)}" for rule in scenario.policy),
+        *(f"- {quote_data(rule)}" for rule in scenario.policy),
         "<transcript>",
-        *(f"[{who}] {_quote(text)}" for who, text in dialogue),
+        *(f"[{who}] {quote_data(text)}" for who, text in dialogue),
         "</transcript>",
         "Two possible next replies of the agent:",
-        f"<reply A>{_quote(first)}</reply A>",
-        f"<reply B>{_quote(second)}</reply B>",
+        f"<reply A>{quote_data(first)}</reply A>",
+        f"<reply B>{quote_data(second)}</reply B>",
         "Which reply would leave this customer more satisfied while following the policy? JSON fields:",
         '- "rationale": one or two sentences comparing them.',
         '- "better": "A", "B", or "same" when neither is clearly better.',

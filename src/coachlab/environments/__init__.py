@@ -8,8 +8,10 @@ from coachlab.environments.episode import (
     JudgeResult,
     agent_reply,
     judge_dialogue,
+    judge_episode,
     run_episode,
 )
+from coachlab.environments.grading import JudgePanel
 from coachlab.environments.runner import EpisodeRunner, mixed_turns
 
 __all__ = [
@@ -18,10 +20,12 @@ __all__ = [
     "EpisodeRunner",
     "EventBus",
     "GuidanceProvider",
+    "JudgePanel",
     "JudgeResult",
     "Observer",
     "agent_reply",
     "judge_dialogue",
+    "judge_episode",
     "mixed_turns",
     "run_episode",
 ]

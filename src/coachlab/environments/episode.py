@@ -41,7 +41,9 @@ from coachlab.agents import (
 from coachlab.agents._structured import ask_structured
 from coachlab.agents._text import normalize
 from coachlab.environments.bus import EventBus
+from coachlab.environments.grading import JudgePanel, combine_scores, grade_checklist
 from coachlab.errors import CoachlabError, ModelResponseError
+from coachlab.judging import simulator_fault
 from coachlab.schema import (
     AgentMessage,
     CustomerMessage,
@@ -51,6 +53,7 @@ from coachlab.schema import (
     Guidance,
     RoleSlip,
     RoleUsage,
+    SatisfactionScore,
     Scenario,
     StrategyShown,
     TerminationReason,
@@ -64,6 +67,7 @@ __all__ = [
     "JudgeResult",
     "agent_reply",
     "judge_dialogue",
+    "judge_episode",
     "run_episode",
 ]
 
@@ -91,6 +95,9 @@ class EpisodeAgents:
     customer: AssistantAgent
     agent: AssistantAgent
     judge: AssistantAgent | None = None
+    """A single satisfaction judge (no checklist, one vote); `panel` replaces it."""
+    panel: JudgePanel | None = None
+    """The judges: satisfaction votes and checklist graders (built by `EpisodeRunner`)."""
     mentor: AssistantAgent | None = None
     """Plays the agent turns in `mentor_turns` (the teacher, in the train loop's mixed rollouts)."""
     mentor_turns: frozenset[int] = frozenset()
@@ -148,27 +155,62 @@ async def judge_dialogue(
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
 ) -> JudgeResult:
-    """Ask the judge for a `Verdict`, re-asking on unreadable output; never raises for bad output.
+    """Ask one judge for a satisfaction score (a one-vote `Verdict`, no checklist); never raises for bad output.
 
     Backend failures (after the models layer's own retries) are returned as an error too, with
     `backend_failed` set: they say nothing about the dialogue.
     """
+    return await judge_episode(
+        JudgePanel(judges=[judge]), scenario, dialogue, [], retries=retries, cancellation_token=cancellation_token
+    )
+
+
+async def judge_episode(
+    panel: JudgePanel,
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    events: Sequence[Event],
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> JudgeResult:
+    """The episode's verdict: every satisfaction vote, then the checklist; never raises for bad output.
+
+    Votes whose output stays unreadable are left out; with none readable there is no verdict (a
+    judge error). A backend that fails for good gives no verdict and `backend_failed`.
+    """
+    scores: list[SatisfactionScore] = []
+    problems: list[str] = []
     try:
-        verdict = await ask_structured(
-            judge,
-            lambda problem: judge_view(scenario, dialogue, correction=problem),
-            Verdict,
-            retries=retries,
-            who="the judge",
-            cancellation_token=cancellation_token,
+        for judge in panel.judges:
+            try:
+                scores.append(
+                    await ask_structured(
+                        judge,
+                        lambda problem: judge_view(scenario, dialogue, correction=problem),
+                        SatisfactionScore,
+                        retries=retries,
+                        who="the judge",
+                        cancellation_token=cancellation_token,
+                    )
+                )
+            except ModelResponseError as exc:
+                problems.append(str(exc))
+        if not scores:
+            return JudgeResult(verdict=None, error=f"judge output unreadable: {problems[0]}")
+        criteria = scenario.success_criteria if panel.graders else []
+        results = (
+            await grade_checklist(panel, criteria, events, retries=retries, cancellation_token=cancellation_token)
+            if criteria
+            else []
         )
-    except ModelResponseError as exc:
-        return JudgeResult(verdict=None, error=f"judge output unreadable: {exc}")
     except CoachlabError:
         raise  # a user error (missing model, bad config) stops the run
     except Exception as exc:
         return JudgeResult(verdict=None, error=f"judge backend failed: {exc}", backend_failed=True)
-    return JudgeResult(verdict=verdict)
+    if problems:
+        logger.warning("%d of %d judge votes unreadable: %s", len(problems), len(panel.judges), problems[0])
+    return JudgeResult(verdict=combine_scores(scores, criteria, results))
 
 
 async def run_episode(
@@ -299,10 +341,14 @@ async def run_episode(
     emit(EpisodeEnded(turn=counts["customer"], reason=reason, detail=detail))
 
     result = JudgeResult(verdict=None, error=None)
-    if agents.judge is not None:
-        if reason.is_dialogue_outcome:
-            result = await judge_dialogue(
-                agents.judge, scenario, dialogue, retries=cfg.judge_retries, cancellation_token=token
+    fault = simulator_fault(scenario, events, reason, detail) if reason.is_dialogue_outcome else None
+    panel = agents.panel or (JudgePanel(judges=[agents.judge]) if agents.judge is not None else None)
+    if panel is not None:
+        if fault is not None:
+            logger.info("episode %s: simulator fault, not judged: %s", episode_id, fault)
+        elif reason.is_dialogue_outcome:
+            result = await judge_episode(
+                panel, scenario, dialogue, events, retries=cfg.judge_retries, cancellation_token=token
             )
         else:
             result = JudgeResult(verdict=None, error="not judged: the episode ended on an infrastructure error")
@@ -322,6 +368,7 @@ async def run_episode(
         termination_detail=detail,
         verdict=result.verdict,
         judge_error=result.error,
+        simulator_fault=fault,
         usage=dict(usage()) if usage is not None else {},
         duration_s=round(time.perf_counter() - started, 3),
     )

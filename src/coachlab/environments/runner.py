@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from autogen_agentchat.agents import AssistantAgent
 
 from coachlab.agents import (
     ReplyComparison,
     build_comparer,
     build_customer,
     build_judge,
+    build_line_grader,
     build_service_agent,
     compare_replies,
 )
@@ -27,9 +30,13 @@ from coachlab.environments.episode import (
     agent_reply,
     run_episode,
 )
+from coachlab.environments.grading import JudgePanel, grade_checklist
 from coachlab.errors import ModelResponseError
+from coachlab.judging import JudgeConfig
+from coachlab.judging.gate import Similarity
 from coachlab.llm import Backend, ResponseCache, RoleClient
-from coachlab.schema import Episode, Guidance, RoleUsage, Scenario
+from coachlab.schema import Criterion, CriterionResult, Episode, Event, Guidance, RoleUsage, Scenario
+from coachlab.stats import seed_for
 
 __all__ = ["EpisodeRunner"]
 
@@ -43,12 +50,49 @@ class EpisodeRunner:
         environment: Turn limits and retries.
         cache: The role-aware response cache, or None.
         bus: Where events are published, or None.
+        judging: Votes and checklist grading (the experiment's `judge:` section).
+        similarity: The checklist's similarity gate, or None to grade without it.
     """
 
     backends: Mapping[str, Backend]
     environment: EnvironmentConfig
     cache: ResponseCache | None = None
     bus: EventBus | None = None
+    judging: JudgeConfig = field(default_factory=JudgeConfig)
+    similarity: Similarity | None = None
+
+    async def grade_lines(
+        self, scenario: Scenario, events: Sequence[Event], items: Sequence[Criterion], *, seed: int
+    ) -> tuple[list[CriterionResult], RoleUsage]:
+        """Grade the agent lines in `events` on `items` with the checklist judge (the experiment's votes and gate).
+
+        Raises:
+            BackendError: The judge's backend failed for good.
+        """
+        panel, clients = self.panel(seed=seed, trial=0, role="judge-reply")
+        results = await grade_checklist(panel, items, events, retries=self.environment.judge_retries)
+        return results, sum((c.usage for c in clients), RoleUsage())
+
+    def panel(self, *, seed: int, trial: int, role: str = "judge") -> tuple[JudgePanel, list[RoleClient]]:
+        """The judges of one episode (one satisfaction judge and one checklist grader per vote) and their clients.
+
+        Vote 0 uses the episode's seed, so a one-vote run asks exactly what it always asked.
+        """
+        backend = self.backends["judge"]
+        clients: list[RoleClient] = []
+        judges: list[AssistantAgent] = []
+        graders: list[AssistantAgent] = []
+        for vote in range(self.judging.votes):
+            vote_seed = seed if vote == 0 else seed_for(seed, "vote", vote)
+            judge = RoleClient(backend, role=role, seed=vote_seed, trial=trial, cache=self.cache)
+            clients.append(judge)
+            judges.append(build_judge(model_client=judge))
+            if self.judging.checklist == "per_line":
+                grader = RoleClient(backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache)
+                clients.append(grader)
+                graders.append(build_line_grader(model_client=grader))
+        panel = JudgePanel(judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor)
+        return panel, clients
 
     async def run(
         self,
@@ -69,7 +113,7 @@ class EpisodeRunner:
         with probability `student_share` and by the mentor otherwise (a mixed rollout). Which turns
         the mentor plays depends only on `seed`, so paired arms with the same seed mix alike.
         """
-        cast = [("customer", "customer"), ("agent", agent_model), ("judge", "judge")]
+        cast = [("customer", "customer"), ("agent", agent_model)]
         mentor_turns = mixed_turns(seed, student_share, self.environment.max_turns + len(scenario.prefix) + 1)
         if mentor_model is not None and mentor_turns:
             cast.append(("mentor", mentor_model))
@@ -78,13 +122,17 @@ class EpisodeRunner:
             for role, name in cast
         }
 
+        panel, judge_clients = self.panel(seed=seed, trial=trial)
+
         def usage() -> dict[str, RoleUsage]:
-            return {name: client.usage for name, client in roles.items()}
+            spent = {name: client.usage for name, client in roles.items()}
+            spent["judge"] = sum((c.usage for c in judge_clients), RoleUsage())
+            return spent
 
         agents = EpisodeAgents(
             customer=build_customer(model_client=roles["customer"]),
             agent=build_service_agent(model_client=roles["agent"]),
-            judge=build_judge(model_client=roles["judge"]),
+            panel=panel,
             mentor=build_service_agent(model_client=roles["mentor"], name="mentor") if "mentor" in roles else None,
             mentor_turns=mentor_turns if "mentor" in roles else frozenset(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import sys
@@ -16,11 +17,13 @@ import typer
 from rich.console import Console
 
 from coachlab.errors import CoachlabError, UsageError
+from coachlab.experiments.judge_cli import judge_app
 from coachlab.experiments.library_cli import library_app
 from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
     from coachlab.experiments.config import Experiment
+    from coachlab.experiments.simulate import EpisodePlan, Simulation
     from coachlab.llm import Backend
 
 __all__ = ["app", "main"]
@@ -38,6 +41,7 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(models_app, name="models")
 app.add_typer(library_app, name="library")
 app.add_typer(tree_app, name="tree")
+app.add_typer(judge_app, name="judge")
 app.command("report")(report)
 
 # Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
@@ -58,12 +62,19 @@ def _interrupted(message: str) -> NoReturn:
     raise typer.Exit(130)
 
 
+def _dry(exp: Experiment, dry_run: bool) -> Experiment:
+    """With --dry-run, the checklist's similarity gate is off: scripted lines resemble no example line."""
+    if dry_run:
+        exp.config = exp.config.model_copy(update={"judge": exp.config.judge.model_copy(update={"gate": "off"})})
+    return exp
+
+
 def _check_retry(resume: bool, retry_failed: bool) -> None:
     if retry_failed and not resume:
         raise UsageError("--retry-failed re-runs what an earlier run could not finish: use it with --resume.")
 
 
-def _run(backends: Mapping[str, Backend], work: Coroutine[Any, Any, T]) -> T:
+def run_closing(backends: Mapping[str, Backend], work: Coroutine[Any, Any, T]) -> T:
     """Run `work` in a fresh event loop, then close every backend's client in that loop (even on Ctrl-C)."""
     from coachlab.llm import close_backends
 
@@ -108,7 +119,7 @@ def simulate(
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    exp = load_experiment(experiment)
+    exp = _dry(load_experiment(experiment), dry_run)
     cfg = exp.config.simulate
     chosen = exp.selected_scenarios([s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None)
     n_trials = trials if trials is not None else cfg.trials
@@ -118,6 +129,14 @@ def simulate(
     if overwrite:
         overwrite_run(root)
     names = ["customer", "judge", *cfg.agents]
+    needs_teacher = (
+        exp.config.judge.checklist != "off"
+        and exp.config.judge.write_criteria
+        and "teacher" in exp.config.models
+        and any(not s.success_criteria for s in chosen)
+    )
+    if needs_teacher and "teacher" not in names:
+        names.append("teacher")  # writes the checklists the scenarios lack
     clients = dry_run_clients(names) if dry_run else None
     backends = build_backends(exp, names, clients=clients)
     sim = Simulation(exp, backends, out_dir=root, use_cache=not (no_cache or dry_run))
@@ -133,7 +152,9 @@ def simulate(
     try:
         with ProgressDisplay(len(todo), console=console) as display:
             sim.bus.subscribe(display)
-            _run(backends, sim.run(todo, concurrency=concurrency or cfg.concurrency))
+            run_closing(
+                backends, _simulate_with_criteria(exp, sim, todo, backends, root, concurrency or cfg.concurrency)
+            )
     except KeyboardInterrupt:
         _interrupted(
             f"Interrupted: {len(sim.log.read())} finished episodes are kept in {sim.paths.episodes}. "
@@ -149,6 +170,22 @@ def simulate(
     console.print(f"[bold]Finished in {elapsed(start)}[/bold] ({len(todo)} episodes run now).")
 
 
+async def _simulate_with_criteria(
+    exp: Experiment,
+    sim: Simulation,
+    todo: list[EpisodePlan],
+    backends: Mapping[str, Backend],
+    root: Path,
+    concurrency: int,
+) -> None:
+    """Write the checklists the scenarios lack (see `ensure_criteria`), then run the episodes."""
+    from coachlab.experiments.distill import add_criteria
+
+    await add_criteria(exp, [p.scenario for p in todo], dict(backends), root, "teacher")
+    todo = [dataclasses.replace(p, scenario=exp.scenarios.get(p.scenario.id, p.scenario)) for p in todo]
+    await sim.run(todo, concurrency=concurrency)
+
+
 def _prepare(
     experiment: Path, out: Path | None, overwrite: bool, dry_run: bool, names: list[str], teacher: str
 ) -> tuple[Experiment, Path, dict[str, Backend]]:
@@ -157,7 +194,7 @@ def _prepare(
     from coachlab.experiments.simulate import build_backends
     from coachlab.testing import dry_run_clients
 
-    exp = load_experiment(experiment)
+    exp = _dry(load_experiment(experiment), dry_run)
     root = out or exp.output_dir
     if overwrite and root.exists():
         shutil.rmtree(root)
@@ -213,7 +250,7 @@ def _train(
     console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
     try:
         with ProgressDisplay(None, console=console, label="train episodes") as display:
-            summary = _run(
+            summary = run_closing(
                 backends,
                 train_experiment(
                     exp, backends, run_dir=root, resume=resume, retry_failed=retry_failed, use_cache=not dry_run,
@@ -296,7 +333,7 @@ def _evaluate(
         shutil.rmtree(RunLayout(root).evaluation)
     try:
         with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
-            report = _run(
+            report = run_closing(
                 backends,
                 evaluate_experiment(
                     exp,

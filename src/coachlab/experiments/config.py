@@ -17,6 +17,8 @@ from coachlab.environments import EnvironmentConfig
 from coachlab.errors import ConfigError
 from coachlab.experiments.evaluate import EvaluateConfig
 from coachlab.explorer.config import TrainConfig
+from coachlab.judging import JudgeConfig
+from coachlab.judging.gate import Similarity, load_gate
 from coachlab.library import RetrievalConfig
 from coachlab.llm import ModelEntry
 from coachlab.schema import Persona, Scenario, ScenarioSpec
@@ -70,6 +72,9 @@ class ExperimentConfig(BaseModel):
     scenarios: list[str] = Field(min_length=1, description="Scenario files (each with a `scenarios:` list).")
     models: dict[str, ModelEntry] = Field(description="Model entries by name: customer, judge, student, teacher...")
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="How verdicts are made: votes, checklist grading, the similarity gate."
+    )
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     train: TrainConfig | None = Field(default=None, description="The distillation loop (coachlab train).")
@@ -112,6 +117,15 @@ class Experiment:
     def output_dir(self) -> Path:
         """The folder results are written to (relative paths start at the current folder)."""
         return Path(self.config.output_dir) if self.config.output_dir else Path("runs") / self.config.name
+
+    def judge_gate(self) -> Similarity | None:
+        """The checklist's similarity gate for this experiment's `judge:` settings (None: no gate, or no checklist).
+
+        Raises:
+            UsageError: `judge.gate: embedding` and the offline embedding model cannot run here.
+        """
+        judge = self.config.judge
+        return load_gate(judge.gate) if judge.checklist != "off" else None
 
     def where(self, field_path: str) -> str:
         """'file: field' for error messages."""

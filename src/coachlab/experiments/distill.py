@@ -11,6 +11,7 @@ from coachlab import __version__
 from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
+from coachlab.experiments.criteria import ensure_criteria
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
 from coachlab.experiments.simulate import Simulation
@@ -20,7 +21,7 @@ from coachlab.library import LibraryStore
 from coachlab.llm import Backend, ResponseCache
 from coachlab.schema import Scenario
 
-__all__ = ["RunLayout", "evaluate_experiment", "evaluated_version", "train_experiment", "train_roots"]
+__all__ = ["RunLayout", "add_criteria", "evaluate_experiment", "evaluated_version", "train_experiment", "train_roots"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ def train_roots(experiment: Experiment) -> list[Scenario]:
     return [experiment.scenarios[s] for s in ids]
 
 
+async def add_criteria(
+    experiment: Experiment, scenarios: Sequence[Scenario], backends: dict[str, Backend], run_dir: Path, teacher: str
+) -> None:
+    """Give `scenarios` without a checklist the run's saved one or the teacher's (see `ensure_criteria`)."""
+    judge = experiment.config.judge
+    if judge.checklist == "off" or not judge.write_criteria:
+        return
+    experiment.scenarios.update(await ensure_criteria(scenarios, run_dir=run_dir, backends=backends, teacher=teacher))
+
+
 async def train_experiment(
     experiment: Experiment,
     backends: dict[str, Backend],
@@ -98,8 +109,12 @@ async def train_experiment(
     log = EpisodeLog(layout.train / "episodes.jsonl")
     log.repair()
     cache = ResponseCache(layout.root / "cache.sqlite") if use_cache else None
-    runner = EpisodeRunner(backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]))
+    runner = EpisodeRunner(
+        backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]),
+        judging=experiment.config.judge, similarity=experiment.judge_gate(),
+    )  # fmt: skip
     try:
+        await add_criteria(experiment, train_roots(experiment), backends, layout.root, config.teacher)
         trainer = Trainer(
             runner, config, train_roots(experiment), run_dir=layout.root, record=log.append,
             retrieval=experiment.config.retrieval,
@@ -145,6 +160,9 @@ async def evaluate_experiment(
         )
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, str(library.version))
+    await add_criteria(
+        experiment, [experiment.scenarios[s] for s in config.scenarios], backends, layout.root, config.teacher
+    )
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
     plans = evaluation_plans(config, scenarios, library.strategies, experiment.config.retrieval)
     sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)

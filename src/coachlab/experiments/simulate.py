@@ -178,7 +178,14 @@ class Simulation:
             if use_cache and experiment.config.cache.enabled
             else None
         )
-        self.runner = EpisodeRunner(self.backends, self.environment, cache=self.cache, bus=self.bus)
+        self.runner = EpisodeRunner(
+            self.backends,
+            self.environment,
+            cache=self.cache,
+            bus=self.bus,
+            judging=experiment.config.judge,
+            similarity=experiment.judge_gate(),
+        )
 
     def pending(self, plans: Sequence[EpisodePlan], *, resume: bool, retry_failed: bool = False) -> list[EpisodePlan]:
         """The plans still to run, given what the episodes file already holds.

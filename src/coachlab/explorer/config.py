@@ -20,7 +20,16 @@ class TrainConfig(BaseModel):
     student: str = Field(default="student", description="Model entry of the student.")
     teacher: str = Field(default="teacher", description="Model entry of the teacher.")
     trials: int = Field(default=3, ge=2, le=100, description="Student trials per node (and verification arm).")
-    threshold: float = Field(default=7.0, ge=1, le=10, description="A node fails when the student's mean is below.")
+    success_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="With a checklist: a node fails when the student's task success rate is below this (1.0: every "
+        "trial must succeed, like pass^k).",
+    )
+    threshold: float = Field(
+        default=7.0, ge=1, le=10, description="Without a checklist: a node fails when the student's mean is below."
+    )
     teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
     barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
     strategies_per_failure: int = Field(default=2, ge=1, le=5)

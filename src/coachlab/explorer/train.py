@@ -37,12 +37,22 @@ from coachlab.environments import EpisodeRunner, GuidanceProvider
 from coachlab.errors import ModelResponseError
 from coachlab.explorer.config import TrainConfig
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
-from coachlab.explorer.verify import ImitationArm, VerificationResult, verify_guidance, verify_imitation
+from coachlab.explorer.verify import (
+    ChecklistArm,
+    ImitationArm,
+    VerificationResult,
+    missed_items,
+    verify_checklist,
+    verify_guidance,
+    verify_imitation,
+)
 from coachlab.library import LibraryStore, RetrievalConfig
 from coachlab.llm import BackendError, RoleClient
 from coachlab.schema import (
     AgentMessage,
+    Attempt,
     AuditStatus,
+    Criterion,
     DialogueTurn,
     Episode,
     Guidance,
@@ -237,8 +247,9 @@ class Trainer:
         status = NodeStatus.EXPANDED if children else (NodeStatus.FAILED if outcome.failed else NodeStatus.PASSED)
         self.tree.update(
             node.id, status=status, student_mean=outcome.student_mean, teacher_mean=outcome.teacher_mean,
-            episode_ids=episode_ids, failure_turn=outcome.failure_turn, strategy_ids=[s.id for s in decided],
-            usage=usage,
+            student_success=outcome.student_success, teacher_success=outcome.teacher_success,
+            simulator_faults=outcome.simulator_faults, episode_ids=episode_ids, failure_turn=outcome.failure_turn,
+            strategy_ids=[s.id for s in decided], usage=usage,
         )  # fmt: skip
 
     async def _learn(
@@ -276,17 +287,37 @@ class Trainer:
         spend(teacher)
         episode_ids.append(teacher.id)
         _require_complete([*student, teacher])
-        scores = [e.verdict.satisfaction for e in student if e.verdict is not None]
-        student_mean = sum(scores) / len(scores) if scores else None
-        teacher_mean = float(teacher.verdict.satisfaction) if teacher.verdict is not None else None
-        failed = student_mean is not None and (
-            student_mean < cfg.threshold
-            or (teacher_mean is not None and teacher_mean - student_mean > cfg.teacher_margin)
-        )
-        barely = student_mean is not None and not failed and student_mean < cfg.threshold + cfg.barely_margin
-        outcome = _Outcome(student_mean=student_mean, teacher_mean=teacher_mean, failed=failed)
-        worst = min((e for e in student if e.verdict is not None), key=lambda e: e.verdict.satisfaction, default=None)  # type: ignore[union-attr]
-        if worst is not None and (failed or barely):
+        # Only episodes that were judged and not spoiled by the simulated customer count (and teach).
+        scored = [e for e in student if e.scored and e.verdict is not None]
+        if not scored:
+            faults = sum(e.simulator_fault is not None for e in student)
+            raise _InfrastructureError(
+                f"no student rollout could be scored ({faults} simulator fault(s), "
+                f"{sum(e.judge_error is not None for e in student)} judge error(s))"
+            )
+        verdicts = [e.verdict for e in scored if e.verdict is not None]
+        student_mean = sum(v.satisfaction for v in verdicts) / len(verdicts)
+        successes = [v.task_success for v in verdicts if v.task_success is not None]
+        student_success = sum(successes) / len(successes) if len(successes) == len(verdicts) else None
+        tv = teacher.verdict if teacher.scored else None
+        teacher_mean = float(tv.satisfaction) if tv is not None else None
+        teacher_success = float(tv.task_success) if tv is not None and tv.task_success is not None else None
+        if student_success is not None:
+            failed = student_success < cfg.success_rate or (
+                teacher_success is not None and teacher_success > student_success and cfg.success_rate >= 1.0
+            )
+            barely = not failed and student_success < 1.0
+        else:
+            failed = student_mean < cfg.threshold or (
+                teacher_mean is not None and teacher_mean - student_mean > cfg.teacher_margin
+            )
+            barely = not failed and student_mean < cfg.threshold + cfg.barely_margin
+        outcome = _Outcome(
+            student_mean=student_mean, teacher_mean=teacher_mean, failed=failed, student_success=student_success,
+            teacher_success=teacher_success, simulator_faults=sum(e.simulator_fault is not None for e in student),
+        )  # fmt: skip
+        worst = min(scored, key=lambda e: (e.verdict.score, e.verdict.satisfaction) if e.verdict else (0.0, 0))
+        if failed or barely:
             outcome.prefix, student_reply, outcome.failure_turn = self._failure_point(worst)
             if failed and student_reply is not None:
                 outcome.strategies = await self._strategies(
@@ -341,6 +372,7 @@ class Trainer:
         bench = _Bench(
             prefix=prefix,
             teacher_reply=teacher_reply,
+            missed=missed_items(scenario, worst),
             seeds=[seed_for(cfg.seed, node.id, "verify", t) for t in range(cfg.verify.trials)],
             base=list(await guidance(scenario, prefix)) if guidance is not None else [],
         )
@@ -383,6 +415,7 @@ class Trainer:
     ) -> Strategy:
         """The candidate as verified last: approved/proposed when accepted, rejected otherwise."""
         cfg = self.config
+        attempts: list[Attempt] = []
         for round_ in range(cfg.verify.refine_rounds + 1):
             candidate = Guidance(id=sid, situation=draft.situation, guidance=draft.guidance)
             result = await self._verify(node, candidate, bench, guidance, f"{node.id}/verify/{sid}/{round_}")
@@ -391,12 +424,16 @@ class Trainer:
                 spend(ep)
             spend(result.usage)
             _require_complete(fresh)  # a verdict missing for lack of a backend is no evidence against the candidate
-            if bench.imitation_without is not None and not bench.imitation_spent:
-                spend(bench.imitation_without.usage)  # the node's without arm, spent once
-                bench.imitation_spent = True
+            for arm in (bench.imitation_without, bench.checklist_without):
+                if arm is not None and not bench.imitation_spent:
+                    spend(arm.usage)  # the node's without arm, spent once
+                    bench.imitation_spent = True
             if cfg.verify.criterion == "uplift" and bench.without is None:
                 bench.without = result.without
-            strategy = Strategy(id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence)
+            strategy = Strategy(
+                id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence,
+                attempts=list(attempts),
+            )  # fmt: skip
             if result.accepted:
                 status = AuditStatus.APPROVED if cfg.admit_as == "approved" else AuditStatus.PROPOSED
                 return strategy.with_status(status, by="train", at=datetime.now(UTC), why=result.evidence.note)
@@ -404,7 +441,8 @@ class Trainer:
                 AuditStatus.REJECTED, by="train", at=datetime.now(UTC), why=result.evidence.note
             )
             if round_ == cfg.verify.refine_rounds:
-                return rejected
+                return _best(rejected)
+            attempts.append(Attempt(situation=draft.situation, guidance=draft.guidance, evidence=result.evidence))
             writer = self._teacher_client("teacher-refine", seeds[0] + round_)
             try:
                 draft = await refine_strategy(
@@ -413,7 +451,7 @@ class Trainer:
                 )  # fmt: skip
             except ModelResponseError as exc:
                 logger.warning("node %s: refinement failed: %s", node.id, exc)
-                return rejected
+                return _best(rejected)
             finally:
                 spend({"teacher": writer.usage})
         raise AssertionError("the last verification round always returns")
@@ -423,6 +461,12 @@ class Trainer:
     ) -> VerificationResult:
         """One verification of `candidate` by the configured criterion, reusing the node's `without` arm."""
         cfg = self.config
+        if cfg.verify.criterion == "checklist" and bench.missed:
+            result, bench.checklist_without = await verify_checklist(
+                self.runner, node.scenario, candidate, bench.prefix, bench.missed, agent_model=cfg.student,
+                seeds=bench.seeds, config=cfg.verify, base=bench.base, without=bench.checklist_without,
+            )  # fmt: skip
+            return result
         if cfg.verify.criterion == "imitation":
             result, bench.imitation_without = await verify_imitation(
                 self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
@@ -466,6 +510,9 @@ class _Outcome:
     student_mean: float | None
     teacher_mean: float | None
     failed: bool
+    student_success: float | None = None
+    teacher_success: float | None = None
+    simulator_faults: int = 0
     failure_turn: int | None = None
     prefix: list[tuple[str, str]] = field(default_factory=lambda: [])
     strategies: list[Strategy] = field(default_factory=lambda: [])
@@ -480,9 +527,31 @@ class _Bench:
     teacher_reply: str
     seeds: list[int]
     base: list[Guidance]
+    missed: list[Criterion] = field(default_factory=lambda: [])
     without: list[Episode] | None = None
     imitation_without: ImitationArm | None = None
     imitation_spent: bool = False
+    checklist_without: ChecklistArm | None = None
+
+
+def _best(rejected: Strategy) -> Strategy:
+    """A rejected candidate shown as its best-measured version; every version stays in `attempts`."""
+    versions = [
+        *rejected.attempts,
+        Attempt(situation=rejected.situation, guidance=rejected.guidance, evidence=rejected.evidence),
+    ]
+
+    def strength(a: Attempt) -> tuple[float, float]:
+        e = a.evidence
+        return (-(e.p_value if e and e.p_value is not None else 1.0), e.gain if e else 0.0)
+
+    best = max(versions, key=strength)  # the earliest of equals
+    if best.situation == rejected.situation and best.guidance == rejected.guidance:
+        return rejected
+    others = [v for v in versions if v is not best]
+    return rejected.model_copy(
+        update={"situation": best.situation, "guidance": best.guidance, "evidence": best.evidence, "attempts": others}
+    )
 
 
 def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[tuple[str, str]]) -> Scenario:

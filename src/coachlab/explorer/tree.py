@@ -48,8 +48,13 @@ class TreeNode(BaseModel):
     iteration: int = Field(default=0, ge=0, description="The iteration that created the node.")
     mutation: str | None = Field(default=None, description="How it differs from its parent (children only).")
     episode_ids: list[str] = Field(default_factory=list[str])
-    student_mean: float | None = None
-    teacher_mean: float | None = None
+    student_mean: float | None = Field(default=None, description="Mean satisfaction of the student's scored trials.")
+    teacher_mean: float | None = Field(default=None, description="The teacher's satisfaction.")
+    student_success: float | None = Field(
+        default=None, description="Task success rate of the student's scored trials (None without a checklist)."
+    )
+    teacher_success: float | None = Field(default=None, description="The teacher's task success (0 or 1).")
+    simulator_faults: int = Field(default=0, ge=0, description="Rollouts the simulated customer spoiled (not scored).")
     failure_turn: int | None = None
     strategy_ids: list[str] = Field(default_factory=list[str], description="Strategies this node produced.")
     usage: dict[str, RoleUsage] = Field(default_factory=dict[str, RoleUsage])

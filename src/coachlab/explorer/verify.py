@@ -1,17 +1,26 @@
 """Verification: does a candidate strategy make the student better on the scenario it came from?
 
-Two criteria, chosen in YAML (`verify.criterion`):
+Three criteria, chosen in YAML (`verify.criterion`):
 
 - `uplift`: the student runs k fresh trials of the scenario with the candidate in its prompt and
-  k without, trial i of both arms sharing its seed (so the customer's randomness is paired). The
-  candidate is accepted when the lower bound of the bootstrap CI of the paired uplift in
-  satisfaction clears the margin.
+  k without, trial i of both arms sharing its seed (so the customer's randomness is paired). Each
+  episode's score is its task success, then (on a tie) the share of checklist items met
+  (`Verdict.score`; satisfaction without a checklist).
+- `checklist`: at the failure point, the student replies k times with the candidate and k times
+  without; each reply is graded on the checklist items the failed rollout missed (one met: +1,
+  a forbidden one broken: -1). Cheap: one reply and a few yes/no questions per trial.
 - `imitation` (the paper's "until the student mimics the teacher"): at the failure point, the
   student replies k times with the candidate and k times without; the judge compares each reply
-  with the teacher's reply there (in both orders across trials, against position bias). The
-  candidate is accepted when the share of the student's replies rated at least as good as the
-  teacher's reaches `imitation_rate` and beats the share without it. Cheap: one reply and one
-  comparison per trial instead of whole episodes.
+  with the teacher's reply there (in both orders across trials, against position bias); a pair
+  scores 1 when the student's reply is rated at least as good as the teacher's.
+
+Every criterion decides with the same test, which a handful of lucky trials cannot pass: the exact
+one-sided sign test on the paired differences, ties dropped (`coachlab.stats.sign_test`), at
+`1 - confidence`, with at least `min_pairs` scored pairs and a mean difference of at least
+`min_effect`. All untied pairs in favour give p = 0.5**n, so at 95% confidence at least 5 untied
+pairs are needed whatever `trials` says; with `trials: 6`, 5 of 6 better and none worse passes
+(p = 0.031), 5 better and 1 worse does not (p = 0.109). A candidate whose arm broke a policy item
+more often than the arm without it is rejected, whatever else it raised.
 
 Every decision keeps its numbers as `Evidence`.
 """
@@ -25,10 +34,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import EpisodeRunner, GuidanceProvider
-from coachlab.schema import Episode, Evidence, Guidance, RoleUsage, Scenario
-from coachlab.stats import paired_uplift
+from coachlab.schema import AgentMessage, Criterion, Episode, Evidence, Guidance, RoleUsage, Scenario
+from coachlab.stats import SignTest, paired_uplift, sign_test
 
-__all__ = ["ImitationArm", "VerificationResult", "VerifyConfig", "imitation_arm", "verify_guidance", "verify_imitation"]
+__all__ = [
+    "ChecklistArm",
+    "ImitationArm",
+    "VerificationResult",
+    "VerifyConfig",
+    "checklist_arm",
+    "imitation_arm",
+    "missed_items",
+    "verify_checklist",
+    "verify_guidance",
+    "verify_imitation",
+]
 
 
 class VerifyConfig(BaseModel):
@@ -36,12 +56,14 @@ class VerifyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    trials: int = Field(default=4, ge=2, le=100, description="Fresh paired trials per arm.")
-    criterion: Literal["uplift", "imitation"] = Field(default="uplift", description="How a candidate is accepted.")
-    margin: float = Field(default=0.0, description="uplift: the CI's lower bound must exceed this.")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    imitation_rate: float = Field(
-        default=0.5, gt=0, le=1, description="imitation: share of replies judged at least as good as the teacher's."
+    trials: int = Field(default=6, ge=2, le=100, description="Fresh paired trials per arm.")
+    criterion: Literal["uplift", "checklist", "imitation"] = Field(
+        default="uplift", description="How a candidate is measured (see coachlab.explorer.verify)."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="The sign test passes at p <= 1 - this.")
+    min_pairs: int = Field(default=5, ge=1, le=100, description="Scored pairs needed before any decision to admit.")
+    min_effect: float = Field(
+        default=0.0, ge=0, description="The mean paired difference must reach this (on the criterion's scale)."
     )
     refine_rounds: int = Field(default=2, ge=0, le=10, description="Teacher rewrites of a rejected candidate.")
 
@@ -112,22 +134,30 @@ async def verify_guidance(
         )
         for i, seed in enumerate(seeds)
     ]
-    pairs = [
-        (float(a.verdict.satisfaction), float(b.verdict.satisfaction))
-        for a, b in zip(without, with_guidance, strict=True)
-        if a.verdict is not None and b.verdict is not None
-    ]
-    est = paired_uplift([a for a, _ in pairs], [b for _, b in pairs], confidence=config.confidence)
-    n = len(pairs)
-    accepted = n >= 2 and est.low is not None and est.low > config.margin
+    pairs = [(a.verdict, b.verdict) for a, b in zip(without, with_guidance, strict=True) if a.scored and b.scored]
+    scored = [(a, b) for a, b in pairs if a is not None and b is not None]
+    test = sign_test([a.score for a, _ in scored], [b.score for _, b in scored])
+    est = paired_uplift([a.score for a, _ in scored], [b.score for _, b in scored], confidence=config.confidence)
+    n = len(scored)
+    breaks = (sum(not a.policy_followed for a, _ in scored), sum(not b.policy_followed for _, b in scored))
+    checklist = n > 0 and all(a.task_success is not None and b.task_success is not None for a, b in scored)
+    accepted, why = _decide(test, config, breaks)
     evidence = Evidence(
         trials=n,
-        mean_without=sum(a for a, _ in pairs) / n if n else None,
-        mean_with=sum(b for _, b in pairs) / n if n else None,
+        mean_without=sum(a.satisfaction for a, _ in scored) / n if n else None,
+        mean_with=sum(b.satisfaction for _, b in scored) / n if n else None,
         uplift_low=est.low,
         uplift_high=est.high,
         criterion="uplift",
-        note=f"{'accepted' if accepted else 'rejected'}: uplift CI low {est.low} vs margin {config.margin}",
+        wins=test.wins,
+        losses=test.losses,
+        ties=test.ties,
+        p_value=test.p_value,
+        success_without=sum(bool(a.task_success) for a, _ in scored) / n if checklist else None,
+        success_with=sum(bool(b.task_success) for _, b in scored) / n if checklist else None,
+        policy_breaks_without=breaks[0],
+        policy_breaks_with=breaks[1],
+        note=f"{'accepted' if accepted else 'rejected'}: {why} (episode scores: {test})",
     )
     return VerificationResult(accepted=accepted, evidence=evidence, without=list(without), with_guidance=with_guidance)
 
@@ -201,8 +231,8 @@ async def verify_imitation(
 ) -> tuple[VerificationResult, ImitationArm]:
     """The `imitation` criterion (see the module doc). Returns the decision and the `without` arm for reuse.
 
-    `base` is what the library retrieves at the failure point (both arms get it); fewer than two
-    readable comparisons in either arm is a rejection.
+    `base` is what the library retrieves at the failure point (both arms get it); pairs with an
+    unreadable comparison are dropped.
     """
     if without is None:
         without = await imitation_arm(
@@ -212,24 +242,25 @@ async def verify_imitation(
     with_ = await imitation_arm(
         runner, scenario, prefix, agent_model=agent_model, teacher_reply=teacher_reply, seeds=seeds, guidance=shown
     )
-    rate_without, rate_with = without.rate, with_.rate
-    enough = without.judged >= 2 and with_.judged >= 2
-    accepted = (
-        enough
-        and rate_with is not None
-        and rate_without is not None
-        and rate_with >= config.imitation_rate
-        and rate_with > rate_without
-    )
+    paired = [
+        (float(a), float(b)) for a, b in zip(without.at_least_teacher, with_.at_least_teacher, strict=True)
+        if a is not None and b is not None
+    ]  # fmt: skip
+    test = sign_test([a for a, _ in paired], [b for _, b in paired])
+    accepted, why = _decide(test, config, (0, 0))
     evidence = Evidence(
-        trials=with_.judged,
+        trials=len(paired),
         criterion="imitation",
-        preferred_without=rate_without,
-        preferred_with=rate_with,
+        preferred_without=without.rate,
+        preferred_with=with_.rate,
+        wins=test.wins,
+        losses=test.losses,
+        ties=test.ties,
+        p_value=test.p_value,
         note=(
-            f"{'accepted' if accepted else 'rejected'}: student at least the teacher in "
-            f"{_share(rate_with)} of {with_.judged} comparisons with the strategy, {_share(rate_without)} of "
-            f"{without.judged} without (needs >= {config.imitation_rate:.0%} and more than without)"
+            f"{'accepted' if accepted else 'rejected'}: {why}; student at least the teacher in "
+            f"{_share(with_.rate)} of {with_.judged} comparisons with the strategy, {_share(without.rate)} of "
+            f"{without.judged} without"
         ),
     )
     return VerificationResult(accepted=accepted, evidence=evidence, usage=with_.usage), without
@@ -237,3 +268,111 @@ async def verify_imitation(
 
 def _share(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.0%}"
+
+
+def _decide(test: SignTest, config: VerifyConfig, policy_breaks: tuple[int, int]) -> tuple[bool, str]:
+    """The admission rule shared by every criterion: the sign test, the minimum pairs and effect, and policy."""
+    alpha = 1 - config.confidence
+    if policy_breaks[1] > policy_breaks[0]:
+        return False, f"broke a policy item in {policy_breaks[1]} trials vs {policy_breaks[0]} without"
+    if test.pairs < config.min_pairs:
+        return False, f"{test.pairs} scored pairs, fewer than min_pairs {config.min_pairs}"
+    if test.passes(alpha=alpha, min_effect=config.min_effect, min_pairs=config.min_pairs):
+        return True, f"sign test p={test.p_value:.3f} <= {alpha:.2f}"
+    if test.mean_difference is not None and test.mean_difference < config.min_effect:
+        return False, f"mean difference {test.mean_difference:+.2f} below min_effect {config.min_effect}"
+    return False, f"sign test p={test.p_value:.3f} > {alpha:.2f}"
+
+
+@dataclass(frozen=True)
+class ChecklistArm:
+    """The student's replies at the failure point, each scored on the items the failed rollout missed."""
+
+    replies: list[str]
+    scores: list[float]
+    usage: dict[str, RoleUsage]
+
+
+def missed_items(scenario: Scenario, episode: Episode) -> list[Criterion]:
+    """The checklist items `episode` did not meet (positive ones not shown, forbidden ones broken)."""
+    if episode.verdict is None:
+        return []
+    missed = {r.id for r in episode.verdict.criteria if r.status == "not_met"}
+    return [c for c in scenario.success_criteria if c.id in missed]
+
+
+async def checklist_arm(
+    runner: EpisodeRunner,
+    scenario: Scenario,
+    prefix: list[tuple[str, str]],
+    items: Sequence[Criterion],
+    *,
+    agent_model: str,
+    seeds: Sequence[int],
+    guidance: Sequence[Guidance] = (),
+) -> ChecklistArm:
+    """One reply per seed after `prefix`, scored: +1 per missed positive item it meets, -1 per forbidden one broken."""
+    replies: list[str] = []
+    scores: list[float] = []
+    usage: dict[str, RoleUsage] = {}
+    for seed in seeds:
+        reply, cost = await runner.reply_at(scenario, prefix, agent_model=agent_model, seed=seed, guidance=guidance)
+        results, graded = await runner.grade_lines(scenario, [AgentMessage(turn=0, text=reply)], items, seed=seed)
+        for role, u in (("agent", cost), ("judge", graded)):
+            usage[role] = usage.get(role, RoleUsage()) + u
+        by_id = {r.id: r for r in results}
+        score = 0.0
+        for item in items:
+            status = by_id[item.id].status if item.id in by_id else "na"
+            if item.forbidden:
+                score -= status == "not_met"
+            else:
+                score += status == "met"
+        replies.append(reply)
+        scores.append(score)
+    return ChecklistArm(replies=replies, scores=scores, usage=usage)
+
+
+async def verify_checklist(
+    runner: EpisodeRunner,
+    scenario: Scenario,
+    candidate: Guidance,
+    prefix: list[tuple[str, str]],
+    items: Sequence[Criterion],
+    *,
+    agent_model: str,
+    seeds: Sequence[int],
+    config: VerifyConfig,
+    base: Sequence[Guidance] = (),
+    without: ChecklistArm | None = None,
+) -> tuple[VerificationResult, ChecklistArm]:
+    """The `checklist` criterion (see the module doc). Returns the decision and the `without` arm for reuse."""
+    if without is None:
+        without = await checklist_arm(
+            runner, scenario, prefix, items, agent_model=agent_model, seeds=seeds, guidance=base
+        )
+    shown = [*(g for g in base if g.id != candidate.id), candidate]
+    with_ = await checklist_arm(runner, scenario, prefix, items, agent_model=agent_model, seeds=seeds, guidance=shown)
+    test = sign_test(without.scores, with_.scores)
+    accepted, why = _decide(test, config, (0, 0))
+    n = len(with_.scores)
+    evidence = Evidence(
+        trials=n,
+        criterion="checklist",
+        mean_without=sum(without.scores) / n if n else None,
+        mean_with=sum(with_.scores) / n if n else None,
+        wins=test.wins,
+        losses=test.losses,
+        ties=test.ties,
+        p_value=test.p_value,
+        note=(
+            f"{'accepted' if accepted else 'rejected'}: {why}; missed items met per reply "
+            f"{_mean(with_.scores)} with the strategy vs {_mean(without.scores)} without "
+            f"(items: {', '.join(i.id for i in items)})"
+        ),
+    )
+    return VerificationResult(accepted=accepted, evidence=evidence, usage=with_.usage), without
+
+
+def _mean(values: Sequence[float]) -> str:
+    return f"{sum(values) / len(values):.2f}" if values else "n/a"

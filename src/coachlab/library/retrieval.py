@@ -30,6 +30,7 @@ __all__ = [
     "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
+    "embedding_unavailable",
     "make_retriever",
     "resolve_retriever_kind",
     "retrieval_guidance",
@@ -153,7 +154,7 @@ def _missing_packages() -> list[str]:
     return [name for name in ("numpy", "tokenizers") if importlib.util.find_spec(name) is None]
 
 
-def _embedding_unavailable(model: str | os.PathLike[str]) -> str | None:
+def embedding_unavailable(model: str | os.PathLike[str]) -> str | None:
     """Why the offline embedding model cannot run here (missing packages or weights), or None."""
     from coachlab.llm.weights import catalog, is_fetched
 
@@ -179,7 +180,7 @@ def resolve_retriever_kind(kind: RetrieverKind, *, model: str | os.PathLike[str]
         raise UsageError(f"Unknown retriever kind {kind!r}: use one of {', '.join(_KINDS)}.")
     if kind != "auto":
         return kind
-    why_not = _embedding_unavailable(model)
+    why_not = embedding_unavailable(model)
     if why_not is not None:
         logger.info("Retrieval: lexical (BM25), because %s", why_not)
         return "lexical"

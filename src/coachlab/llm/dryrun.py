@@ -3,7 +3,8 @@
 The stand-ins play a small story, so a dry run exercises every step of the loop: the student
 (any agent model but the teacher) answers vaguely and loses the customer, unless a coach's
 guidance tells it to name the next step; the teacher always names it; the judge scores a chat
-high when the agent gave the next step and blames agent turn 0 otherwise; the teacher proposes
+high when the agent gave the next step and blames agent turn 0 otherwise (and its checklist, which
+the teacher writes, is met by the line that names it); the teacher proposes
 that guidance and a useless one, so verification admits one and rejects the other; the customer
 is satisfied by a next step and gives up after three vague answers.
 """
@@ -11,18 +12,25 @@ is satisfied by a next step and gives up after three vague answers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 from autogen_core.models import LLMMessage
 
 from coachlab.llm.scripted import ScriptedChatCompletionClient, message_text
-from coachlab.schema import Verdict
+from coachlab.schema import SatisfactionScore
 
 __all__ = ["DRY_RUN_GOOD_REPLY", "dry_run_client", "dry_run_clients"]
 
 DRY_RUN_GOOD_REPLY = "I've booked the fix: you'll get a confirmation email within the hour, reference DRY-1."
 _VAGUE_REPLY = "I understand. I have checked your records and here is what I can do for you today."
 _HELPFUL = {"situation": "When the customer asks what happens next", "guidance": "Name the next step and its time."}
+# What the shipped checklists forbid ("promises ...", "tells the customer to contact another team ..."):
+# the scripted judge never finds these in the good line.
+_FORBIDDEN = re.compile(
+    r"the agent (promises|waives|tells the customer|asks for (payment|the full)|offers travel credit)", re.IGNORECASE
+)
+_CRITERION = {"text": "names the next step and gives a reference", "example": DRY_RUN_GOOD_REPLY}
 _USELESS = {"situation": "When the customer writes", "guidance": "Thank the customer for their patience."}
 
 
@@ -40,6 +48,8 @@ def _customer(messages: Sequence[LLMMessage]) -> str:
 def _teacher_json(ask: str) -> str | None:
     if '"strategies"' in ask:  # writing strategies
         return json.dumps({"strategies": [_HELPFUL, _USELESS]})
+    if '"criteria"' in ask:  # writing a scenario's checklist
+        return json.dumps({"criteria": [_CRITERION]})
     if '"children"' in ask:  # writing harder scenarios
         return json.dumps({"children": [{"mutation": "less patient", "mood": "annoyed", "patience": "low"}]})
     if '"situation"' in ask:  # refining a strategy
@@ -58,15 +68,21 @@ def _agent(*, strong: bool) -> Callable[[Sequence[LLMMessage]], str]:
     return reply
 
 
-def _judge(messages: Sequence[LLMMessage]) -> str | Verdict:
+def _judge(messages: Sequence[LLMMessage]) -> str | SatisfactionScore:
     ask = message_text(messages[-1])
     if "<reply A>" in ask:  # a pairwise comparison (imitation verification)
         a = "DRY-1" in ask.split("<reply A>")[1].split("</reply A>")[0]
         b = "DRY-1" in ask.split("<reply B>")[1].split("</reply B>")[0]
         better = "same" if a == b else ("A" if a else "B")
         return json.dumps({"rationale": "Dry run: the reply that names the next step wins.", "better": better})
+    if "<message>" in ask:  # a checklist question about one agent line
+        line = ask.split("<message>")[1].split("</message>")[0]
+        statement = ask.split("Statement:")[1].split("\n")[0]
+        # The line that names the next step does every good thing and none of the forbidden ones.
+        good = "DRY-1" in line and not _FORBIDDEN.search(statement)
+        return json.dumps({"answer": "yes" if good else "no"})
     good = "reference DRY-1" in ask
-    return Verdict(
+    return SatisfactionScore(
         rationale="Dry run: scored on whether the agent named the next step.",
         satisfaction=9 if good else 4,
         resolved=good,

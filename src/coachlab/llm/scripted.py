@@ -102,6 +102,9 @@ class ScriptedChatCompletionClient(WholeReplyClient):
         if isinstance(reply, CreateResult):
             result = reply
         else:
+            if isinstance(reply, BaseModel) and isinstance(json_output, type) and isinstance(reply, json_output):
+                # A richer model answers as the type asked for (a Verdict where a SatisfactionScore is expected).
+                reply = json_output.model_validate(reply.model_dump(include=set(json_output.model_fields)))
             text = reply.model_dump_json() if isinstance(reply, BaseModel) else reply
             usage = RequestUsage(prompt_tokens=word_count(messages), completion_tokens=len(text.split()))
             result = CreateResult(finish_reason="stop", content=text, usage=usage, cached=False)

@@ -1,5 +1,6 @@
 """Pydantic models shared by every part of coachlab."""
 
+from coachlab.schema.criterion import Criterion, CriterionLevel, CriterionResult, CriterionStatus
 from coachlab.schema.episode import Episode, RoleUsage
 from coachlab.schema.events import (
     AgentMessage,
@@ -14,13 +15,18 @@ from coachlab.schema.events import (
 )
 from coachlab.schema.persona import Patience, Persona
 from coachlab.schema.scenario import DialogueTurn, Scenario, ScenarioSpec, Speaker
-from coachlab.schema.strategy import AuditEntry, AuditStatus, Evidence, Guidance, Provenance, Strategy
-from coachlab.schema.verdict import Satisfaction, Verdict
+from coachlab.schema.strategy import Attempt, AuditEntry, AuditStatus, Evidence, Guidance, Provenance, Strategy
+from coachlab.schema.verdict import Satisfaction, SatisfactionScore, Verdict
 
 __all__ = [
     "AgentMessage",
+    "Attempt",
     "AuditEntry",
     "AuditStatus",
+    "Criterion",
+    "CriterionLevel",
+    "CriterionResult",
+    "CriterionStatus",
     "CustomerMessage",
     "DialogueTurn",
     "Episode",
@@ -34,6 +40,7 @@ __all__ = [
     "RoleSlip",
     "RoleUsage",
     "Satisfaction",
+    "SatisfactionScore",
     "Scenario",
     "ScenarioSpec",
     "Speaker",

@@ -47,6 +47,11 @@ class Episode(Frozen):
     termination_detail: str = ""
     verdict: Verdict | None = None
     judge_error: str | None = None
+    simulator_fault: str | None = Field(
+        default=None,
+        description="Why the simulated customer spoiled the episode (out of role, its loop, invented facts): never "
+        "judged, scored or taught from; counted in every table.",
+    )
     usage: dict[str, RoleUsage] = Field(default_factory=dict[str, RoleUsage])
     duration_s: float = 0.0
 
@@ -64,6 +69,11 @@ class Episode(Frozen):
     def role_slips(self) -> int:
         """Customer lines rejected by the role guard."""
         return sum(1 for e in self.events if isinstance(e, RoleSlip))
+
+    @property
+    def scored(self) -> bool:
+        """True when the episode counts as evidence about the agent: judged, and no simulator fault."""
+        return self.verdict is not None and self.simulator_fault is None
 
     @property
     def judged(self) -> bool:

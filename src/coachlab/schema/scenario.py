@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, field_validator
 
 from coachlab.schema._base import Frozen, Slug, Text
+from coachlab.schema.criterion import Criterion
 from coachlab.schema.persona import Persona
 
 __all__ = ["DialogueTurn", "Scenario", "ScenarioSpec", "Speaker"]
@@ -38,6 +39,20 @@ class _ScenarioFields(Frozen):
     )
     difficulty: Text | None = Field(default=None, description="Notes on what makes this scenario hard.")
     tags: list[Slug] = Field(default_factory=list[str], description="Free labels (hard, policy-conflict...).")
+    success_criteria: list[Criterion] = Field(
+        default_factory=list[Criterion],
+        description="The checklist the judge grades: observable must/nice items (written by the teacher when empty).",
+    )
+
+    @field_validator("success_criteria")
+    @classmethod
+    def _unique_criteria(cls, value: list[Criterion]) -> list[Criterion]:
+        seen: set[str] = set()
+        for criterion in value:
+            if criterion.id in seen:
+                raise ValueError(f"criterion id {criterion.id!r} is used twice")
+            seen.add(criterion.id)
+        return value
 
 
 class ScenarioSpec(_ScenarioFields):

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from coachlab.schema._base import Frozen, Slug, Text
 
-__all__ = ["AuditEntry", "AuditStatus", "Evidence", "Guidance", "Provenance", "Strategy"]
+__all__ = ["Attempt", "AuditEntry", "AuditStatus", "Evidence", "Guidance", "Provenance", "Strategy"]
 
 
 class AuditStatus(StrEnum):
@@ -48,7 +48,15 @@ class Evidence(Frozen):
     mean_with: float | None = None
     uplift_low: float | None = Field(default=None, description="Lower bound of the uplift's confidence interval.")
     uplift_high: float | None = None
-    criterion: str = Field(default="uplift", description="'uplift' or 'imitation'.")
+    criterion: str = Field(default="uplift", description="'uplift', 'imitation' or 'checklist'.")
+    wins: int | None = Field(default=None, description="Paired trials better with the strategy (sign test).")
+    losses: int | None = Field(default=None, description="Paired trials worse with it.")
+    ties: int | None = Field(default=None, description="Paired trials alike.")
+    p_value: float | None = Field(default=None, description="Exact one-sided sign test, ties dropped.")
+    success_without: float | None = Field(default=None, description="Task success rate without the strategy.")
+    success_with: float | None = Field(default=None, description="Task success rate with it.")
+    policy_breaks_without: int | None = Field(default=None, description="Episodes that broke a policy item, without.")
+    policy_breaks_with: int | None = Field(default=None, description="The same, with the strategy.")
     preferred_without: float | None = Field(
         default=None, description="Imitation: share of the student's replies the judge rated at least the teacher's."
     )
@@ -74,6 +82,11 @@ class Evidence(Frozen):
     @property
     def summary(self) -> str:
         """One line for tables: the measured effect and its trials."""
+        if self.p_value is not None and self.wins is not None:
+            test = f"{self.wins} better / {self.losses} worse / {self.ties} tied, p={self.p_value:.3f}"
+            if self.success_with is not None and self.success_without is not None:
+                return f"task success {self.success_with:.0%} vs {self.success_without:.0%} without; {test}"
+            return f"{self.criterion}: {test}"
         if self.criterion == "imitation":
             if self.preferred_with is None:
                 return f"imitation: not judged ({self.trials} trials)"
@@ -82,6 +95,14 @@ class Evidence(Frozen):
         if self.uplift is None:
             return f"uplift n/a ({self.trials} trials)"
         return f"uplift {self.uplift:+.2f} [CI {self.uplift_low}, {self.uplift_high}] ({self.trials} trials)"
+
+
+class Attempt(Frozen):
+    """An earlier version of a strategy (before the teacher refined it) with what verification measured."""
+
+    situation: str
+    guidance: str
+    evidence: Evidence | None = None
 
 
 class Strategy(Frozen):
@@ -93,6 +114,9 @@ class Strategy(Frozen):
     provenance: Provenance | None = None
     evidence: Evidence | None = None
     audit: list[AuditEntry] = Field(default_factory=list[AuditEntry], description="Status changes, oldest first.")
+    attempts: list[Attempt] = Field(
+        default_factory=list[Attempt], description="Earlier verified versions (refinement rounds), oldest first."
+    )
 
     @property
     def status(self) -> AuditStatus:

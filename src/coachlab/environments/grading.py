@@ -1,0 +1,119 @@
+"""Grading an episode: the judge's satisfaction votes and the per-line checklist, into one `Verdict`.
+
+Each vote is a fresh judge (its own seed). Satisfaction is the median vote and the yes/no fields
+the majority; checklist items are decided by majority over the votes (`coachlab.judging`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core import CancellationToken
+
+from coachlab.agents.checklist import ask_line
+from coachlab.errors import ModelResponseError
+from coachlab.judging import LineVotes, decide_criterion, graded_lines, policy_followed, task_success
+from coachlab.judging.gate import Similarity
+from coachlab.schema import Criterion, CriterionResult, Event, SatisfactionScore, Verdict
+
+__all__ = ["JudgePanel", "combine_scores", "grade_checklist"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JudgePanel:
+    """The judges of one episode: one satisfaction judge and one checklist grader per vote."""
+
+    judges: list[AssistantAgent]
+    graders: list[AssistantAgent] = field(default_factory=lambda: [])
+    """Empty: no checklist grading (satisfaction only)."""
+    similarity: Similarity | None = None
+    """The gate; None grades without it."""
+    floor: float = 0.45
+
+
+async def grade_checklist(
+    panel: JudgePanel,
+    criteria: Sequence[Criterion],
+    events: Sequence[Event],
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> list[CriterionResult]:
+    """Decide every item of `criteria` from per-line questions, one pass per grader (vote).
+
+    Lines outside the gate are never asked, and a vote stops asking about an item once a line has
+    shown it. An unreadable answer counts as "no" (logged). A failed backend raises.
+    """
+    lines = graded_lines(events)
+    votes = len(panel.graders)
+    sims: dict[tuple[int, str], float] = {}
+    if panel.similarity is not None and lines:
+        pairs = [(line, c) for line in lines for c in criteria if c.example]
+        scores = await panel.similarity.similarities([(line.text, c.example or "") for line, c in pairs])
+        sims = {(line.turn, c.id): s for (line, c), s in zip(pairs, scores, strict=True)}
+    yes: dict[tuple[int, str], list[int]] = {}
+    for vote, grader in enumerate(panel.graders):
+        shown: set[str] = set()
+        for line in lines:
+            for criterion in criteria:
+                sim = sims.get((line.turn, criterion.id))
+                if criterion.id in shown or (sim is not None and sim < panel.floor):
+                    continue
+                try:
+                    said_yes = await ask_line(
+                        grader, line.text, criterion, retries=retries, cancellation_token=cancellation_token
+                    )
+                except ModelResponseError as exc:
+                    logger.warning("checklist item %s, agent turn %d: counted as no: %s", criterion.id, line.turn, exc)
+                    said_yes = False
+                votes_so_far = yes.setdefault((line.turn, criterion.id), [])
+                if said_yes:
+                    votes_so_far.append(vote)
+                    shown.add(criterion.id)
+    results: list[CriterionResult] = []
+    for criterion in criteria:
+        answers = {
+            line.turn: LineVotes(
+                yes=tuple(yes[(line.turn, criterion.id)]), similarity=sims.get((line.turn, criterion.id))
+            )
+            for line in lines
+            if (line.turn, criterion.id) in yes
+        }
+        results.append(decide_criterion(criterion, lines, answers, votes=votes, floor=panel.floor))
+    return results
+
+
+def combine_scores(
+    scores: Sequence[SatisfactionScore], criteria: Sequence[Criterion], results: Sequence[CriterionResult]
+) -> Verdict:
+    """One verdict from the satisfaction votes (median and majorities) and the checklist results.
+
+    Raises:
+        ValueError: `scores` is empty.
+    """
+    if not scores:
+        raise ValueError("no satisfaction score to combine")
+    ranked = sorted(scores, key=lambda s: s.satisfaction)
+    middle = ranked[(len(ranked) - 1) // 2]  # the lower median: an actual vote, with its rationale and blame
+
+    def majority(flags: Sequence[bool]) -> bool:
+        return 2 * sum(flags) > len(flags)
+
+    policy = policy_followed(criteria, results) if results else None
+    return Verdict(
+        rationale=middle.rationale,
+        satisfaction=middle.satisfaction,
+        resolved=majority([s.resolved for s in scores]),
+        policy_followed=policy if policy is not None else majority([s.policy_followed for s in scores]),
+        failure_turn=middle.failure_turn,
+        customer_in_role=2 * sum(s.customer_in_role for s in scores) >= len(scores),
+        criteria=list(results),
+        task_success=task_success(criteria, results) if results else None,
+        votes=len(scores),
+        satisfaction_votes=[s.satisfaction for s in scores] if len(scores) > 1 else [],
+    )

@@ -1,0 +1,151 @@
+"""`coachlab judge calibrate`: run the experiment's judge on the labelled set and print how far to trust it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, judge_episode
+from coachlab.experiments.config import Experiment
+from coachlab.judging import JudgeConfig
+from coachlab.judging.calibration import (
+    CalibrationCase,
+    CalibrationReport,
+    CalibrationSet,
+    CaseResult,
+    PairResult,
+    summarize_calibration,
+)
+from coachlab.judging.gate import Similarity
+from coachlab.llm import Backend
+from coachlab.schema import AgentMessage, CustomerMessage, Event, Scenario
+from coachlab.stats import seed_for
+
+__all__ = ["calibration_events", "run_calibration", "to_text"]
+
+
+def calibration_events(scenario: Scenario, case: CalibrationCase) -> list[Event]:
+    """The case as an episode's events: the scenario's prefix (not graded), then the case's lines."""
+    events: list[Event] = []
+    counts = {"customer": 0, "agent": 0}
+    for origin, turns in (("prefix", scenario.prefix), ("model", case.dialogue)):
+        for turn in turns:
+            n = counts[turn.role]
+            counts[turn.role] += 1
+            if turn.role == "customer":
+                events.append(
+                    CustomerMessage(turn=n, text=turn.text, origin="prefix" if origin == "prefix" else "model")
+                )
+            else:
+                events.append(AgentMessage(turn=n, text=turn.text, origin="prefix" if origin == "prefix" else "model"))
+    return events
+
+
+async def run_calibration(
+    experiment: Experiment,
+    backends: Mapping[str, Backend],
+    cases: CalibrationSet,
+    *,
+    judging: JudgeConfig,
+    similarity: Similarity | None,
+    compare: bool = True,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> CalibrationReport:
+    """Judge every case (verdict, checklist, satisfaction) and, with `compare`, the comparer's pairs; then summarize.
+
+    Raises:
+        ValueError: A case names an unknown scenario or does not label its checklist exactly.
+    """
+    cases.check(experiment.scenarios, where="calibration set")
+    runner = EpisodeRunner(
+        backends, EnvironmentConfig(), cache=None, judging=judging.model_copy(update={"checklist": "per_line"}),
+        similarity=similarity,
+    )  # fmt: skip
+    results: list[CaseResult] = []
+    for case in cases.cases:
+        scenario = experiment.scenarios[case.scenario]
+        events = calibration_events(scenario, case)
+        dialogue = [
+            ("customer" if isinstance(e, CustomerMessage) else "agent", e.text)
+            for e in events
+            if isinstance(e, CustomerMessage | AgentMessage)
+        ]
+        panel, _ = runner.panel(seed=seed_for(seed, "calibrate", case.id), trial=0)
+        started = time.perf_counter()
+        result = await judge_episode(panel, scenario, dialogue, events, retries=runner.environment.judge_retries)
+        if result.backend_failed:
+            raise RuntimeError(f"the judge's backend failed on {case.id}: {result.error}")
+        results.append(CaseResult(case=case, verdict=result.verdict, seconds=time.perf_counter() - started))
+        progress(case.id)
+    pairs: list[PairResult] = []
+    if compare:
+        good = {c.scenario: c for c in cases.cases if c.variant == "good"}
+        for case in cases.cases:
+            reference = good.get(case.scenario)
+            if case.variant == "good" or reference is None:
+                continue
+            scenario = experiment.scenarios[case.scenario]
+            opening = [("customer" if t.role == "customer" else "agent", t.text) for t in scenario.prefix]
+            opening.append(("customer", case.dialogue[0].text))
+            good_reply = next(t.text for t in reference.dialogue if t.role == "agent")
+            bad_reply = next(t.text for t in case.dialogue if t.role == "agent")
+            if good_reply == bad_reply:
+                continue
+            for good_first in (True, False):
+                first, second = (good_reply, bad_reply) if good_first else (bad_reply, good_reply)
+                comparison, _ = await runner.compare_at(
+                    scenario, opening, first, second, seed=seed_for(seed, "calibrate-pair", case.id, good_first)
+                )
+                picked = None
+                if comparison is not None:
+                    picked = (
+                        "same"
+                        if comparison.better == "same"
+                        else ("good" if (comparison.better == "A") == good_first else "degraded")
+                    )
+                pairs.append(
+                    PairResult(scenario=case.scenario, variant=case.variant, good_first=good_first, picked=picked)
+                )
+            progress(f"{case.id} (pair)")
+    return summarize_calibration(
+        results, judge=backends["judge"].identity, votes=judging.votes, gate=similarity is not None, pairs=pairs
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def to_text(report: CalibrationReport) -> str:
+    """The figures as a short Markdown table a person reads."""
+    rows = [
+        ("judge", f"{report.judge}, {report.votes} vote(s), similarity gate {'on' if report.gate else 'off'}"),
+        ("cases (unreadable)", f"{report.cases} ({report.unreadable})"),
+        ("checklist item accuracy", f"{_pct(report.item_accuracy)} of {report.items} items"),
+        ("Cohen's kappa on items", _num(report.item_kappa)),
+        ("unmet items called met (agreeableness)", _pct(report.false_met_rate)),
+        ("met items called unmet", _pct(report.missed_met_rate)),
+        ("good > degraded, by checklist", _pct(report.ordering_checklist)),
+        ("good > degraded, by satisfaction score", _pct(report.ordering_satisfaction)),
+        ("hand-off loop scored >= good by satisfaction", _pct(report.handoff_satisfaction_at_least_good)),
+        ("hand-off loop scored a task success", _pct(report.handoff_task_success)),
+        ("good chat scored a task success", _pct(report.good_task_success)),
+        ("Spearman, checklist vs labels", _num(report.spearman_checklist)),
+        ("Spearman, satisfaction vs labels", _num(report.spearman_satisfaction)),
+        ("items with split votes", _pct(report.split_item_rate)),
+        ("pairwise comparer: picks the good reply", _pct(report.pairwise_accuracy)),
+        ("pairwise comparer: picks the reply shown first", _pct(report.pairwise_first_rate)),
+        ("pairwise comparer: choice flips with order", _pct(report.pairwise_flip_rate)),
+        ("seconds per verdict", f"{report.seconds_per_verdict:.1f}"),
+    ]
+    out = ["| figure | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)]
+    out += [
+        "",
+        "Item accuracy by variant: " + ", ".join(f"{v} {_pct(a)}" for v, a in report.accuracy_by_variant.items()),
+    ]
+    return "\n".join(out) + "\n"

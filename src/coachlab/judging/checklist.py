@@ -1,0 +1,158 @@
+"""Checklist verdicts without a model: graded lines, the vote count per item, task success.
+
+An item is decided from per-line answers: for each agent line the judge was asked "does the agent
+<item> in this message?". A line counts only when the judge said yes in a majority of votes AND
+(when the gate is on) the line resembles the item's example line. A positive item is met when some
+line counts; a forbidden item is met when no line counts (the counting line is then the evidence
+of the breach). The evidence quote is always the agent's own line, taken from the transcript, so
+an item can never be credited with words nobody said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event
+
+__all__ = [
+    "GradedLine",
+    "JudgeConfig",
+    "LineVotes",
+    "decide_criterion",
+    "graded_lines",
+    "policy_followed",
+    "task_success",
+]
+
+
+class JudgeConfig(BaseModel):
+    """The `judge:` section of an experiment file: how verdicts are made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    votes: int = Field(
+        default=1,
+        ge=1,
+        le=15,
+        description="Judgements per episode (different seeds); items by majority, satisfaction by median.",
+    )
+    checklist: Literal["per_line", "off"] = Field(
+        default="per_line",
+        description="per_line: one yes/no question per agent line and criterion (what small judges do well); "
+        "off: satisfaction only (no task success).",
+    )
+    gate: Literal["auto", "embedding", "off"] = Field(
+        default="auto",
+        description="Believe a 'yes' only for a line similar to the criterion's example (MiniLM cosine). auto: "
+        "when the offline embedding model is fetched; embedding: required; off: never.",
+    )
+    gate_floor: float = Field(default=0.45, ge=-1, le=1, description="The cosine a line needs to count.")
+
+    @field_validator("checklist", "gate", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads a bare `off` as false: take it as the word."""
+        return "off" if value is False else value
+
+    write_criteria: bool = Field(
+        default=True,
+        description="The teacher writes a checklist for scenarios without success_criteria (once, saved in the run).",
+    )
+
+
+@dataclass(frozen=True)
+class GradedLine:
+    """An agent line the graded agent wrote itself (prefix and mentor lines are never graded)."""
+
+    turn: int
+    """Its number among all agent lines of the transcript (as the judge's transcript numbers them)."""
+    text: str
+
+
+def graded_lines(events: Sequence[Event]) -> list[GradedLine]:
+    """The agent lines to grade: those the service agent of this episode wrote (origin `model`)."""
+    lines: list[GradedLine] = []
+    turn = 0
+    for event in events:
+        if isinstance(event, AgentMessage):
+            if event.origin == "model":
+                lines.append(GradedLine(turn=turn, text=event.text))
+            turn += 1
+    return lines
+
+
+@dataclass(frozen=True)
+class LineVotes:
+    """What the votes said about one (line, criterion) pair."""
+
+    yes: tuple[int, ...]
+    """The votes (by index) in which the judge said yes about this line; votes not asked are absent."""
+    similarity: float | None = None
+    """Cosine between the line and the criterion's example; None when the gate is off."""
+
+    def gated(self, floor: float) -> bool:
+        """The line may count: the gate is off, or it resembles the example."""
+        return self.similarity is None or self.similarity >= floor
+
+
+def decide_criterion(
+    criterion: Criterion,
+    lines: Sequence[GradedLine],
+    answers: Mapping[int, LineVotes],
+    *,
+    votes: int,
+    floor: float,
+) -> CriterionResult:
+    """Decide one item by a strict majority of votes from the answers about each line (by `turn`).
+
+    In one vote, a positive item is met when some gated line got a yes; a forbidden item is met when
+    none did. A line the gate rejects cannot count, so it need not be asked; nor need later lines
+    once a vote has found its yes. The evidence is the gated line with the most yes votes (the
+    earliest on a tie): for a met item the line that does it, for a broken forbidden item the line
+    that breaks it.
+    """
+    if not lines:
+        return CriterionResult(id=criterion.id, status="na", votes=votes, votes_met=0)
+    gated = [line for line in lines if line.turn in answers and answers[line.turn].gated(floor)]
+    found = sum(1 for v in range(votes) if any(v in answers[line.turn].yes for line in gated))
+    votes_met = votes - found if criterion.forbidden else found
+    met = 2 * votes_met > votes
+    show = met != criterion.forbidden  # a met positive item, or a broken forbidden one
+    ranked = sorted((line for line in gated if answers[line.turn].yes), key=lambda x: -len(answers[x.turn].yes))
+    evidence = ranked[0] if show and ranked else None
+    return CriterionResult(
+        id=criterion.id,
+        status="met" if met else "not_met",
+        turn=None if evidence is None else evidence.turn,
+        quote=None if evidence is None else evidence.text,
+        votes=votes,
+        votes_met=votes_met,
+    )
+
+
+def task_success(criteria: Sequence[Criterion], results: Sequence[CriterionResult]) -> bool | None:
+    """All `must` items met and no policy item broken; None with no checklist or nothing to grade."""
+    if not criteria:
+        return None
+    by_id = {r.id: r for r in results}
+    decided = [by_id.get(c.id) for c in criteria]
+    if any(r is None or r.status == "na" for r in decided):
+        return None
+    return all(
+        r is not None and r.status == "met"
+        for c, r in zip(criteria, decided, strict=True)
+        if c.level == "must" or c.policy
+    )
+
+
+def policy_followed(criteria: Sequence[Criterion], results: Sequence[CriterionResult]) -> bool | None:
+    """False when a policy item is not met, True when all are; None when the checklist has no policy item."""
+    items = [c for c in criteria if c.policy]
+    if not items:
+        return None
+    by_id = {r.id: r for r in results}
+    return all(by_id[c.id].status != "not_met" for c in items if c.id in by_id)
