@@ -51,7 +51,7 @@ def test_gap_closed_on_known_numbers() -> None:
     assert rows["library"].pass_k == 0 and report.teacher is not None and report.teacher.pass_k == 1
     assert student.gap_closed.mean == 0.5 and student.gap_closed.low == 0.5 and student.gap_closed.high == 0.5
     md = to_markdown(report)
-    assert "| student | library | 4/4 |" in md and "Gap closed by the library for student: 0.50" in md
+    assert "| student | library | 4/4 |" in md and "Gap closed by the library for student (satisfaction): 0.50" in md
 
 
 def test_gap_closed_has_a_real_interval_when_trials_vary() -> None:
@@ -96,3 +96,32 @@ def test_cost_per_role_uses_each_role_s_model_price() -> None:
     md = to_markdown(report)
     assert "| student | baseline | agent | student | 4 | 4,000 | 400 | $0.0000 |" in md
     assert "| teacher | teacher | agent | teacher | 4 | 4,000 | 400 | $52.00 |" in md
+
+
+def test_task_success_is_primary_and_simulator_faults_are_counted_never_scored() -> None:
+    def judged(sid: str, condition: str, trial: int, success: bool, score: int) -> Episode:
+        e = ep(sid, condition, "teacher" if condition == "teacher" else "student", trial, score)
+        v = e.verdict.model_copy(update={"task_success": success})  # type: ignore[union-attr]
+        return e.model_copy(update={"verdict": v})
+
+    episodes = []
+    for sid in ("a", "b"):
+        for t in range(2):
+            episodes.append(judged(sid, "baseline", t, False, 9))  # a happy customer, task not done
+            episodes.append(judged(sid, "library", t, t == 0, 5))
+            episodes.append(judged(sid, "teacher", t, True, 6))
+    spoiled = ep("a", "library", "student", 5, 1).model_copy(update={"verdict": None, "simulator_fault": "looped"})
+    report = summarize_evaluation(
+        [*episodes, spoiled], CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1, package_version="t", experiment="",
+    )  # fmt: skip
+    assert report.primary == "task_success" and report.simulator_faults == 1
+    rows = {r.condition: r for r in report.students[0].rows}
+    assert rows["baseline"].task_success.mean == 0.0 and rows["library"].task_success.mean == 0.5
+    assert rows["library"].simulator_faults == 1 and rows["library"].judged == 4 and rows["library"].episodes == 5
+    assert report.students[0].gap_closed.mean == 0.5  # on task success, though satisfaction fell
+    assert report.students[0].gap_closed_satisfaction is not None
+    assert report.students[0].gap_closed_satisfaction.mean is None  # the teacher is no happier than the baseline
+    assert report.min_detectable_difference is not None
+    text = to_markdown(report)
+    assert "task success" in text and "simulator" in text and "not been calibrated" in text

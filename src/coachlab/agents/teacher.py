@@ -29,6 +29,7 @@ __all__ = [
     "StrategyDrafts",
     "build_teacher",
     "leaked_detail",
+    "private_details",
     "propose_children",
     "propose_strategies",
     "refine_strategy",
@@ -125,17 +126,51 @@ def _detail_phrases(value: str) -> list[str]:
     return [value.lower().strip(), *numbers, *pairs]
 
 
+_CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
+_NUMBER = re.compile(r"\$?\d+(?:[.,:]\d+)*(?:\s?(?:am|pm))?", re.IGNORECASE)
+
+
+def private_details(scenario: Scenario, *, pairs: bool = False) -> list[str]:
+    """Fragments of the persona's private fields that the public case does not also say.
+
+    Names and days (capitalised words inside a sentence: "Saturday", "Boston") and numbers ("$20",
+    "9am"); with `pairs`, also adjacent content-word pairs ("family event", "birthday gift"), which
+    are too common to refuse in a strategy but give a title away.
+    """
+    p = scenario.persona
+    private = [p.goal, p.satisfied_when, p.gives_up_when or "", *p.hidden_constraints]
+    public = " ".join(
+        [
+            scenario.issue,
+            scenario.company,
+            scenario.opening_line or "",
+            *scenario.policy,
+            *map(str, scenario.facts.values()),
+        ]
+    ).lower()
+    found: list[str] = []
+    for text in private:
+        for sentence in re.split(r"(?<=[.!?;])\s+", text):
+            found += [m.group(0) for m in _CAPITALISED.finditer(sentence)]
+            found += [m.group(0).strip() for m in _NUMBER.finditer(sentence)]
+            if pairs:
+                found += _detail_phrases(sentence)[1:]
+    return [f for f in dict.fromkeys(found) if len(f) >= 2 and f.lower() not in public]
+
+
 def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
     """A case detail that a strategy quotes, or None.
 
     Strategies must generalise: one that names the customer or the company (or its first word, the
-    brand), or quotes a fact of the case (an order number, an amount, "sage green") is rejected.
+    brand), quotes a fact of the case (an order number, an amount, "sage green"), or names a private
+    fact of the persona (a day, a place, an amount) is rejected.
     """
     text = " ".join(w for w in _WORDS.findall(f"{draft.situation} {draft.guidance}".lower()) if w not in _FILLER)
     details = [
         *(n.lower() for n in scenario.persona.name.split()),
         *([scenario.company.lower(), scenario.company.split()[0].lower()] if scenario.company != "the company" else []),
         *(p for v in scenario.facts.values() if not isinstance(v, bool) for p in _detail_phrases(str(v))),
+        *(d.lower() for d in private_details(scenario)),
     ]
     for detail in details:
         d = " ".join(w for w in _WORDS.findall(detail) if w not in _FILLER)

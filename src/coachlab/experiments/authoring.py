@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 
 from coachlab.errors import ConfigError, UsageError
-from coachlab.schema import Persona
+from coachlab.schema import Persona, Scenario
 
 __all__ = ["draft_persona_file", "persona_skeleton", "persona_to_yaml", "validate_files"]
 
@@ -93,6 +93,27 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+def scenario_warnings(scenarios: Iterable[Scenario]) -> list[str]:
+    """What is legal but likely wrong in scenarios: a title that gives away a private fact, no checklist."""
+    from coachlab.agents import private_details
+
+    warnings: list[str] = []
+    for scenario in scenarios:
+        title = scenario.title.lower()
+        leaks = [d for d in private_details(scenario, pairs=True) if d.lower() in title]
+        if leaks:
+            warnings.append(
+                f"scenario {scenario.id}: the title repeats the persona's private {', '.join(repr(x) for x in leaks)} "
+                "(the service agent and retrieval read titles; keep private facts out of them)"
+            )
+        if not scenario.success_criteria:
+            warnings.append(
+                f"scenario {scenario.id}: no success_criteria; the teacher writes a checklist once per run "
+                "(saved in <run>/criteria/, editable)"
+            )
+    return warnings
+
+
 def validate_files(
     paths: Iterable[Path],
     *,
@@ -112,15 +133,18 @@ def validate_files(
     for path in _expand(paths):
         try:
             what = kind if kind != "auto" else _kind_of(path)
+            scenarios: list[Scenario] = []
             if what == "persona":
                 validate_yaml(Persona, load_yaml(path, what="persona file"))
             elif what == "experiment":
-                load_experiment(path)
+                scenarios = list(load_experiment(path).scenarios.values())
             else:
                 folder = path.parent.parent / "personas"
                 personas = load_personas([folder])[0] if folder.is_dir() else {}
-                load_scenarios([path], personas)
+                scenarios = list(load_scenarios([path], personas)[0].values())
             console.print(f"[green]ok[/green] {path} ({what})")
+            for warning in scenario_warnings(scenarios):
+                err.print(f"warning: {path}: {warning}", markup=False, highlight=False, soft_wrap=True)
         except ConfigError as exc:
             bad += 1
             err.print(str(exc), markup=False, highlight=False, soft_wrap=True)

@@ -17,6 +17,7 @@ from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_te
 from coachlab.experiments.simulate import Simulation
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer, TrainSummary
+from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import LibraryStore
 from coachlab.llm import Backend, ResponseCache
 from coachlab.schema import Scenario
@@ -68,6 +69,17 @@ def train_roots(experiment: Experiment) -> list[Scenario]:
     held_out: set[str] = set(cfg.evaluate.scenarios) if cfg.evaluate else set()
     ids = cfg.train.scenarios or [s for s in experiment.scenarios if s not in held_out]
     return [experiment.scenarios[s] for s in ids]
+
+
+def load_calibration(run_dir: Path) -> CalibrationReport | None:
+    """The judge's calibration saved in the run folder by `coachlab judge calibrate`, if any (unreadable: None)."""
+    path = run_dir / "calibration.json"
+    if not path.exists():
+        return None
+    try:
+        return CalibrationReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
 
 
 async def add_criteria(
@@ -178,6 +190,7 @@ async def evaluate_experiment(
         package_version=__version__,
         experiment=experiment.path.read_text(encoding="utf-8"),
         prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
+        calibration=load_calibration(layout.root),
     )
     write_json_atomic(layout.evaluation / "results.json", report)
     write_text_atomic(layout.evaluation / "results.md", to_markdown(report))

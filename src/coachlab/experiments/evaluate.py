@@ -4,13 +4,17 @@ Conditions: `baseline` (no strategies), `generic` (one fixed list of the library
 guidance, no retrieval), `library` (per-turn retrieval of approved strategies) and `teacher` (the
 teacher as the agent: the ceiling). Trial i of a scenario has the same seed under every
 condition, so conditions are compared on paired customer randomness. Gap closed is
-(library - baseline) / (teacher - baseline), with a bootstrap CI that resamples (scenario, trial)
-pairs jointly across conditions.
+(library - baseline) / (teacher - baseline) on the primary outcome, task success (satisfaction when
+the scenarios have no checklist).
+
+Confidence intervals resample scenarios, then trials within each drawn scenario (episodes of one
+scenario are not independent), jointly across conditions for gap closed. Episodes the simulated
+customer spoiled are counted in every row and never scored. The report also gives the smallest
+difference in task success the run could detect (80% power, 95% confidence).
 """
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -19,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
 from coachlab.experiments.simulate import EpisodePlan
+from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import RetrievalConfig
 from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy, TerminationReason
-from coachlab.stats import Estimate, bootstrap_mean, seed_for
+from coachlab.stats import Estimate, clustered_bootstrap, min_detectable_difference, seed_for
 
 __all__ = [
     "CONDITIONS",
@@ -30,6 +35,7 @@ __all__ = [
     "EvaluationReport",
     "Price",
     "StudentResult",
+    "calibration_line",
     "evaluation_plans",
     "generic_guidance",
     "summarize_evaluation",
@@ -106,8 +112,17 @@ class ConditionResult(BaseModel):
         default=0, description="Episodes that ended on an infrastructure error: never scored, re-run by --retry-failed."
     )
     judge_errors: int = Field(default=0, description="Episodes the judge could not score (unreadable output).")
+    simulator_faults: int = Field(default=0, description="Episodes the simulated customer spoiled: never scored.")
+    task_success: Estimate = Field(
+        default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
+        description="Share of scored episodes with every must item met and no policy item broken (primary).",
+    )
     satisfaction: Estimate
-    pass_k: float | None = Field(description="Share of scenarios whose every trial reached the threshold.")
+    pass_k: float | None = Field(
+        description="Share of scenarios whose every trial succeeded (task success; without a checklist, satisfaction "
+        "at the threshold)."
+    )
+    policy_rate: float | None = Field(default=None, description="Share of scored episodes that broke no policy item.")
     resolved_rate: float | None
     usage: dict[str, RoleUsage] = Field(description="By role: calls and tokens (cached calls included).")
     cost: dict[str, float] = Field(
@@ -132,7 +147,8 @@ class StudentResult(BaseModel):
 
     student: str
     rows: list[ConditionResult]
-    gap_closed: Estimate
+    gap_closed: Estimate = Field(description="On the primary outcome (task success, else satisfaction).")
+    gap_closed_satisfaction: Estimate | None = Field(default=None, description="On satisfaction, beside it.")
 
 
 class EvaluationReport(BaseModel):
@@ -144,6 +160,14 @@ class EvaluationReport(BaseModel):
     teacher: ConditionResult | None
     infrastructure_errors: int = Field(default=0, description="All rows' episodes that ended on infrastructure errors.")
     judge_errors: int = Field(default=0, description="All rows' episodes the judge could not score.")
+    simulator_faults: int = Field(default=0, description="All rows' episodes the simulated customer spoiled.")
+    primary: str = Field(default="satisfaction", description="The outcome gap closed is computed on.")
+    min_detectable_difference: float | None = Field(
+        default=None, description="Smallest difference in the primary outcome this run's size could detect."
+    )
+    calibration: CalibrationReport | None = Field(
+        default=None, description="The judge's figures on the labelled set (coachlab judge calibrate), if measured."
+    )
     library_version: int
     package_version: str
     experiment: str = Field(description="The experiment file as run (keys stay ${VAR} references).")
@@ -162,30 +186,40 @@ def _row(
     seed: int,
     prices: Mapping[str, Price],
 ) -> ConditionResult:
-    judged = [e for e in episodes if e.verdict is not None]
-    scores = [float(e.verdict.satisfaction) for e in judged if e.verdict is not None]
-    by_scenario: dict[str, list[float]] = defaultdict(list)
-    for e in judged:
+    scored = [e for e in episodes if e.scored and e.verdict is not None]
+    satisfaction: dict[str, list[float]] = defaultdict(list)
+    success: dict[str, list[float]] = defaultdict(list)
+    for e in scored:
         if e.verdict is not None:
-            by_scenario[e.scenario_id].append(float(e.verdict.satisfaction))
+            satisfaction[e.scenario_id].append(float(e.verdict.satisfaction))
+            if e.verdict.task_success is not None:
+                success[e.scenario_id].append(float(e.verdict.task_success))
     usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
     for e in episodes:
         for role, u in e.usage.items():
             usage[role] = usage[role] + u
+    if success:
+        pass_k = sum(all(v == 1.0 for v in vals) for vals in success.values()) / len(success)
+    elif satisfaction:
+        pass_k = sum(all(s >= threshold for s in v) for v in satisfaction.values()) / len(satisfaction)
+    else:
+        pass_k = None
+    verdicts = [e.verdict for e in scored if e.verdict is not None]
     return ConditionResult(
         condition=condition,
         agent_model=model,
         episodes=len(episodes),
-        judged=len(judged),
+        judged=len(scored),
         infrastructure_errors=sum(e.termination is TerminationReason.INFRASTRUCTURE_ERROR for e in episodes),
         judge_errors=sum(
             e.judge_error is not None and e.termination is not TerminationReason.INFRASTRUCTURE_ERROR for e in episodes
         ),
-        satisfaction=bootstrap_mean(scores, seed=seed),
-        pass_k=(sum(all(s >= threshold for s in v) for v in by_scenario.values()) / len(by_scenario))
-        if by_scenario
-        else None,
-        resolved_rate=(sum(bool(e.verdict and e.verdict.resolved) for e in judged) / len(judged)) if judged else None,
+        simulator_faults=sum(e.simulator_fault is not None for e in episodes),
+        task_success=clustered_bootstrap(success, seed=seed),
+        satisfaction=clustered_bootstrap(satisfaction, seed=seed),
+        pass_k=pass_k,
+        policy_rate=sum(v.policy_followed for v in verdicts) / len(verdicts) if verdicts else None,
+        resolved_rate=sum(v.resolved for v in verdicts) / len(verdicts) if verdicts else None,
         usage=dict(usage),
         cost={role: _price(u, prices.get(_role_model(role, model), (0.0, 0.0))) for role, u in usage.items()},
     )
@@ -203,24 +237,27 @@ def _gap_closed(
     resamples: int = 2000,
     seed: int = 0,
 ) -> Estimate:
+    """Gap closed over the (scenario, trial) keys all three conditions scored, with a clustered bootstrap CI.
+
+    The three conditions share each key's seed, so a resample draws whole keys: scenarios first,
+    then trials within each drawn scenario.
+    """
     keys = sorted(set(baseline) & set(library) & set(teacher))
     if not keys:
         return Estimate(mean=None, low=None, high=None, n=0)
+    by_scenario: dict[str, list[float]] = defaultdict(list)
+    for scenario, trial in keys:
+        by_scenario[scenario].append(float(trial))
 
-    def gap(sample: Sequence[tuple[str, int]]) -> float | None:
-        b = sum(baseline[k] for k in sample) / len(sample)
-        lib = sum(library[k] for k in sample) / len(sample)
-        t = sum(teacher[k] for k in sample) / len(sample)
+    def gap(sample: Mapping[str, Sequence[float]]) -> float | None:
+        drawn = [(k.split(":", 1)[-1], int(t)) for k, trials in sample.items() for t in trials]
+        b = sum(baseline[k] for k in drawn) / len(drawn)
+        lib = sum(library[k] for k in drawn) / len(drawn)
+        t = sum(teacher[k] for k in drawn) / len(drawn)
         return None if t - b <= 0 else (lib - b) / (t - b)
 
-    point = gap(keys)
-    rng = random.Random(seed)
-    values = sorted(g for g in (gap(rng.choices(keys, k=len(keys))) for _ in range(resamples)) if g is not None)
-    if point is None or not values:
-        return Estimate(mean=point, low=None, high=None, n=len(keys))
-    low = values[int(0.025 * (len(values) - 1))]
-    high = values[int(0.975 * (len(values) - 1))]
-    return Estimate(mean=point, low=low, high=high, n=len(keys))
+    est = clustered_bootstrap(by_scenario, statistic=gap, resamples=resamples, seed=seed)
+    return est.model_copy(update={"n": len(keys)})
 
 
 def summarize_evaluation(
@@ -231,22 +268,33 @@ def summarize_evaluation(
     package_version: str,
     experiment: str,
     prices: Mapping[str, Price] | None = None,
+    calibration: CalibrationReport | None = None,
 ) -> EvaluationReport:
     """The evaluation table: per student and condition, and gap closed.
 
-    `prices` maps model entry names to their price per 1,000 prompt / completion tokens (default 0).
+    `prices` maps model entry names to their price per 1,000 prompt / completion tokens (default 0);
+    `calibration` is the judge's measured agreement with labels, printed beside the results.
     """
     prices = prices or {}
     by: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for e in episodes:
         by[(e.condition, e.agent_model)].append(e)
 
-    def scores(condition: str, model: str) -> dict[tuple[str, int], float]:
-        return {
-            (e.scenario_id, e.trial): float(e.verdict.satisfaction)
-            for e in by.get((condition, model), [])
-            if e.verdict is not None
-        }
+    checklist = any(e.verdict is not None and e.verdict.task_success is not None for e in episodes)
+    primary = "task_success" if checklist else "satisfaction"
+
+    def scores(condition: str, model: str, *, on: str = primary) -> dict[tuple[str, int], float]:
+        out: dict[tuple[str, int], float] = {}
+        for e in by.get((condition, model), []):
+            v = e.verdict
+            if not e.scored or v is None:
+                continue
+            if on == "task_success":
+                if v.task_success is not None:
+                    out[(e.scenario_id, e.trial)] = float(v.task_success)
+            else:
+                out[(e.scenario_id, e.trial)] = float(v.satisfaction)
+        return out
 
     teacher_eps = by.get(("teacher", config.teacher), [])
     teacher_row = (
@@ -259,24 +307,37 @@ def summarize_evaluation(
             for c in config.conditions
             if c != "teacher" and (c, student) in by
         ]
+        gaps = {
+            on: _gap_closed(
+                scores("baseline", student, on=on),
+                scores("library", student, on=on),
+                scores("teacher", config.teacher, on=on),
+                seed=config.seed,
+            )
+            for on in {primary, "satisfaction"}
+        }
         students.append(
             StudentResult(
                 student=student,
                 rows=rows,
-                gap_closed=_gap_closed(
-                    scores("baseline", student),
-                    scores("library", student),
-                    scores("teacher", config.teacher),
-                    seed=config.seed,
-                ),
+                gap_closed=gaps[primary],
+                gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
             )
         )
+    baseline_clusters: dict[str, list[float]] = defaultdict(list)
+    for student in config.students:
+        for (scenario, _), value in scores("baseline", student).items():
+            baseline_clusters[scenario].append(value if primary == "task_success" else value / 10)
     rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])
     return EvaluationReport(
         students=students,
         teacher=teacher_row,
         infrastructure_errors=sum(r.infrastructure_errors for r in rows),
         judge_errors=sum(r.judge_errors for r in rows),
+        simulator_faults=sum(r.simulator_faults for r in rows),
+        primary=primary,
+        min_detectable_difference=min_detectable_difference(baseline_clusters),
+        calibration=calibration,
         library_version=library_version,
         package_version=package_version,
         experiment=experiment,
@@ -288,22 +349,40 @@ def _money(x: float) -> str:
 
 
 def _errors_line(report: EvaluationReport) -> str:
-    """How many episodes were not scored, and why (n counts judged / run episodes)."""
-    if not report.infrastructure_errors and not report.judge_errors:
-        return "Every episode was judged: no infrastructure errors, no judge errors."
+    """How many episodes were not scored, and why (n counts scored / run episodes)."""
+    if not report.infrastructure_errors and not report.judge_errors and not report.simulator_faults:
+        return "Every episode was scored: no infrastructure errors, no judge errors, no simulator faults."
     return (
         f"Not scored: {report.infrastructure_errors} episode(s) ended on infrastructure errors (a backend failed "
-        f"for good; re-run them with --resume --retry-failed) and {report.judge_errors} the judge could not read. "
-        "Neither counts as a customer verdict."
+        f"for good; re-run them with --resume --retry-failed), {report.judge_errors} the judge could not read, and "
+        f"{report.simulator_faults} the simulated customer spoiled (out of role, its own loop, invented facts). "
+        "None of them counts for or against the agent."
+    )
+
+
+def calibration_line(calibration: CalibrationReport | None) -> str:
+    """One line on how far the judge is trusted, for the tables its verdicts fill."""
+    if calibration is None:
+        return "The judge has not been calibrated for this run: coachlab judge calibrate EXPERIMENT measures it."
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.0f}%"
+
+    return (
+        f"Judge calibration ({calibration.judge}, {calibration.votes} vote(s)): checklist items right "
+        f"{pct(calibration.item_accuracy)} of {calibration.items} (kappa "
+        f"{'n/a' if calibration.item_kappa is None else f'{calibration.item_kappa:.2f}'}), good ranked above degraded "
+        f"{pct(calibration.ordering_checklist)} by checklist vs {pct(calibration.ordering_satisfaction)} by "
+        f"satisfaction score."
     )
 
 
 def to_markdown(report: EvaluationReport) -> str:
     """The evaluation table as Markdown, then tokens and estimated cost per role."""
     out = [
-        "| student | condition | n | satisfaction (95% CI) | pass^k | resolved | infra / judge errors | tokens/episode "
-        "| est. cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| student | condition | n | task success (95% CI) | satisfaction (95% CI) | pass^k | policy kept | resolved "
+        "| infra / judge / simulator | tokens/episode | est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def pct(x: float | None) -> str:
@@ -311,8 +390,9 @@ def to_markdown(report: EvaluationReport) -> str:
 
     def line(student: str, r: ConditionResult) -> str:
         return (
-            f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.satisfaction} | {pct(r.pass_k)} | "
-            f"{pct(r.resolved_rate)} | {r.infrastructure_errors} / {r.judge_errors} | {r.tokens_per_episode:,.0f} | "
+            f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.task_success} | {r.satisfaction} | "
+            f"{pct(r.pass_k)} | {pct(r.policy_rate)} | {pct(r.resolved_rate)} | "
+            f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults} | {r.tokens_per_episode:,.0f} | "
             f"{_money(r.total_cost)} |"
         )
 
@@ -320,7 +400,7 @@ def to_markdown(report: EvaluationReport) -> str:
     if report.teacher is not None:
         rows.append((report.teacher.agent_model, report.teacher))
     out += [line(student, r) for student, r in rows]
-    out += ["", _errors_line(report)]
+    out += ["", _errors_line(report), "", calibration_line(report.calibration)]
     out += [
         "",
         "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run):",
@@ -335,7 +415,17 @@ def to_markdown(report: EvaluationReport) -> str:
                 f"{u.prompt_tokens:,} | {u.completion_tokens:,} | {_money(r.cost.get(role, 0.0))} |"
             )
     out.append("")
+    measure = "task success" if report.primary == "task_success" else "satisfaction"
     for s in report.students:
-        out.append(f"Gap closed by the library for {s.student}: {s.gap_closed} over {s.gap_closed.n} paired trials.")
+        out.append(
+            f"Gap closed by the library for {s.student} ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials"
+            + (f"; on satisfaction {s.gap_closed_satisfaction}." if s.gap_closed_satisfaction is not None else ".")
+        )
+    if report.min_detectable_difference is not None:
+        scale = " (on a 0-1 scale)" if measure == "satisfaction" else ""
+        out.append(
+            f"Smallest difference in {measure} this run could detect (80% power, 95% confidence, scenarios as "
+            f"clusters): {report.min_detectable_difference:.2f}{scale}."
+        )
     out.append(f"Library version {report.library_version}; coachlab {report.package_version}.")
     return "\n".join(out) + "\n"

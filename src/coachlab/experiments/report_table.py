@@ -16,11 +16,16 @@ def _pct(x: float | None) -> str:
 
 def print_summary(summary: RunSummary, console: Console) -> None:
     """Print the per-scenario table, the overall means, role adherence and token usage."""
-    table = Table(title="Results per scenario (satisfaction: mean [95% bootstrap CI])", show_lines=False)
+    table = Table(
+        title="Results per scenario (task success: all must items met, no policy broken; satisfaction: mean "
+        "[95% bootstrap CI])",
+        show_lines=False,
+    )
     for col in (
         "scenario",
         "agent",
         "n",
+        "task success",
         "satisfaction",
         "resolved",
         "policy",
@@ -36,6 +41,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
             g.scenario_id,
             g.agent_model if g.condition == "baseline" else f"{g.agent_model}/{g.condition}",
             f"{g.judged}/{g.episodes}",
+            _pct(g.task_success),
             str(g.satisfaction),
             _pct(g.resolved_rate),
             _pct(g.policy_rate),
@@ -46,7 +52,9 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         )
     console.print(table)
     for key, est in summary.overall.items():
-        console.print(f"[bold]Overall {key}[/bold]: satisfaction {est} over {est.n} judged episodes")
+        success = summary.task_success.get(key)
+        ts = f"task success {_pct(success)}, " if success is not None else ""
+        console.print(f"[bold]Overall {key}[/bold]: {ts}satisfaction {est} over {est.n} scored episodes")
     a = summary.adherence
     console.print(
         f"Customer role adherence: {_pct(a.first_try_in_role)} of {a.customer_turns} customer turns in role at the "
@@ -63,5 +71,9 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         problems.append(f"{summary.infrastructure_errors} infrastructure errors (re-run with --resume --retry-failed)")
     if summary.judge_errors:
         problems.append(f"{summary.judge_errors} judge errors (unreadable verdicts: not scored, not re-run)")
+    if summary.simulator_faults:
+        problems.append(
+            f"{summary.simulator_faults} simulator faults (the simulated customer spoiled them: counted, never scored)"
+        )
     if problems:
         console.print("[yellow]" + "; ".join(problems) + "[/yellow]")

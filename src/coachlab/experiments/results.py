@@ -138,6 +138,8 @@ class GroupSummary(BaseModel):
     condition: str
     episodes: int
     judged: int
+    simulator_faults: int = 0
+    task_success: float | None = Field(default=None, description="Share of scored episodes that were task successes.")
     satisfaction: Estimate
     resolved_rate: float | None
     policy_rate: float | None
@@ -158,6 +160,8 @@ class RunSummary(BaseModel):
     judged: int
     infrastructure_errors: int
     judge_errors: int
+    simulator_faults: int = 0
+    task_success: dict[str, float] = Field(default_factory=dict[str, float], description="By agent/condition.")
     terminations: dict[str, int]
     usage: dict[str, RoleUsage]
     adherence: Adherence
@@ -191,8 +195,9 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
         groups[(ep.agent_model, ep.condition, ep.scenario_id)].append(ep)
     rows: list[GroupSummary] = []
     for (model, condition, scenario), members in groups.items():
-        scores = [float(e.verdict.satisfaction) for e in members if e.verdict is not None]
-        verdicts = [e.verdict for e in members if e.verdict is not None]
+        verdicts = [e.verdict for e in members if e.scored and e.verdict is not None]
+        scores = [float(v.satisfaction) for v in verdicts]
+        successes = [float(v.task_success) for v in verdicts if v.task_success is not None]
         rows.append(
             GroupSummary(
                 scenario_id=scenario,
@@ -200,10 +205,14 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
                 condition=condition,
                 episodes=len(members),
                 judged=len(verdicts),
+                simulator_faults=sum(e.simulator_fault is not None for e in members),
+                task_success=sum(successes) / len(successes) if successes else None,
                 satisfaction=bootstrap_mean(scores, seed=seed),
                 resolved_rate=sum(v.resolved for v in verdicts) / len(verdicts) if verdicts else None,
                 policy_rate=sum(v.policy_followed for v in verdicts) / len(verdicts) if verdicts else None,
-                pass_k=pass_hat_k(scores, threshold=threshold) if scores else None,
+                pass_k=(all(x == 1.0 for x in successes) if successes else pass_hat_k(scores, threshold=threshold))
+                if scores
+                else None,
                 mean_turns=sum(e.turns for e in members) / len(members),
                 tokens=sum(u.total_tokens for e in members for u in e.usage.values()),
                 terminations=dict(Counter(e.termination.value for e in members)),
@@ -211,9 +220,12 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
         )
     overall: dict[str, Estimate] = {}
     by_model: dict[str, list[float]] = defaultdict(list)
+    success: dict[str, list[float]] = defaultdict(list)
     for ep in eps:
-        if ep.verdict is not None:
+        if ep.scored and ep.verdict is not None:
             by_model[f"{ep.agent_model}/{ep.condition}"].append(float(ep.verdict.satisfaction))
+            if ep.verdict.task_success is not None:
+                success[f"{ep.agent_model}/{ep.condition}"].append(float(ep.verdict.task_success))
     for key, scores in by_model.items():
         overall[key] = bootstrap_mean(scores, seed=seed)
     usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
@@ -224,7 +236,9 @@ def summarize(episodes: Iterable[Episode], *, threshold: int = 7, seed: int = 0)
         groups=rows,
         overall=overall,
         episodes=len(eps),
-        judged=sum(1 for e in eps if e.verdict is not None),
+        judged=sum(1 for e in eps if e.scored),
+        simulator_faults=sum(e.simulator_fault is not None for e in eps),
+        task_success={k: sum(v) / len(v) for k, v in success.items()},
         infrastructure_errors=sum(1 for e in eps if e.termination is TerminationReason.INFRASTRUCTURE_ERROR),
         judge_errors=sum(
             1 for e in eps if e.judge_error is not None and e.termination is not TerminationReason.INFRASTRUCTURE_ERROR

@@ -325,8 +325,10 @@
     }
     box.open = open;
     var v = ep.verdict;
+    var outcome = v ? (v.task_success === true ? "task success \u00b7 " : v.task_success === false ? "task failed \u00b7 " : "") +
+      "satisfaction " + v.satisfaction + "/10" : (ep.simulator_fault ? "simulator fault" : "no verdict");
     var head = (ep.condition === "teacher" ? "teacher" : ep.agent_model) + " \u00b7 trial " + ep.trial + " \u00b7 " +
-      (v ? "satisfaction " + v.satisfaction + "/10" : "no verdict") + " \u00b7 " + ep.termination.replace(/_/g, " ");
+      outcome + " \u00b7 " + ep.termination.replace(/_/g, " ");
     var summary = el("summary");
     if (v) add(summary, chip(ep.color));
     add(summary, document.createTextNode(head));
@@ -335,6 +337,18 @@
     if (v) {
       add(body, kv([["verdict", v.rationale], ["resolved", v.resolved ? "yes" : "no"], ["policy followed", v.policy_followed ? "yes" : "no"],
         ["failure turn", v.failure_turn === null ? "none" : "agent turn " + v.failure_turn], ["customer in role", v.customer_in_role ? "yes" : "no"]]));
+      if (v.criteria && v.criteria.length) {
+        var list = el("ul", "plain checklist");
+        v.criteria.forEach(function (r) {
+          var mark = r.status === "met" ? "\u2713" : r.status === "not_met" ? "\u2717" : "\u2013";
+          var votes = r.votes > 1 ? " (" + r.votes_met + "/" + r.votes + " votes)" : "";
+          var quote = r.quote ? " \u2014 agent turn " + r.turn + ": \u201c" + r.quote + "\u201d" : "";
+          add(list, el("li", "item " + r.status, mark + " " + r.id + votes + quote));
+        });
+        add(body, el("div", "muted", "checklist"), list);
+      }
+    } else if (ep.simulator_fault) {
+      add(body, kv([["simulator fault (not scored)", ep.simulator_fault]]));
     } else if (ep.judge_error) {
       add(body, kv([["judge error", ep.judge_error]]));
     }
@@ -375,6 +389,17 @@
       return [k, typeof val === "string" ? val : JSON.stringify(val)];
     });
     if (facts.length) add(box, el("div", "muted", "facts"), kv(facts));
+    if (sc.success_criteria && sc.success_criteria.length) {
+      var items = el("ol", "plain checklist");
+      sc.success_criteria.forEach(function (c) {
+        var tags = [c.level || "must"];
+        if (c.forbidden) tags.push("must not");
+        if (c.policy) tags.push("policy");
+        add(items, el("li", null, (c.forbidden ? "never: " : "") + c.text + " [" + tags.join(", ") + "]" +
+          (c.example ? " — e.g. “" + c.example + "”" : "")));
+      });
+      add(box, el("div", "muted", "checklist (success criteria; edit the scenario file or <run>/criteria/)"), items);
+    }
     if (sc.prefix && sc.prefix.length) {
       add(box, el("div", "muted", "dialogue prefix (the failure point it starts from)"));
       sc.prefix.forEach(function (t) {

@@ -96,6 +96,7 @@ def _episode(ep: Episode) -> dict[str, Any]:
         "termination_detail": ep.termination_detail,
         "verdict": ep.verdict.model_dump(mode="json") if ep.verdict is not None else None,
         "judge_error": ep.judge_error,
+        "simulator_fault": ep.simulator_fault,
         "failure_turn": failure,
         "color": satisfaction_color(ep.verdict.satisfaction if ep.verdict is not None else None),
         "lines": lines,

@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from coachlab import __version__
-from coachlab.experiments.evaluate import ConditionResult, EvaluationReport
+from coachlab.experiments.evaluate import ConditionResult, EvaluationReport, calibration_line
 from coachlab.schema import RoleUsage, Strategy
 from coachlab.viz.plots import growth_chart, growth_rows, satisfaction_chart, tokens_chart, transfer_chart
 from coachlab.viz.png import LABEL_LIMIT, tree_figure
@@ -272,29 +272,33 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             "now): run coachlab evaluate again to measure the current library.",
             note=True,
         )
-    headers = ["student", "condition", "agent model", "judged / episodes", "satisfaction (95% CI)", "pass^k",
-               "resolved", "infra / judge errors", "tokens", "est. cost"]  # fmt: skip
+    headers = ["student", "condition", "agent model", "scored / episodes", "task success (95% CI)",
+               "satisfaction (95% CI)", "pass^k", "policy kept", "resolved", "infra / judge / simulator", "tokens",
+               "est. cost"]  # fmt: skip
 
     def line(student: str, r: ConditionResult) -> list[str]:
         tokens = sum(u.total_tokens for u in r.usage.values())
-        return [student, r.condition, r.agent_model, f"{r.judged}/{r.episodes}", str(r.satisfaction),
-                _pct(r.pass_k), _pct(r.resolved_rate), f"{r.infrastructure_errors} / {r.judge_errors}",
+        return [student, r.condition, r.agent_model, f"{r.judged}/{r.episodes}", str(r.task_success),
+                str(r.satisfaction), _pct(r.pass_k), _pct(r.policy_rate), _pct(r.resolved_rate),
+                f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults}",
                 f"{tokens:,}", _money(_row_cost(run, r))]  # fmt: skip
 
     rows = [line(s.student, r) for s in report.students for r in s.rows]
     if report.teacher is not None:
         rows.append(line("(ceiling)", report.teacher))
     doc.table(headers, rows)
-    if report.infrastructure_errors or report.judge_errors:
+    if report.infrastructure_errors or report.judge_errors or report.simulator_faults:
         doc.para(
             f"Not scored: {report.infrastructure_errors} episode(s) ended on infrastructure errors (re-run them with "
-            f"coachlab evaluate --resume --retry-failed) and {report.judge_errors} the judge could not read.",
+            f"coachlab evaluate --resume --retry-failed), {report.judge_errors} the judge could not read and "
+            f"{report.simulator_faults} the simulated customer spoiled.",
             note=True,
         )
+    doc.para(calibration_line(report.calibration), note=report.calibration is None)
     doc.bullets(
         [
             f"gap closed by the library for {s.student}: {s.gap_closed} over {s.gap_closed.n} paired trials "
-            "((library - baseline) / (teacher - baseline))"
+            f"((library - baseline) / (teacher - baseline), on {report.primary.replace('_', ' ')})"
             for s in report.students
         ]
     )
