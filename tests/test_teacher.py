@@ -87,3 +87,26 @@ def test_leak_check_catches_fragments_of_case_facts_but_not_general_words() -> N
     assert leak("When the customer is upset", "Call Dana back.") == "dana"
     assert leak("When the customer asks about a late order", "Apologise and name one next step with a date.") is None
     assert leak("When a set arrives in the wrong colour", "Offer a green-light exchange.") is None
+
+
+def test_the_hindsight_teacher_reads_the_missed_items_and_the_private_goal_and_writes_actions() -> None:
+    from coachlab.agents import Hindsight
+
+    narrated = {"situation": "When the customer asks", "guidance": "The expert provided a general estimate."}
+    answers = iter([json.dumps({"strategies": [narrated]}), json.dumps({"strategies": [GOOD]})])
+    client = ScriptedChatCompletionClient(lambda m: next(answers))
+    hindsight = Hindsight(
+        missed=["offers to reship the order by free express"], broken=["tells the customer to contact another team"],
+        rationale="Vague twice.", goal=SECRET_GOAL, satisfied_when="a date", best_reply="I can look into it.",
+    )  # fmt: skip
+    drafts = asyncio.run(
+        propose_strategies(
+            build_teacher(model_client=client, output=StrategyDrafts), scenario(), DIALOGUE,
+            student_reply="Please wait.", teacher_reply="I've reshipped it.", hindsight=hindsight,
+        )
+    )  # fmt: skip
+    first = message_text(client.calls[0][-1])
+    assert "hindsight" in first and SECRET_GOAL in first and "offers to reship the order by free express" in first
+    assert "broke the rule: tells the customer to contact another team" in first and "I can look into it." in first
+    assert drafts == [StrategyDraft(**GOOD)]  # the narrated one was refused and re-asked
+    assert "Write it as one action" in message_text(client.calls[1][-1])

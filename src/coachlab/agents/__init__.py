@@ -31,6 +31,7 @@ from coachlab.agents.service import (
 from coachlab.agents.teacher import (
     ChildScenario,
     ChildScenarios,
+    Hindsight,
     StrategyDraft,
     StrategyDrafts,
     build_teacher,
@@ -49,6 +50,7 @@ __all__ = [
     "CriteriaDraft",
     "CriterionDraft",
     "CustomerEnding",
+    "Hindsight",
     "LineAnswer",
     "ObservedContext",
     "ReplyComparison",

@@ -25,6 +25,7 @@ from coachlab.schema import Scenario
 __all__ = [
     "ChildScenario",
     "ChildScenarios",
+    "Hindsight",
     "StrategyDraft",
     "StrategyDrafts",
     "build_teacher",
@@ -179,6 +180,36 @@ def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
     return None
 
 
+class Hindsight(BaseModel):
+    """What the teacher learns after the fact about a failure: what the student could never see."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missed: list[str] = Field(default_factory=list[str], description="Checklist items the student did not meet.")
+    broken: list[str] = Field(default_factory=list[str], description="Forbidden items the student did.")
+    rationale: str = Field(default="", description="The judge's rationale on the failed rollout.")
+    goal: str = ""
+    satisfied_when: str = ""
+    best_reply: str | None = Field(default=None, description="The student's best rollout's line at the same point.")
+
+
+def _hindsight_text(h: Hindsight) -> str:
+    lines = ["What we know in hindsight (the junior agent could not see this):"]
+    if h.goal:
+        lines.append(f"- The customer wanted: {h.goal}")
+    if h.satisfied_when:
+        lines.append(f"- The customer would have been satisfied when: {h.satisfied_when}")
+    if h.missed:
+        lines.append("- The junior agent never did: " + "; ".join(h.missed))
+    if h.broken:
+        lines.append("- The junior agent broke the rule: " + "; ".join(h.broken))
+    if h.rationale:
+        lines.append(f"- The reviewer said: {h.rationale}")
+    if h.best_reply:
+        lines.append(f"- In its best attempt at this case the junior agent said instead: {h.best_reply}")
+    return "\n".join(lines)
+
+
 async def propose_strategies(
     teacher: AssistantAgent,
     scenario: Scenario,
@@ -187,32 +218,55 @@ async def propose_strategies(
     student_reply: str,
     teacher_reply: str,
     count: int = 2,
+    hindsight: Hindsight | None = None,
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
 ) -> list[StrategyDraft]:
     """Contrast the student's reply at the failure point with the teacher's and write strategies.
 
+    With `hindsight`, the teacher also reads what only hindsight shows (the missed checklist items,
+    the judge's rationale, the customer's private goal, the student's best attempt); strategies
+    that quote a private fact are refused like any other case detail.
+
     Raises:
         ModelResponseError: No readable answer after `retries` re-asks.
     """
+    context = f"\n\n{_hindsight_text(hindsight)}" if hindsight is not None else ""
     prompt = (
         f"{_public_case(scenario)}\n\nThe chat up to the point where the junior agent lost the customer:\n"
         f"{_dialogue_text(dialogue)}\n\nThe junior agent replied: {student_reply}\nAn expert replied instead: "
-        f"{teacher_reply}\n\nWrite {count} strategies that would make the junior agent reply like the expert in "
-        "situations like this one. Each has a situation ('When the customer ...', describing the kind of moment, "
-        "not this case) and guidance: one or two sentences in the imperative about what the expert did that the "
-        "junior did not. Keep them general: never use names, products, order numbers, dates or amounts from this chat, "
-        "and never tell the agent to send the customer elsewhere. "
+        f"{teacher_reply}{context}\n\nWrite {count} strategies that make the junior agent do what was missing in "
+        "situations like this one. Each has a situation the agent can recognise from the chat alone ('When the "
+        "customer says ...', describing the kind of moment, not this case) and guidance: ONE action in the "
+        "imperative that the agent takes in its next reply ('Offer ... and give ...'), never a description of what "
+        "the expert did. Keep them general: never use names, products, order numbers, dates or amounts from this "
+        "chat, and never tell the agent to send the customer elsewhere. "
         'JSON: {"strategies": [{"situation": "...", "guidance": "..."}]}'
     )
     for _ in range(retries + 1):
         drafts = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=cancellation_token)
-        general = [d for d in drafts.strategies if leaked_detail(d, scenario) is None]
+        general = [d for d in drafts.strategies if leaked_detail(d, scenario) is None and not _descriptive(d)]
         if general:
             return general[:count]
-        leaked = leaked_detail(drafts.strategies[0], scenario)
-        prompt += f"\n\nYour strategies quoted a detail of this case ({leaked!r}). Write them without case details."
-    raise ModelResponseError(f"every strategy the teacher wrote quoted case details after {retries + 1} tries")
+        first = drafts.strategies[0]
+        leaked = leaked_detail(first, scenario)
+        if leaked is not None:
+            prompt += f"\n\nYour strategies quoted a detail of this case ({leaked!r}). Write them without case details."
+        else:
+            prompt += "\n\nYour guidance described what the expert did. Write it as one action: 'Do ...'."
+    raise ModelResponseError(
+        f"every strategy the teacher wrote quoted case details or described the expert after {retries + 1} tries"
+    )
+
+
+_DESCRIPTIVE = re.compile(
+    r"\b(the expert|the junior|the agent (did|could have|should have)|could have)\b", re.IGNORECASE
+)
+
+
+def _descriptive(draft: StrategyDraft) -> bool:
+    """Guidance that narrates ("The expert provided ...", "the junior could have ...") instead of instructing."""
+    return bool(_DESCRIPTIVE.search(draft.guidance))
 
 
 async def refine_strategy(

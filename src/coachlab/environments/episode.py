@@ -69,6 +69,7 @@ __all__ = [
     "judge_dialogue",
     "judge_episode",
     "run_episode",
+    "satisfaction_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,38 @@ async def judge_dialogue(
     )
 
 
+async def satisfaction_scores(
+    judges: Sequence[AssistantAgent],
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> tuple[list[SatisfactionScore], list[str]]:
+    """Each judge's satisfaction score of the transcript, and the problems of the votes left unreadable.
+
+    Raises:
+        Exception: A backend failure (after the models layer's retries) propagates.
+    """
+    scores: list[SatisfactionScore] = []
+    problems: list[str] = []
+    for judge in judges:
+        try:
+            scores.append(
+                await ask_structured(
+                    judge,
+                    lambda problem: judge_view(scenario, dialogue, correction=problem),
+                    SatisfactionScore,
+                    retries=retries,
+                    who="the judge",
+                    cancellation_token=cancellation_token,
+                )
+            )
+        except ModelResponseError as exc:
+            problems.append(str(exc))
+    return scores, problems
+
+
 async def judge_episode(
     panel: JudgePanel,
     scenario: Scenario,
@@ -179,23 +212,10 @@ async def judge_episode(
     Votes whose output stays unreadable are left out; with none readable there is no verdict (a
     judge error). A backend that fails for good gives no verdict and `backend_failed`.
     """
-    scores: list[SatisfactionScore] = []
-    problems: list[str] = []
     try:
-        for judge in panel.judges:
-            try:
-                scores.append(
-                    await ask_structured(
-                        judge,
-                        lambda problem: judge_view(scenario, dialogue, correction=problem),
-                        SatisfactionScore,
-                        retries=retries,
-                        who="the judge",
-                        cancellation_token=cancellation_token,
-                    )
-                )
-            except ModelResponseError as exc:
-                problems.append(str(exc))
+        scores, problems = await satisfaction_scores(
+            panel.judges, scenario, dialogue, retries=retries, cancellation_token=cancellation_token
+        )
         if not scores:
             return JudgeResult(verdict=None, error=f"judge output unreadable: {problems[0]}")
         criteria = scenario.success_criteria if panel.graders else []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from coachlab.environments import EnvironmentConfig, EpisodeRunner, judge_episode
+from coachlab.environments import EnvironmentConfig, EpisodeRunner
+from coachlab.environments.episode import satisfaction_scores
+from coachlab.environments.grading import combine_scores, grade_checklist
 from coachlab.experiments.config import Experiment
 from coachlab.judging import JudgeConfig
 from coachlab.judging.calibration import (
@@ -72,11 +74,22 @@ async def run_calibration(
             if isinstance(e, CustomerMessage | AgentMessage)
         ]
         panel, _ = runner.panel(seed=seed_for(seed, "calibrate", case.id), trial=0)
+        retries = runner.environment.judge_retries
         started = time.perf_counter()
-        result = await judge_episode(panel, scenario, dialogue, events, retries=runner.environment.judge_retries)
-        if result.backend_failed:
-            raise RuntimeError(f"the judge's backend failed on {case.id}: {result.error}")
-        results.append(CaseResult(case=case, verdict=result.verdict, seconds=time.perf_counter() - started))
+        # The satisfaction votes first (what a verdict cost before checklists), then the checklist, timed apart.
+        scores, _ = await satisfaction_scores(panel.judges, scenario, dialogue, retries=retries)
+        middle = time.perf_counter()
+        verdict = None
+        if scores:
+            items = await grade_checklist(panel, scenario.success_criteria, events, retries=retries)
+            verdict = combine_scores(scores, scenario.success_criteria, items)
+        done = time.perf_counter()
+        results.append(
+            CaseResult(
+                case=case, verdict=verdict, seconds=done - started, seconds_satisfaction=middle - started,
+                seconds_checklist=done - middle,
+            )
+        )  # fmt: skip
         progress(case.id)
     pairs: list[PairResult] = []
     if compare:
@@ -141,7 +154,10 @@ def to_text(report: CalibrationReport) -> str:
         ("pairwise comparer: picks the good reply", _pct(report.pairwise_accuracy)),
         ("pairwise comparer: picks the reply shown first", _pct(report.pairwise_first_rate)),
         ("pairwise comparer: choice flips with order", _pct(report.pairwise_flip_rate)),
-        ("seconds per verdict", f"{report.seconds_per_verdict:.1f}"),
+        (
+            "seconds per verdict (satisfaction + checklist)",
+            f"{report.seconds_per_verdict:.1f} ({report.seconds_satisfaction:.1f} + {report.seconds_checklist:.1f})",
+        ),
     ]
     out = ["| figure | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)]
     out += [

@@ -26,6 +26,7 @@ from pathlib import Path
 from coachlab.agents import (
     ChildScenario,
     ChildScenarios,
+    Hindsight,
     StrategyDraft,
     StrategyDrafts,
     build_teacher,
@@ -320,8 +321,9 @@ class Trainer:
         if failed or barely:
             outcome.prefix, student_reply, outcome.failure_turn = self._failure_point(worst)
             if failed and student_reply is not None:
+                best = max(scored, key=lambda e: (e.verdict.score, e.verdict.satisfaction) if e.verdict else (0.0, 0))
                 outcome.strategies = await self._strategies(
-                    node, iteration, outcome.prefix, student_reply, seeds, guidance, worst, spend
+                    node, iteration, outcome.prefix, student_reply, seeds, guidance, worst, best, spend
                 )
             if node.depth < cfg.max_depth and len(self.tree) < cfg.max_nodes:
                 outcome.children = await self._children(node, outcome.prefix, seeds[0], spend)
@@ -350,6 +352,26 @@ class Trainer:
         prefix = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
         return prefix, lines[index].text, agent_lines.index(index)
 
+    @staticmethod
+    def _hindsight(scenario: Scenario, worst: Episode, best: Episode, at: int) -> Hindsight:
+        """What the teacher may read after the fact: missed items, the judge's words, the private goal, the best try."""
+        verdict = worst.verdict
+        by_id = {c.id: c for c in scenario.success_criteria}
+        missed = [r.id for r in verdict.criteria if r.status == "not_met"] if verdict is not None else []
+        best_line = None
+        if best.id != worst.id:
+            lines = best.dialogue
+            after = [e for e in lines[at:] if isinstance(e, AgentMessage) and e.origin == "model"]
+            best_line = after[0].text if after else None
+        return Hindsight(
+            missed=[by_id[m].text for m in missed if m in by_id and not by_id[m].forbidden],
+            broken=[by_id[m].text for m in missed if m in by_id and by_id[m].forbidden],
+            rationale=verdict.rationale if verdict is not None else "",
+            goal=scenario.persona.goal,
+            satisfied_when=scenario.persona.satisfied_when,
+            best_reply=best_line,
+        )
+
     def _teacher_client(self, role: str, seed: int) -> RoleClient:
         return RoleClient(self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache)
 
@@ -362,6 +384,7 @@ class Trainer:
         seeds: list[int],
         guidance: GuidanceProvider | None,
         worst: Episode,
+        best: Episode,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
     ) -> list[Strategy]:
         """The node's candidates, each verified (and refined) and decided; the caller adds them to the library."""
@@ -381,6 +404,7 @@ class Trainer:
             drafts = await propose_strategies(
                 build_teacher(model_client=writer, output=StrategyDrafts), scenario, prefix,
                 student_reply=student_reply, teacher_reply=teacher_reply, count=cfg.strategies_per_failure,
+                hindsight=self._hindsight(scenario, worst, best, len(prefix)),
             )  # fmt: skip
         except ModelResponseError as exc:
             logger.warning("node %s: no strategies: %s", node.id, exc)

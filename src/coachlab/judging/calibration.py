@@ -96,6 +96,9 @@ class CaseResult(BaseModel):
     case: CalibrationCase
     verdict: Verdict | None
     seconds: float
+    seconds_satisfaction: float = 0.0
+    """The satisfaction votes alone: what a verdict cost before checklists."""
+    seconds_checklist: float = 0.0
 
 
 class PairResult(BaseModel):
@@ -148,6 +151,8 @@ class CalibrationReport(BaseModel):
         default=None, description="Comparer: share of pairs whose choice changed when the order was swapped."
     )
     seconds_per_verdict: float
+    seconds_satisfaction: float = Field(default=0.0, description="Per verdict: the satisfaction votes alone.")
+    seconds_checklist: float = Field(default=0.0, description="Per verdict: grading the checklist.")
 
 
 def cohen_kappa(truth: Sequence[bool], predicted: Sequence[bool]) -> float | None:
@@ -263,4 +268,6 @@ def summarize_calibration(
         pairwise_first_rate=_share([(p.picked == "good") == p.good_first for p in decided]),
         pairwise_flip_rate=_share(flips),
         seconds_per_verdict=sum(r.seconds for r in results) / len(results) if results else 0.0,
+        seconds_satisfaction=sum(r.seconds_satisfaction for r in results) / len(results) if results else 0.0,
+        seconds_checklist=sum(r.seconds_checklist for r in results) / len(results) if results else 0.0,
     )
