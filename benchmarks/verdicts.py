@@ -19,12 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from coachlab.environments import EpisodeRunner, judge_episode
-from coachlab.experiments.calibrate import calibration_events
+from coachlab.experiments.calibrate import calibration_events, spoken
 from coachlab.experiments.config import load_experiment
 from coachlab.experiments.simulate import Simulation, build_backends, plan_episodes
 from coachlab.judging.calibration import load_calibration_set
 from coachlab.llm import close_backends
-from coachlab.schema import AgentMessage, CustomerMessage
 from coachlab.stats import clustered_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +61,7 @@ async def main(trials: int, out: Path, resume: bool) -> None:
     case = next(c for c in load_calibration_set().cases if c.id == "retail-late-delivery/handoff-loop")
     scenario = exp.scenarios[case.scenario]
     events = calibration_events(scenario, case)
-    dialogue = [
-        ("customer" if isinstance(e, CustomerMessage) else "agent", e.text)
-        for e in events
-        if isinstance(e, CustomerMessage | AgentMessage)
-    ]
+    dialogue = spoken(events)
     runner = EpisodeRunner(backends, exp.config.environment, judging=exp.config.judge, similarity=exp.judge_gate())
     panel, _ = runner.panel(seed=1, trial=0)
     result = await judge_episode(panel, scenario, dialogue, events)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from coachlab.environments import EnvironmentConfig, EpisodeRunner
 from coachlab.environments.episode import satisfaction_scores
@@ -23,7 +23,7 @@ from coachlab.llm import Backend
 from coachlab.schema import AgentMessage, CustomerMessage, Event, Scenario
 from coachlab.stats import seed_for
 
-__all__ = ["calibration_events", "run_calibration", "to_text"]
+__all__ = ["calibration_events", "run_calibration", "spoken", "to_text"]
 
 
 def calibration_events(scenario: Scenario, case: CalibrationCase) -> list[Event]:
@@ -41,6 +41,15 @@ def calibration_events(scenario: Scenario, case: CalibrationCase) -> list[Event]
             else:
                 events.append(AgentMessage(turn=n, text=turn.text, origin="prefix" if origin == "prefix" else "model"))
     return events
+
+
+def spoken(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """The (speaker, line) pairs of `events`, as the judge reads them."""
+    return [
+        ("customer" if isinstance(e, CustomerMessage) else "agent", e.text)
+        for e in events
+        if isinstance(e, CustomerMessage | AgentMessage)
+    ]
 
 
 async def run_calibration(
@@ -68,11 +77,7 @@ async def run_calibration(
     for case in cases.cases:
         scenario = experiment.scenarios[case.scenario]
         events = calibration_events(scenario, case)
-        dialogue = [
-            ("customer" if isinstance(e, CustomerMessage) else "agent", e.text)
-            for e in events
-            if isinstance(e, CustomerMessage | AgentMessage)
-        ]
+        dialogue = spoken(events)
         panel, _ = runner.panel(seed=seed_for(seed, "calibrate", case.id), trial=0)
         retries = runner.environment.judge_retries
         started = time.perf_counter()
