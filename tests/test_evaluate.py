@@ -122,6 +122,8 @@ def test_task_success_is_primary_and_simulator_faults_are_counted_never_scored()
     assert report.students[0].gap_closed.mean == 0.5  # on task success, though satisfaction fell
     assert report.students[0].gap_closed_satisfaction is not None
     assert report.students[0].gap_closed_satisfaction.mean is None  # the teacher is no happier than the baseline
+    assert report.students[0].library_minus_baseline.mean == 0.5  # paired by seed: +1 and 0 in each scenario
     assert report.min_detectable_difference is not None
     text = to_markdown(report)
+    assert "Library minus baseline for student (task success" in text
     assert "task success" in text and "simulator" in text and "not been calibrated" in text

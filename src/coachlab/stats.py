@@ -208,27 +208,29 @@ def clustered_bootstrap(
 
 
 def min_detectable_difference(
-    clusters: Mapping[str, Sequence[float]], *, alpha: float = 0.05, power: float = 0.8
+    clusters: Mapping[str, Sequence[float]], *, alpha: float = 0.05, power: float = 0.8, paired: bool = False
 ) -> float | None:
-    """The smallest difference in means between two conditions of this size the run could detect.
+    """The smallest difference in means the run's size could detect (normal approximation, clustered).
 
-    Normal approximation with the design effect of clustering: the between-scenario spread of the
-    scenario means counts once per scenario. Uses the observed spread, or the worst case of a rate
-    (0.5) when every value is alike. None with fewer than two scenarios.
+    `clusters` holds each scenario's values: one condition's outcomes, or with `paired` the paired
+    differences between two conditions. The variance of a scenario's mean is the larger of the
+    observed between-scenario spread and the within-scenario spread over its trials, and never
+    below that of a coin (0.25 per trial), so a run whose outcomes happen to agree does not claim
+    a precision it has not shown. Without `paired`, two independent conditions of this size are
+    compared. None with fewer than two scenarios.
     """
     keys = [k for k, v in clusters.items() if v]
     if len(keys) < 2:
         return None
+    m = sum(len(clusters[k]) for k in keys) / len(keys)
     means = [sum(clusters[k]) / len(clusters[k]) for k in keys]
     grand = sum(means) / len(means)
-    between = sum((m - grand) ** 2 for m in means) / (len(means) - 1)
-    within = [x for k in keys for x in clusters[k]]
-    total_var = sum((x - grand) ** 2 for x in within) / max(len(within) - 1, 1)
-    per_cluster = total_var / (len(within) / len(keys))
-    variance = max(between, per_cluster, 0.25 / (len(within) / len(keys)))
-    se = math.sqrt(2 * variance / len(keys))  # two independent conditions of this size
-    z = _z(1 - alpha / 2) + _z(power)
-    return z * se
+    between = sum((x - grand) ** 2 for x in means) / (len(means) - 1)
+    values = [x for k in keys for x in clusters[k]]
+    within = sum((x - grand) ** 2 for x in values) / max(len(values) - 1, 1) / m
+    variance = max(between, within, 0.25 / m)
+    se = math.sqrt((1 if paired else 2) * variance / len(keys))
+    return (_z(1 - alpha / 2) + _z(power)) * se
 
 
 def _z(p: float) -> float:

@@ -149,6 +149,11 @@ class StudentResult(BaseModel):
     rows: list[ConditionResult]
     gap_closed: Estimate = Field(description="On the primary outcome (task success, else satisfaction).")
     gap_closed_satisfaction: Estimate | None = Field(default=None, description="On satisfaction, beside it.")
+    library_minus_baseline: Estimate = Field(
+        default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
+        description="Paired by (scenario, trial) seed: the library's primary outcome minus the baseline's, with a "
+        "CI that resamples scenarios, then trials (above 0 at its lower bound: the library helped).",
+    )
 
 
 class EvaluationReport(BaseModel):
@@ -260,6 +265,16 @@ def _gap_closed(
     return est.model_copy(update={"n": len(keys)})
 
 
+def _paired(
+    baseline: dict[tuple[str, int], float], library: dict[tuple[str, int], float], scale: float, seed: int
+) -> Estimate:
+    """Library minus baseline over the (scenario, trial) keys both scored, with a scenario-clustered CI."""
+    diffs: dict[str, list[float]] = defaultdict(list)
+    for key in sorted(set(baseline) & set(library)):
+        diffs[key[0]].append(scale * (library[key] - baseline[key]))
+    return clustered_bootstrap(diffs, seed=seed)
+
+
 def summarize_evaluation(
     episodes: Sequence[Episode],
     config: EvaluateConfig,
@@ -301,6 +316,7 @@ def summarize_evaluation(
         _row("teacher", config.teacher, teacher_eps, config.threshold, config.seed, prices) if teacher_eps else None
     )
     students: list[StudentResult] = []
+    paired: dict[str, list[float]] = defaultdict(list)
     for student in config.students:
         rows = [
             _row(c, student, by[(c, student)], config.threshold, config.seed, prices)
@@ -316,18 +332,19 @@ def summarize_evaluation(
             )
             for on in {primary, "satisfaction"}
         }
+        base, lib = scores("baseline", student), scores("library", student)
+        scale = 1.0 if primary == "task_success" else 0.1
+        for key in sorted(set(base) & set(lib)):
+            paired[key[0]].append(scale * (lib[key] - base[key]))
         students.append(
             StudentResult(
                 student=student,
                 rows=rows,
                 gap_closed=gaps[primary],
                 gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
+                library_minus_baseline=_paired(base, lib, scale, config.seed),
             )
         )
-    baseline_clusters: dict[str, list[float]] = defaultdict(list)
-    for student in config.students:
-        for (scenario, _), value in scores("baseline", student).items():
-            baseline_clusters[scenario].append(value if primary == "task_success" else value / 10)
     rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])
     return EvaluationReport(
         students=students,
@@ -336,7 +353,7 @@ def summarize_evaluation(
         judge_errors=sum(r.judge_errors for r in rows),
         simulator_faults=sum(r.simulator_faults for r in rows),
         primary=primary,
-        min_detectable_difference=min_detectable_difference(baseline_clusters),
+        min_detectable_difference=min_detectable_difference(paired, paired=True),
         calibration=calibration,
         library_version=library_version,
         package_version=package_version,
@@ -420,6 +437,10 @@ def to_markdown(report: EvaluationReport) -> str:
         out.append(
             f"Gap closed by the library for {s.student} ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials"
             + (f"; on satisfaction {s.gap_closed_satisfaction}." if s.gap_closed_satisfaction is not None else ".")
+        )
+        out.append(
+            f"Library minus baseline for {s.student} ({measure}, paired by seed, 95% CI over scenarios then trials): "
+            f"{s.library_minus_baseline}."
         )
     if report.min_detectable_difference is not None:
         scale = " (on a 0-1 scale)" if measure == "satisfaction" else ""
