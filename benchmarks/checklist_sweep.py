@@ -83,7 +83,11 @@ async def collect(out: Path, only: set[str] | None) -> None:
 
 
 def verdict_at(
-    case: CalibrationCase, record: dict[str, Any], criteria: list[Criterion], floor: float | None
+    case: CalibrationCase,
+    record: dict[str, Any],
+    criteria: list[Criterion],
+    floor: float | None,
+    sure: float | None = None,
 ) -> Verdict | None:
     sat = record["satisfaction"]
     if sat is None:
@@ -99,7 +103,9 @@ def verdict_at(
                 continue
             sim = a["cosine"] if floor is not None else None
             per_line[a["turn"]] = LineVotes(yes=(0,) if a["yes"] else (), similarity=sim)
-        results.append(decide_criterion(c, graded, per_line, votes=1, floor=floor if floor is not None else -1.0))
+        results.append(
+            decide_criterion(c, graded, per_line, votes=1, floor=floor if floor is not None else -1.0, sure=sure)
+        )
     base = Verdict.model_validate(sat)
     return base.model_copy(update={"criteria": results, "task_success": task_success(criteria, results)})
 
@@ -115,15 +121,17 @@ def report(out: Path) -> None:
     done = [cases[i] for i in records if i in cases]
     questions = sum(len(r["answers"]) for r in records.values())
     print(f"{len(done)} transcripts, {questions} line questions")
-    for floor in (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6):
+    settings: list[tuple[float | None, float | None]] = [(f, None) for f in (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55)]
+    settings += [(f, s) for f in (0.4, 0.45) for s in (0.6, 0.65, 0.7, 0.75)]
+    for floor, sure in settings:
         results = [
-            CaseResult(case=c, verdict=verdict_at(c, records[c.id], criteria(c), floor), seconds=0) for c in done
+            CaseResult(case=c, verdict=verdict_at(c, records[c.id], criteria(c), floor, sure), seconds=0) for c in done
         ]
         r = summarize_calibration(results, judge="", votes=1, gate=floor is not None)
-        label = "no gate" if floor is None else f"gate {floor:.2f}"
+        label = "no gate" if floor is None else f"gate {floor:.2f}" + (f", sure {sure:.2f}" if sure else "")
         variants = ", ".join(f"{k} {v:.0%}" for k, v in r.accuracy_by_variant.items())
         print(
-            f"{label:>9}: items {r.item_accuracy:.0%} (kappa {r.item_kappa:.2f}, "
+            f"{label:>21}: items {r.item_accuracy:.0%} (kappa {r.item_kappa:.2f}, "
             f"unmet called met {r.false_met_rate:.0%}, met called unmet {r.missed_met_rate:.0%}); "
             f"good>degraded by checklist {r.ordering_checklist:.0%}, by "
             f"satisfaction {r.ordering_satisfaction:.0%}; hand-off >= good by satisfaction "

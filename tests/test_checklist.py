@@ -158,3 +158,11 @@ def test_a_broken_criterion_names_the_file_line_and_field(tmp_path) -> None:  # 
     path.write_text("scenario: x\nsuccess_criteria:\n  - {id: a, text: t}\n  - {id: a, text: u}\n")
     with pytest.raises(ConfigError, match=r"used twice"):
         load_criteria(path)
+
+
+def test_a_line_very_like_the_example_counts_without_the_judges_yes() -> None:
+    lines_ = graded_lines([AgentMessage(turn=0, text="Please contact our customer service team.")])
+    missed_by_judge = {0: LineVotes(yes=(), similarity=0.86)}
+    assert decide_criterion(HANDOFF, lines_, missed_by_judge, votes=1, floor=0.45).status == "met"  # judge said no
+    sure = decide_criterion(HANDOFF, lines_, missed_by_judge, votes=3, floor=0.45, sure=0.7)
+    assert sure.status == "not_met" and sure.turn == 0 and sure.votes_met == 0

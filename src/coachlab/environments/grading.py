@@ -34,6 +34,8 @@ class JudgePanel:
     similarity: Similarity | None = None
     """The gate; None grades without it."""
     floor: float = 0.45
+    sure: float | None = None
+    """A similarity at which a line counts without asking (None: always ask)."""
 
 
 async def grade_checklist(
@@ -64,6 +66,10 @@ async def grade_checklist(
                 sim = sims.get((line.turn, criterion.id))
                 if criterion.id in shown or (sim is not None and sim < panel.floor):
                     continue
+                if sim is not None and panel.sure is not None and sim >= panel.sure:
+                    yes.setdefault((line.turn, criterion.id), [])  # counts without a question
+                    shown.add(criterion.id)
+                    continue
                 try:
                     said_yes = await ask_line(
                         grader, line.text, criterion, retries=retries, cancellation_token=cancellation_token
@@ -84,7 +90,7 @@ async def grade_checklist(
             for line in lines
             if (line.turn, criterion.id) in yes
         }
-        results.append(decide_criterion(criterion, lines, answers, votes=votes, floor=panel.floor))
+        results.append(decide_criterion(criterion, lines, answers, votes=votes, floor=panel.floor, sure=panel.sure))
     return results
 
 

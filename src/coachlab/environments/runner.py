@@ -91,7 +91,10 @@ class EpisodeRunner:
                 grader = RoleClient(backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache)
                 clients.append(grader)
                 graders.append(build_line_grader(model_client=grader))
-        panel = JudgePanel(judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor)
+        panel = JudgePanel(
+            judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor,
+            sure=self.judging.gate_sure,
+        )  # fmt: skip
         return panel, clients
 
     async def run(

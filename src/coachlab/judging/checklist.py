@@ -51,6 +51,13 @@ class JudgeConfig(BaseModel):
         "when the offline embedding model is fetched; embedding: required; off: never.",
     )
     gate_floor: float = Field(default=0.45, ge=-1, le=1, description="The cosine a line needs to count.")
+    gate_sure: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="A cosine at which a line counts without the judge's yes (None: never). Set it from "
+        "benchmarks/checklist_sweep.py.",
+    )
 
     @field_validator("checklist", "gate", mode="before")
     @classmethod
@@ -98,6 +105,10 @@ class LineVotes:
         """The line may count: the gate is off, or it resembles the example."""
         return self.similarity is None or self.similarity >= floor
 
+    def sure(self, threshold: float | None) -> bool:
+        """The line is so close to the example that it counts without the judge's yes."""
+        return threshold is not None and self.similarity is not None and self.similarity >= threshold
+
 
 def decide_criterion(
     criterion: Criterion,
@@ -106,6 +117,7 @@ def decide_criterion(
     *,
     votes: int,
     floor: float,
+    sure: float | None = None,
 ) -> CriterionResult:
     """Decide one item by a strict majority of votes from the answers about each line (by `turn`).
 
@@ -113,16 +125,21 @@ def decide_criterion(
     none did. A line the gate rejects cannot count, so it need not be asked; nor need later lines
     once a vote has found its yes. The evidence is the gated line with the most yes votes (the
     earliest on a tie): for a met item the line that does it, for a broken forbidden item the line
-    that breaks it.
+    that breaks it. With `sure`, a line at least that similar to the example counts in every vote
+    without the judge's yes (the small judge misses some plain cases, such as a hand-off line).
     """
     if not lines:
         return CriterionResult(id=criterion.id, status="na", votes=votes, votes_met=0)
     gated = [line for line in lines if line.turn in answers and answers[line.turn].gated(floor)]
-    found = sum(1 for v in range(votes) if any(v in answers[line.turn].yes for line in gated))
+    close = [line for line in gated if answers[line.turn].sure(sure)]
+    found = sum(1 for v in range(votes) if close or any(v in answers[line.turn].yes for line in gated))
     votes_met = votes - found if criterion.forbidden else found
     met = 2 * votes_met > votes
     show = met != criterion.forbidden  # a met positive item, or a broken forbidden one
-    ranked = sorted((line for line in gated if answers[line.turn].yes), key=lambda x: -len(answers[x.turn].yes))
+    ranked = sorted(
+        (line for line in gated if answers[line.turn].yes or line in close),
+        key=lambda x: (-(x in close), -len(answers[x.turn].yes)),
+    )
     evidence = ranked[0] if show and ranked else None
     return CriterionResult(
         id=criterion.id,
