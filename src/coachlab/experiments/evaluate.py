@@ -25,7 +25,7 @@ from coachlab.environments import GuidanceProvider
 from coachlab.experiments.simulate import EpisodePlan
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import RetrievalConfig
-from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy, TerminationReason
+from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy, TerminationReason, Verdict
 from coachlab.stats import Estimate, clustered_bootstrap, min_detectable_difference, seed_for
 
 __all__ = [
@@ -123,6 +123,9 @@ class ConditionResult(BaseModel):
         "at the threshold)."
     )
     policy_rate: float | None = Field(default=None, description="Share of scored episodes that broke no policy item.")
+    split_votes: float | None = Field(
+        default=None, description="With judge.votes > 1: share of checklist items on which the votes disagreed."
+    )
     resolved_rate: float | None
     usage: dict[str, RoleUsage] = Field(description="By role: calls and tokens (cached calls included).")
     cost: dict[str, float] = Field(
@@ -224,10 +227,16 @@ def _row(
         satisfaction=clustered_bootstrap(satisfaction, seed=seed),
         pass_k=pass_k,
         policy_rate=sum(v.policy_followed for v in verdicts) / len(verdicts) if verdicts else None,
+        split_votes=_split(verdicts),
         resolved_rate=sum(v.resolved for v in verdicts) / len(verdicts) if verdicts else None,
         usage=dict(usage),
         cost={role: _price(u, prices.get(_role_model(role, model), (0.0, 0.0))) for role, u in usage.items()},
     )
+
+
+def _split(verdicts: Sequence[Verdict]) -> float | None:
+    items = [r for v in verdicts if v.votes > 1 for r in v.criteria]
+    return sum(r.split for r in items) / len(items) if items else None
 
 
 def _price(usage: RoleUsage, price: Price) -> float:
@@ -418,6 +427,13 @@ def to_markdown(report: EvaluationReport) -> str:
         rows.append((report.teacher.agent_model, report.teacher))
     out += [line(student, r) for student, r in rows]
     out += ["", _errors_line(report), "", calibration_line(report.calibration)]
+    splits = [(student, r.condition, r.split_votes) for student, r in rows if r.split_votes is not None]
+    if splits:
+        out.append(
+            "Judge votes disagreed on "
+            + ", ".join(f"{100 * x:.0f}% of items ({student}, {condition})" for student, condition, x in splits)
+            + "."
+        )
     out += [
         "",
         "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run):",
