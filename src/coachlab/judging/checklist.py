@@ -52,11 +52,11 @@ class JudgeConfig(BaseModel):
     )
     gate_floor: float = Field(default=0.45, ge=-1, le=1, description="The cosine a line needs to count.")
     gate_sure: float | None = Field(
-        default=None,
+        default=0.75,
         ge=-1,
         le=1,
-        description="A cosine at which a line counts without the judge's yes (None: never). Set it from "
-        "benchmarks/checklist_sweep.py.",
+        description="A cosine at which a line counts without the judge's yes (None: never): the 1.5B judge said no "
+        "to plain hand-off lines at 0.75-0.86. 0.75 measured best in benchmarks/checklist_sweep.py.",
     )
 
     @field_validator("checklist", "gate", mode="before")
