@@ -11,6 +11,8 @@ from coachlab.llm.components import (
     expand_env,
     model_identity,
 )
+from coachlab.llm.identity import ModelIdentity, resolve_identity
+from coachlab.llm.replay import ReplayMiss, ReplayOnlyClient
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -19,6 +21,9 @@ __all__ = [
     "CacheKey",
     "ModelClient",
     "ModelEntry",
+    "ModelIdentity",
+    "ReplayMiss",
+    "ReplayOnlyClient",
     "ResponseCache",
     "RetryPolicy",
     "RoleClient",
@@ -28,4 +33,5 @@ __all__ = [
     "expand_env",
     "is_transient",
     "model_identity",
+    "resolve_identity",
 ]

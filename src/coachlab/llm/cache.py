@@ -2,8 +2,10 @@
 
 AutoGen's `ChatCompletionCache` keys only on the messages: a shared cache would hand one role's
 answer to another and make repeated trials identical. Here the key also holds the role, the
-backend identity, the temperature, the seed and the trial, so an exact repeat hits and nothing
-else does. The store is one SQLite file, safe to reuse across runs and resumes.
+backend identity (`ModelIdentity.key`: provider, model, the endpoint with its variables expanded,
+every sampling setting; never a key), the seed, the trial, the full prompt and the output schema,
+so an exact repeat hits and nothing else does. The store is one SQLite file, safe to reuse across
+runs and resumes; `--replay` opens a recorded run's file read-only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ __all__ = ["CacheKey", "ResponseCache"]
 
 @dataclass(frozen=True)
 class CacheKey:
-    """Everything that decides a model's answer, apart from chance."""
+    """Everything that decides a model's answer, apart from chance.
+
+    `model` is the backend's `ModelIdentity.key()`: every setting of the backend that can change an
+    answer (the endpoint expanded, sampling settings), and no secret.
+    """
 
     role: str
     model: str
@@ -56,16 +62,28 @@ class ResponseCache:
     """A persistent map from `CacheKey` to `CreateResult`.
 
     Args:
-        path: The SQLite file (created with its folder if missing).
+        path: The SQLite file (created with its folder if missing, unless `readonly`).
+        readonly: Open an existing file for reading only (a replay); `put` then stores nothing.
+
+    Raises:
+        FileNotFoundError: `readonly` and the file does not exist.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(self.path)
+            self._db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
         self.hits = 0
         self.misses = 0
 
@@ -80,7 +98,9 @@ class ResponseCache:
         return result.model_copy(update={"cached": True})
 
     def put(self, key: CacheKey, result: CreateResult) -> None:
-        """Store `result` under `key` (the last write wins)."""
+        """Store `result` under `key` (the last write wins; nothing in a read-only cache)."""
+        if self.readonly:
+            return
         self._db.execute(
             "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)",
             (key.digest(), result.model_dump_json()),

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from autogen_core import CancellationToken
@@ -33,16 +30,17 @@ from typing_extensions import override
 from coachlab.errors import CoachlabError
 from coachlab.llm._base import WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
-from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client, model_identity
+from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client
+from coachlab.llm.identity import ModelIdentity, resolve_identity
+from coachlab.llm.replay import ReplayMiss, ReplayOnlyClient
 from coachlab.redact import redact
+from coachlab.retry import backoff, is_transient
 from coachlab.schema import RoleUsage
 
 __all__ = ["Backend", "BackendError", "RoleClient", "close_backends", "is_transient"]
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
-_TRANSIENT_NAMES = {"APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError"}
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -60,42 +58,6 @@ class BackendError(Exception):
         self.attempts = attempts
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: timeouts, dropped connections, 429 and 5xx."""
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return True
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return status in _TRANSIENT_STATUS
-    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """The wait a server asked for: `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 @dataclass
 class Backend:
     """One model entry of a run: the built client and its shared limits.
@@ -107,6 +69,7 @@ class Backend:
     name: str
     client: ChatCompletionClient
     identity: str
+    """A short label for people (`Class:model@endpoint`); cache keys use `resolved`."""
     temperature: float | None = None
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -114,22 +77,43 @@ class Backend:
     send_seed: bool = True
     cost_per_1k_prompt: float = 0.0
     cost_per_1k_completion: float = 0.0
+    resolved: ModelIdentity | None = None
+    """What the backend answers with: the cache keys on it and the resolved run config records it."""
+    replay: ResponseCache | None = None
+    """A recorded run's cache: with it, every answer comes from there and no model is called (`--replay`)."""
     _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+    _key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_entry(cls, name: str, entry: ModelEntry, *, where: str) -> Backend:
         """Build the client of a YAML model entry (see `build_chat_client`)."""
-        return cls.from_client(name, build_chat_client(entry, where=where), entry=entry)
+        client = build_chat_client(entry, where=where)
+        identity = resolve_identity(entry, name=name, where=where, model_info=dict(client.model_info))
+        return cls._with(name, client, entry, identity)
 
     @classmethod
     def from_client(cls, name: str, client: ChatCompletionClient, *, entry: ModelEntry | None = None) -> Backend:
-        """Wrap an already built client (tests, notebooks) with the entry's settings."""
+        """Wrap an already built client (tests, notebooks, dry runs) with the entry's settings."""
         entry = entry or ModelEntry(provider=type(client).__module__ + "." + type(client).__name__)
-        identity = model_identity(entry) if entry.config else f"{type(client).__name__}:{name}"
+        return cls._with(name, client, entry, resolve_identity(entry, name=name, ready_client=client))
+
+    @classmethod
+    def replaying(cls, name: str, entry: ModelEntry, identity: ModelIdentity, recording: ResponseCache) -> Backend:
+        """A backend that answers only from `recording`, as the model `identity` recorded there did.
+
+        No client is built and no key is read: a call the recording does not hold raises `ReplayMiss`.
+        """
+        client = ReplayOnlyClient(name, identity.model_info)
+        backend = cls._with(name, client, entry, identity)
+        backend.replay = recording
+        return backend
+
+    @classmethod
+    def _with(cls, name: str, client: ChatCompletionClient, entry: ModelEntry, identity: ModelIdentity) -> Backend:
         return cls(
             name=name,
             client=client,
-            identity=identity,
+            identity=identity.label,
             temperature=entry.temperature,
             concurrency=entry.concurrency,
             retry=entry.retry,
@@ -137,7 +121,15 @@ class Backend:
             send_seed=entry.send_seed,
             cost_per_1k_prompt=entry.cost_per_1k_prompt,
             cost_per_1k_completion=entry.cost_per_1k_completion,
+            resolved=identity,
         )
+
+    @property
+    def model_key(self) -> str:
+        """What cache keys hold for this backend (`ModelIdentity.key`, or the label without one)."""
+        if self._key is None:
+            self._key = self.resolved.key() if self.resolved is not None else self.identity
+        return self._key
 
     @property
     def semaphore(self) -> asyncio.Semaphore:
@@ -181,7 +173,7 @@ class RoleClient(WholeReplyClient):
         role: The role name ("customer", "agent", "judge", ...); part of cache keys.
         seed: The seed sent with every call (when the backend accepts one); part of cache keys.
         trial: The trial index; part of cache keys.
-        cache: The response cache, or None.
+        cache: The response cache, or None. A replaying backend answers from its recording instead.
     """
 
     def __init__(
@@ -200,6 +192,7 @@ class RoleClient(WholeReplyClient):
         self.cache = cache
         self.usage = RoleUsage()
         self._calls = 0
+        self._made = 0
 
     def _next_seed(self) -> int | None:
         """The seed of the next call: the role's seed plus the call's index.
@@ -245,16 +238,21 @@ class RoleClient(WholeReplyClient):
 
         Raises:
             BackendError: The call failed for good.
+            ReplayMiss: The backend replays a recording that does not hold this call.
             pydantic.ValidationError: With `json_output=<model class>` on a backend that parses
                 structured output itself: the model's answer did not fit (no retry here; the
                 caller re-asks with the problem).
         """
         seed = self._next_seed()
+        call = self._made
+        self._made += 1
+        recording = self.backend.replay
+        cache = recording or self.cache
         key: CacheKey | None = None
-        if self.cache is not None and not tools:
+        if cache is not None and not tools:
             key = CacheKey(
                 role=self.role,
-                model=self.backend.identity,
+                model=self.backend.model_key,
                 temperature=self.backend.temperature,
                 seed=seed,
                 trial=self.trial,
@@ -262,10 +260,15 @@ class RoleClient(WholeReplyClient):
                 json_output=json_output,
                 extra=extra_create_args or None,
             )
-            hit = self.cache.get(key)
+            hit = cache.get(key)
             if hit is not None:
                 self._count(hit)
                 return hit
+        if recording is not None:
+            raise ReplayMiss(
+                role=self.role, backend=self.backend.name, trial=self.trial, seed=seed, call=call,
+                messages=messages, recorded=len(recording),
+            )  # fmt: skip
         send_json, args = self._prepare(json_output, extra_create_args, seed)
         result = await self._call_with_retries(
             messages,
@@ -320,11 +323,7 @@ class RoleClient(WholeReplyClient):
                 if not is_transient(exc) or attempt > policy.max_retries:
                     # from None: a printed traceback would show the cause's text, key echoes included
                     raise BackendError(self.backend.name, exc, attempt) from None
-                wait = _retry_after(exc)
-                if wait is None:
-                    wait = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
-                    wait *= 0.5 + random.random() / 2
-                wait = min(wait, policy.max_backoff_s)
+                wait = backoff(policy, attempt, exc)
                 logger.warning(
                     "%s (%s): %s; retry %d/%d in %.1fs",
                     self.backend.name,

@@ -16,16 +16,16 @@ so the file and everything coachlab writes keep the reference, never the secret.
 
 from __future__ import annotations
 
-import os
-import re
-from typing import Any, Literal
+from typing import Literal
 
 from autogen_core import ComponentModel
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from coachlab.envref import expand_env, literal_secrets
 from coachlab.errors import ConfigError
 from coachlab.redact import redact, referenced_secrets, register_secret
+from coachlab.retry import RetryPolicy
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -43,19 +43,6 @@ PROVIDER_ALIASES: dict[str, str] = {
     "replay": "autogen_ext.models.replay.ReplayChatCompletionClient",
 }
 """Short names accepted in `provider:`."""
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class RetryPolicy(BaseModel):
-    """How transient backend errors (timeouts, 429, 5xx, dropped connections) are retried."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_retries: int = Field(default=4, ge=0, le=20, description="Retries after the first try.")
-    initial_backoff_s: float = Field(default=0.5, ge=0, description="Wait before the first retry.")
-    max_backoff_s: float = Field(default=30.0, ge=0, description="Longest wait between tries.")
-    timeout_s: float | None = Field(default=120.0, gt=0, description="Per-call timeout; null for none.")
 
 
 class ModelEntry(BaseModel):
@@ -90,38 +77,12 @@ class ModelEntry(BaseModel):
         return float(value) if isinstance(value, int | float) else None
 
 
-def expand_env(value: Any, *, where: str) -> Any:
-    """Replace `${NAME}` / `${NAME:-default}` in every string inside `value`.
-
-    Raises:
-        ConfigError: A referenced variable is not set and has no default.
-    """
-    if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            found = os.environ.get(name)
-            if found is not None:
-                return found
-            if default is not None:
-                return default
-            raise ConfigError(
-                f"{where}: environment variable {name} is not set. Export it (export {name}=...) "
-                f"or write ${{{name}:-default}}."
-            )
-
-        return _ENV_REF.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: expand_env(v, where=f"{where}.{k}") for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list):
-        return [expand_env(v, where=f"{where}[{i}]") for i, v in enumerate(value)]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-    return value
-
-
 def model_identity(entry: ModelEntry) -> str:
-    """What distinguishes one backend's answers from another's: provider, model, endpoint.
+    """A short label of a model entry as written: provider class, model, endpoint (references unexpanded).
 
-    Never contains a secret (keys are not part of it), so it is safe in cache keys and results.
+    Never contains a secret (keys are not part of it). Cache keys and the resolved run config use
+    `coachlab.llm.identity.resolve_identity` instead, which expands the endpoint and holds every
+    sampling setting.
     """
     cfg = entry.config
     model = cfg.get("model") or cfg.get("azure_deployment") or "?"
@@ -146,6 +107,9 @@ def build_chat_client(entry: ModelEntry, *, where: str) -> ChatCompletionClient:
     config = expand_env(dict(entry.config), where=f"{where}.config")
     for secret in referenced_secrets(entry.config):
         register_secret(secret)  # masked from now on in error messages and (with the CLI's filter) log lines
+    for _, literal in literal_secrets(entry.config):  # an entry built in Python (files refuse them at load)
+        if len(literal) >= 16:  # a key, not a placeholder such as "not-needed"
+            register_secret(literal)
     if entry.provider_path.startswith("autogen_ext.models.openai.") and "max_retries" not in config:
         config["max_retries"] = 0  # RoleClient retries (honouring Retry-After); one layer, not two
     component = ComponentModel(provider=entry.provider_path, component_type="model", config=config)
