@@ -23,6 +23,7 @@ from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
     from coachlab.experiments.config import Experiment
+    from coachlab.experiments.replay import Replay
     from coachlab.experiments.simulate import EpisodePlan, Simulation
     from coachlab.llm import Backend
 
@@ -56,6 +57,17 @@ RetryFailed = Annotated[
 ]
 
 
+ReplayFrom = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay",
+        metavar="RUN",
+        help="Run again from the recorded run folder RUN's response cache alone: no model is called and no key is "
+        "read; stops at the first call the recording lacks. Writes to --out (default RUN-replay).",
+    ),
+]
+
+
 def _interrupted(message: str) -> NoReturn:
     """Ctrl-C: one line on stderr saying what is kept and how to resume, then exit 130 (no traceback)."""
     err.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -72,6 +84,39 @@ def _dry(exp: Experiment, dry_run: bool) -> Experiment:
 def _check_retry(resume: bool, retry_failed: bool) -> None:
     if retry_failed and not resume:
         raise UsageError("--retry-failed re-runs what an earlier run could not finish: use it with --resume.")
+
+
+def _open_replay(replay: Path | None, *, resume: bool, dry_run: bool) -> Replay | None:
+    """The recording `--replay` names, opened (None without the option)."""
+    from coachlab.experiments.replay import Replay
+
+    if replay is None:
+        return None
+    if dry_run:
+        raise UsageError("--replay answers from a recorded run; --dry-run from scripts: choose one.")
+    if resume:
+        raise UsageError("--replay writes a new run folder from the recording; --resume does not apply to it.")
+    return Replay(replay)
+
+
+def _default_root(exp: Experiment, *, dry_run: bool, replay: Replay | None) -> Path:
+    """The run folder when --out is not given: the experiment's, `<it>-dry-run` for a dry run, `RUN-replay`."""
+    from coachlab.experiments.replay import replay_folder
+
+    if replay is not None:
+        return replay_folder(replay.source)
+    root = exp.output_dir
+    return root.with_name(root.name + "-dry-run") if dry_run else root
+
+
+def _mode_line(dry_run: bool, replay: Replay | None) -> None:
+    if dry_run:
+        console.print(
+            "[bold yellow]DRY RUN[/bold yellow]: every model is a scripted stand-in; the results check the pipeline "
+            "and measure no model."
+        )
+    if replay is not None:
+        console.print(f"[bold]REPLAY[/bold] of {replay.source}: every answer comes from its response cache.")
 
 
 def run_closing(backends: Mapping[str, Backend], work: Coroutine[Any, Any, T]) -> T:
@@ -101,13 +146,19 @@ def simulate(
     concurrency: Annotated[int | None, typer.Option(help="Episodes in flight (overrides the file).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")] = False,
     dry_run: Annotated[
-        bool, typer.Option(help="Replace every model by a scripted one: checks the whole pipeline fast.")
+        bool,
+        typer.Option(
+            help="Replace every model by a scripted one: checks the whole pipeline fast (default folder "
+            "runs/<name>-dry-run)."
+        ),
     ] = False,
+    replay: ReplayFrom = None,
 ) -> None:
     """Simulate every scenario x agent x trial of an experiment and print the results table."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.progress import ProgressDisplay
     from coachlab.experiments.report_table import print_summary
+    from coachlab.experiments.resolved import record_run
     from coachlab.experiments.simulate import (
         Simulation,
         build_backends,
@@ -119,15 +170,14 @@ def simulate(
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
+    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
     exp = _dry(load_experiment(experiment), dry_run)
     cfg = exp.config.simulate
     chosen = exp.selected_scenarios([s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None)
     n_trials = trials if trials is not None else cfg.trials
     if n_trials < 1:
         raise UsageError("--trials must be at least 1.")
-    root = out or exp.output_dir
-    if overwrite:
-        overwrite_run(root)
+    root = out or _default_root(exp, dry_run=dry_run, replay=recording)
     names = ["customer", "judge", *cfg.agents]
     needs_teacher = (
         exp.config.judge.checklist != "off"
@@ -137,12 +187,24 @@ def simulate(
     )
     if needs_teacher and "teacher" not in names:
         names.append("teacher")  # writes the checklists the scenarios lack
-    clients = dry_run_clients(names) if dry_run else None
-    backends = build_backends(exp, names, clients=clients)
-    sim = Simulation(exp, backends, out_dir=root, use_cache=not (no_cache or dry_run))
+    if recording is not None:
+        recording.prepare(root, overwrite=overwrite, library=False)
+        backends = recording.backends(exp, names)
+        resume = True  # against the recording's record, copied into the new folder
+    else:
+        if overwrite:
+            overwrite_run(root)
+        clients = dry_run_clients(names) if dry_run else None
+        backends = build_backends(exp, names, clients=clients)
+    sim = Simulation(exp, backends, out_dir=root, use_cache=not (no_cache or dry_run or recording))
     plans = plan_episodes(chosen, agents=cfg.agents, trials=n_trials, seed=cfg.seed)
     todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
-    sim.save_config()
+    record_run(
+        exp, backends, root=root, command="simulate", continuing=resume and sim.paths.episodes.exists(),
+        simulate={"trials": n_trials, "scenarios": [s.id for s in chosen]},
+    )  # fmt: skip
+    sim.save_config(keep_existing=resume)
+    _mode_line(dry_run, recording)
     console.print(
         f"[bold]{exp.config.name}[/bold]: {len(chosen)} scenarios x {len(cfg.agents)} agent(s) x {n_trials} trials = "
         f"{len(plans)} episodes ({len(plans) - len(todo)} already done) -> {root}"
@@ -158,10 +220,15 @@ def simulate(
     except KeyboardInterrupt:
         _interrupted(
             f"Interrupted: {len(sim.log.read())} finished episodes are kept in {sim.paths.episodes}. "
-            f"Resume with: coachlab simulate {experiment} --resume" + (f" --out {out}" if out else "")
+            f"Resume with: coachlab simulate {experiment}"
+            + (" --dry-run" if dry_run else "")
+            + (f" --out {out}" if out else "")
+            + " --resume"
         )
     finally:
         sim.close()
+        if recording is not None:
+            recording.close()
     summary = sim.summary()
     print_summary(summary, console)
     console.print(
@@ -187,19 +254,35 @@ async def _simulate_with_criteria(
 
 
 def _prepare(
-    experiment: Path, out: Path | None, overwrite: bool, dry_run: bool, names: list[str], teacher: str
+    experiment: Path,
+    out: Path | None,
+    overwrite: bool,
+    dry_run: bool,
+    names: list[str],
+    teacher: str,
+    *,
+    recording: Replay | None = None,
+    library: bool = False,
 ) -> tuple[Experiment, Path, dict[str, Backend]]:
-    """Load the experiment, pick the run folder, build the backends (scripted ones for --dry-run)."""
+    """Load the experiment, pick the run folder, build the backends (scripted for --dry-run, recorded for --replay).
+
+    `library`: a replay of an evaluation starts from the recorded library.
+    """
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.simulate import build_backends
     from coachlab.testing import dry_run_clients
 
     exp = _dry(load_experiment(experiment), dry_run)
-    root = out or exp.output_dir
-    if overwrite and root.exists():
-        shutil.rmtree(root)
-    clients = dry_run_clients(names, strong=[teacher]) if dry_run else None
-    backends = build_backends(exp, names, clients=clients)
+    root = out or _default_root(exp, dry_run=dry_run, replay=recording)
+    if recording is not None:
+        recording.prepare(root, overwrite=overwrite, library=library)
+        backends = recording.backends(exp, names)
+    else:
+        if overwrite and root.exists():
+            shutil.rmtree(root)
+        clients = dry_run_clients(names, strong=[teacher]) if dry_run else None
+        backends = build_backends(exp, names, clients=clients)
+    _mode_line(dry_run, recording)
     for name, backend in backends.items():
         console.print(f"  {name}: {backend.identity}" + ("  [dim](dry run)[/dim]" if dry_run else ""))
     return exp, root, backends
@@ -215,15 +298,26 @@ def train(
         typer.Option(help="With --resume: redo the nodes whose processing hit an infrastructure error (status error)."),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Scripted models: checks the whole loop fast (default folder runs/<name>-dry-run).")
+    ] = False,
+    replay: ReplayFrom = None,
 ) -> None:
     """Grow the scenario tree and the strategy library (the distillation loop)."""
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    again = f"coachlab train {experiment}" + (f" --out {out}" if out else "")
-    _train(experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again)
+    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    again = f"coachlab train {experiment}" + (" --dry-run" if dry_run else "") + (f" --out {out}" if out else "")
+    try:
+        _train(
+            experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
+            again=again, recording=recording,
+        )  # fmt: skip
+    finally:
+        if recording is not None:
+            recording.close()
     console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
 
 
@@ -236,6 +330,7 @@ def _train(
     overwrite: bool,
     dry_run: bool,
     again: str,
+    recording: Replay | None = None,
 ) -> Path:
     """Run `train` and print its summary; returns the run folder."""
     from coachlab.experiments.config import load_experiment
@@ -246,15 +341,16 @@ def _train(
     if cfg.train is None:
         raise UsageError(f"{experiment}: no `train:` section; add one to run coachlab train.")
     names = ["customer", "judge", cfg.train.student, cfg.train.teacher]
-    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names, cfg.train.teacher)
+    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names, cfg.train.teacher, recording=recording)
+    resume = resume or recording is not None  # a replay continues from the recording's record
     console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
     try:
         with ProgressDisplay(None, console=console, label="train episodes") as display:
             summary = run_closing(
                 backends,
                 train_experiment(
-                    exp, backends, run_dir=root, resume=resume, retry_failed=retry_failed, use_cache=not dry_run,
-                    observers=[display],
+                    exp, backends, run_dir=root, resume=resume, retry_failed=retry_failed,
+                    use_cache=not (dry_run or recording), observers=[display],
                 ),
             )  # fmt: skip
     except KeyboardInterrupt:
@@ -287,23 +383,34 @@ def evaluate(
         bool, typer.Option(help="Delete the earlier evaluation first (the tree and library are kept).")
     ] = False,
     concurrency: Annotated[int | None, typer.Option(help="Episodes in flight.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the pipeline fast.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Scripted models: checks the pipeline fast (default folder runs/<name>-dry-run).")
+    ] = False,
+    replay: ReplayFrom = None,
 ) -> None:
     """Evaluate held-out scenarios under baseline / generic / library / teacher and print gap closed."""
     from coachlab.experiments.simulate import elapsed
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    _evaluate(
-        experiment,
-        out,
-        resume=resume,
-        retry_failed=retry_failed,
-        overwrite=overwrite,
-        concurrency=concurrency,
-        dry_run=dry_run,
-        again=f"coachlab evaluate {experiment}" + (f" --out {out}" if out else ""),
-    )
+    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    try:
+        _evaluate(
+            experiment,
+            out,
+            resume=resume,
+            retry_failed=retry_failed,
+            overwrite=overwrite,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            again=f"coachlab evaluate {experiment}"
+            + (" --dry-run" if dry_run else "")
+            + (f" --out {out}" if out else ""),
+            recording=recording,
+        )
+    finally:
+        if recording is not None:
+            recording.close()
     console.print(f"[bold]Finished in {elapsed(start)}[/bold].")
 
 
@@ -317,6 +424,7 @@ def _evaluate(
     concurrency: int | None,
     dry_run: bool,
     again: str,
+    recording: Replay | None = None,
 ) -> Path:
     """Run `evaluate` and print its table; returns the results folder (deleted first with `overwrite`)."""
     from coachlab.experiments.config import load_experiment
@@ -328,8 +436,13 @@ def _evaluate(
     if cfg.evaluate is None:
         raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
     names = ["customer", "judge", *cfg.evaluate.students, cfg.evaluate.teacher]
-    exp, root, backends = _prepare(experiment, out, False, dry_run, names, cfg.evaluate.teacher)
-    if overwrite and RunLayout(root).evaluation.exists():
+    exp, root, backends = _prepare(
+        experiment, out, overwrite and recording is not None, dry_run, names, cfg.evaluate.teacher,
+        recording=recording, library=True,
+    )  # fmt: skip
+    if recording is not None:
+        resume = True  # a replay continues from the recording's record
+    elif overwrite and RunLayout(root).evaluation.exists():
         shutil.rmtree(RunLayout(root).evaluation)
     try:
         with ProgressDisplay(None, console=console, label="evaluation episodes") as display:
@@ -341,7 +454,7 @@ def _evaluate(
                     run_dir=root,
                     resume=resume,
                     retry_failed=retry_failed,
-                    use_cache=not dry_run,
+                    use_cache=not (dry_run or recording),
                     observers=[display],
                     concurrency=concurrency or exp.config.simulate.concurrency,
                 ),
@@ -366,19 +479,44 @@ def distill(
         typer.Option(help="With --resume: redo train nodes and evaluation episodes that hit infrastructure errors."),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete the run folder first.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Scripted models: checks the whole loop fast.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Scripted models: checks the whole loop fast (default folder runs/<name>-dry-run).")
+    ] = False,
+    replay: ReplayFrom = None,
 ) -> None:
     """The whole loop: train (tree + library), then evaluate on held-out scenarios, then say where it all is."""
+    start = time.perf_counter()
+    _check_retry(resume, retry_failed)
+    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    try:
+        _distill(experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
+                 recording=recording, start=start)  # fmt: skip
+    finally:
+        if recording is not None:
+            recording.close()
+
+
+def _distill(
+    experiment: Path,
+    out: Path | None,
+    *,
+    resume: bool,
+    retry_failed: bool,
+    overwrite: bool,
+    dry_run: bool,
+    recording: Replay | None,
+    start: float,
+) -> None:
+    """Run `distill`: train, then evaluate, then say where everything is."""
     from coachlab.experiments.distill import RunLayout, evaluated_version
     from coachlab.experiments.simulate import elapsed
     from coachlab.library import LibraryStore
 
-    start = time.perf_counter()
-    _check_retry(resume, retry_failed)
-    again = f"coachlab distill {experiment}" + (f" --out {out}" if out else "")
+    again = f"coachlab distill {experiment}" + (" --dry-run" if dry_run else "") + (f" --out {out}" if out else "")
     root = _train(
-        experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again
-    )
+        experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again,
+        recording=recording,
+    )  # fmt: skip
     console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
     layout = RunLayout(root)
     was, now = evaluated_version(layout), LibraryStore(layout.library).load().version
@@ -387,7 +525,7 @@ def distill(
         console.print(f"The library changed since the last evaluation (v{was} -> v{now}): evaluating from the start.")
     _evaluate(
         experiment, root, resume=resume, retry_failed=retry_failed, overwrite=stale, concurrency=None,
-        dry_run=dry_run, again=again,
+        dry_run=dry_run, again=again, recording=recording,
     )  # fmt: skip
     console.print(f"\n[bold]Finished in {elapsed(start)}[/bold]. Where things are:")
     console.print(f"  scenario tree:    {layout.tree}")

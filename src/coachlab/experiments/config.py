@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coachlab.environments import EnvironmentConfig
+from coachlab.envref import literal_secrets
 from coachlab.errors import ConfigError
 from coachlab.experiments.evaluate import EvaluateConfig
 from coachlab.explorer.config import TrainConfig
@@ -112,6 +113,9 @@ class Experiment:
     personas: dict[str, Persona]
     scenarios: dict[str, Scenario]
     sources: dict[str, Path] = field(default_factory=lambda: {})
+    """The file each scenario was read from, by scenario id."""
+    persona_sources: dict[str, Path] = field(default_factory=lambda: {})
+    """The file each persona was read from, by persona id (inline personas are not here)."""
 
     @property
     def output_dir(self) -> Path:
@@ -231,14 +235,30 @@ def load_scenarios(
     return scenarios, sources
 
 
+def _refuse_literal_keys(doc: YamlDocument, config: ExperimentConfig) -> None:
+    """A key written into the file would be copied into the run folder: only `${VAR}` references are allowed."""
+    for name, entry in config.models.items():
+        for loc, _ in literal_secrets(entry.config):
+            full = ("models", name, "config", *loc)
+            field_name = ".".join(str(x) for x in full)
+            last = str(loc[-1]) if isinstance(loc[-1], str) else "api_key"
+            raise ConfigError(
+                f"{doc.path}:{doc.line_of(full)}: {field_name}: a key is written in the file; keys come from the "
+                f'environment only. Write a reference instead, e.g. {last}: "${{OPENAI_API_KEY}}" (then export '
+                f'OPENAI_API_KEY=...), or "${{SERVER_KEY:-not-needed}}" for a server that needs no key.'
+            )
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Load an experiment file with its personas and scenarios.
 
     Raises:
-        ConfigError: Anything is missing or invalid; the message names file, field and line.
+        ConfigError: Anything is missing or invalid, or a key is written in the file instead of a
+            `${VAR}` reference; the message names file, field and line.
     """
     doc = load_yaml(path, what="experiment file")
     config = validate_yaml(ExperimentConfig, doc)
+    _refuse_literal_keys(doc, config)
     base = doc.path.parent
 
     def rel(p: str) -> Path:
@@ -255,7 +275,7 @@ def load_experiment(path: str | Path) -> Experiment:
                 raise ConfigError(f"{where}: {rel(item)} does not exist (paths are relative to the experiment file).")
             if key == "scenarios" and is_dir:
                 raise ConfigError(f"{where}: {rel(item)} is a folder; list the scenario files in it.")
-    personas, _ = load_personas(rel(p) for p in config.personas)
+    personas, persona_sources = load_personas(rel(p) for p in config.personas)
     scenarios, sources = load_scenarios((rel(p) for p in config.scenarios), personas)
     lists = {
         "simulate": config.simulate.scenarios or [],
@@ -269,4 +289,11 @@ def load_experiment(path: str | Path) -> Experiment:
                     f"{doc.path}:{doc.line_of((section, 'scenarios', i))}: {section}.scenarios[{i}]: unknown scenario "
                     f"{sid!r}{_did_you_mean(sid, scenarios)}. Known: {', '.join(scenarios)}."
                 )
-    return Experiment(config=config, path=doc.path, personas=personas, scenarios=scenarios, sources=sources)
+    return Experiment(
+        config=config,
+        path=doc.path,
+        personas=personas,
+        scenarios=scenarios,
+        sources=sources,
+        persona_sources=persona_sources,
+    )

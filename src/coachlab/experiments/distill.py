@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from coachlab import __version__
 from coachlab.environments import EpisodeRunner, EventBus, Observer
-from coachlab.errors import UsageError
+from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.criteria import ensure_criteria
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
+from coachlab.experiments.resolved import record_run
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
-from coachlab.experiments.simulate import Simulation
+from coachlab.experiments.simulate import Simulation, keep_experiment_copy
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer, TrainSummary
 from coachlab.judging.calibration import CalibrationReport
-from coachlab.library import LibraryStore
+from coachlab.library import EmbeddingEndpointError, LibraryStore
 from coachlab.llm import Backend, ResponseCache
 from coachlab.schema import Scenario
 
@@ -59,6 +59,14 @@ def evaluated_version(layout: RunLayout) -> int | None:
         return int(stamp.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _cache(experiment: Experiment, root: Path) -> ResponseCache | None:
+    """The run's response cache: `cache.path`, else cache.sqlite in the run folder (None when disabled)."""
+    cfg = experiment.config.cache
+    if not cfg.enabled:
+        return None
+    return ResponseCache(Path(cfg.path) if cfg.path else root / "cache.sqlite")
 
 
 def train_roots(experiment: Experiment) -> list[Scenario]:
@@ -115,12 +123,17 @@ async def train_experiment(
         raise UsageError(
             f"{layout.root} already holds a training run. Pass --resume to continue it, or --overwrite to start again."
         )
+    retrieval = experiment.config.retrieval.resolved()  # `auto` decided once: what is recorded is what runs
+    record_run(
+        experiment, backends, root=layout.root, command="train", continuing=resume and layout.tree.exists(),
+        retrieval=retrieval,
+    )  # fmt: skip
     layout.train.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(experiment.path, layout.root / "experiment.yaml")
+    keep_experiment_copy(experiment, layout.root / "experiment.yaml", keep_existing=resume)
     writer = TranscriptWriter(layout.train / "transcripts")
     log = EpisodeLog(layout.train / "episodes.jsonl")
     log.repair()
-    cache = ResponseCache(layout.root / "cache.sqlite") if use_cache else None
+    cache = _cache(experiment, layout.root) if use_cache else None
     runner = EpisodeRunner(
         backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]),
         judging=experiment.config.judge, similarity=experiment.judge_gate(),
@@ -128,9 +141,8 @@ async def train_experiment(
     try:
         await add_criteria(experiment, train_roots(experiment), backends, layout.root, config.teacher)
         trainer = Trainer(
-            runner, config, train_roots(experiment), run_dir=layout.root, record=log.append,
-            retrieval=experiment.config.retrieval,
-        )  # fmt: skip
+            runner, config, train_roots(experiment), run_dir=layout.root, record=log.append, retrieval=retrieval
+        )
         retried = trainer.reopen_failed() if retry_failed else []
         # Episodes of nodes still on the frontier belong to a node a killed run did not finish (or one
         # reopened just now): it is redone.
@@ -170,13 +182,25 @@ async def evaluate_experiment(
             f"{layout.evaluation} was run against library v{stamp.read_text().strip()}, the latest is "
             f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
         )
+    retrieval = experiment.config.retrieval.resolved()  # `auto` decided once: what is recorded is what runs
+    episodes = layout.evaluation / "episodes.jsonl"
+    run = record_run(
+        experiment, backends, root=layout.root, command="evaluate", continuing=resume and episodes.exists(),
+        retrieval=retrieval,
+    )  # fmt: skip
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, str(library.version))
     await add_criteria(
         experiment, [experiment.scenarios[s] for s in config.scenarios], backends, layout.root, config.teacher
     )
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
-    plans = evaluation_plans(config, scenarios, library.strategies, experiment.config.retrieval)
+    try:
+        plans = evaluation_plans(config, scenarios, library.strategies, retrieval)
+    except EmbeddingEndpointError as exc:  # the strategies are embedded here, before any episode
+        raise SimulationError(
+            f"{exc}. The library's strategies could not be embedded for retrieval, so nothing was evaluated: check "
+            "retrieval.endpoint and that its server is up, then run the same command again."
+        ) from None
     sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
     try:
         todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
@@ -191,7 +215,7 @@ async def evaluate_experiment(
         experiment=experiment.path.read_text(encoding="utf-8"),
         prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
         calibration=load_calibration(layout.root),
-    )
+    ).model_copy(update={"fingerprint": run.fingerprint})
     write_json_atomic(layout.evaluation / "results.json", report)
     write_text_atomic(layout.evaluation / "results.md", to_markdown(report))
     return report

@@ -179,6 +179,9 @@ class EvaluationReport(BaseModel):
     library_version: int
     package_version: str
     experiment: str = Field(description="The experiment file as run (keys stay ${VAR} references).")
+    fingerprint: str | None = Field(
+        default=None, description="The fingerprint of the run's resolved config (resolved.json, evaluate)."
+    )
 
 
 def _role_model(role: str, agent_model: str) -> str:

@@ -27,7 +27,15 @@ from coachlab.stats import seed_for
 if TYPE_CHECKING:
     from coachlab.experiments.config import Experiment
 
-__all__ = ["EpisodePlan", "RunPaths", "Simulation", "build_backends", "episode_seed", "plan_episodes"]
+__all__ = [
+    "EpisodePlan",
+    "RunPaths",
+    "Simulation",
+    "build_backends",
+    "episode_seed",
+    "keep_experiment_copy",
+    "plan_episodes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -253,15 +261,26 @@ class Simulation:
         write_json_atomic(self.paths.summary, result)
         return result
 
-    def save_config(self) -> None:
-        """Keep a copy of the experiment file beside the results (secrets stay as ${VAR} references)."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.experiment.path, self.paths.config)
+    def save_config(self, *, keep_existing: bool = False) -> None:
+        """Keep a copy of the experiment file beside the results (secrets stay as ${VAR} references).
+
+        Args:
+            keep_existing: Leave a copy already there (a resumed run keeps the file it started with).
+        """
+        keep_experiment_copy(self.experiment, self.paths.config, keep_existing=keep_existing)
 
     def close(self) -> None:
         """Close the cache."""
         if self.cache is not None:
             self.cache.close()
+
+
+def keep_experiment_copy(experiment: Experiment, path: Path, *, keep_existing: bool) -> None:
+    """Copy the experiment file to `path` (a run folder's experiment.yaml), unless `keep_existing` and it is there."""
+    if keep_existing and path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(experiment.path, path)
 
 
 def overwrite_run(root: str | Path) -> None:

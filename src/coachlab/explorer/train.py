@@ -47,7 +47,7 @@ from coachlab.explorer.verify import (
     verify_guidance,
     verify_imitation,
 )
-from coachlab.library import LibraryStore, RetrievalConfig
+from coachlab.library import EmbeddingEndpointError, LibraryStore, RetrievalConfig
 from coachlab.llm import BackendError, RoleClient
 from coachlab.schema import (
     AgentMessage,
@@ -218,7 +218,7 @@ class Trainer:
         summary.processed += 1
         try:
             outcome = await self._learn(node, iteration, spend, episode_ids)
-        except (BackendError, _InfrastructureError) as exc:
+        except (BackendError, EmbeddingEndpointError, _InfrastructureError) as exc:
             logger.warning(
                 "node %s: infrastructure error; the node is kept with no strategies or children from it "
                 "(re-run it with --resume --retry-failed): %s",
@@ -264,6 +264,7 @@ class Trainer:
 
         Raises:
             BackendError: A teacher or judge call failed for good.
+            EmbeddingEndpointError: The library's strategies could not be embedded for retrieval.
             _InfrastructureError: An episode ended on an infrastructure error.
         """
         cfg = self.config

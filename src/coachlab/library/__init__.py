@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from coachlab.library.openai_embedder import OpenAIEmbedder, OpenAIEmbedderConfig
+from coachlab.library.openai_embedder import EmbeddingEndpointError, OpenAIEmbedder, OpenAIEmbedderConfig
 from coachlab.library.retrieval import (
     AsyncRetriever,
     LexicalRetriever,
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncRetriever",
     "BertEmbedder",
     "Embedder",
+    "EmbeddingEndpointError",
     "EmbeddingRetriever",
     "LexicalRetriever",
     "LibraryDiff",

@@ -260,10 +260,23 @@ class RetrievalConfig(BaseModel):
         """The retriever over `strategies` (see `make_retriever`)."""
         return make_retriever(self.kind, strategies, model=self.model, endpoint=self.endpoint)
 
+    def floor_for(self, kind: RetrieverKind) -> float:
+        """The floor in effect for a resolved `kind`: `floor`, else 0.1 for lexical and 0.4 for embeddings."""
+        if self.floor is not None:
+            return self.floor
+        return 0.1 if kind == "lexical" else 0.4
+
+    def resolved(self) -> RetrievalConfig:
+        """This config with `auto` replaced by the kind it picks here (see `resolve_retriever_kind`).
+
+        A run resolves it once and keeps it, so the kind it records is the kind it uses throughout.
+        """
+        return self.model_copy(update={"kind": resolve_retriever_kind(self.kind, model=self.model)})
+
     def provider(
         self, strategies: Sequence[Strategy]
     ) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
         """A per-turn guidance provider over `strategies`, with the floor of the kind actually used."""
         retriever = self.retriever(strategies)
-        floor = self.floor if self.floor is not None else (0.1 if isinstance(retriever, LexicalRetriever) else 0.4)
+        floor = self.floor_for("lexical" if isinstance(retriever, LexicalRetriever) else "embedding")
         return retrieval_guidance(retriever, k=self.k, floor=floor)

@@ -1,0 +1,544 @@
+"""The resolved run config: what a run folder's numbers came from, and the guard that keeps it true.
+
+Each command that writes into a run folder (`simulate`, `train`, `evaluate`) records in its
+`resolved.json` what it ran: the experiment with every default filled (and the scenario lists it
+actually used), every persona and scenario as loaded, each role's model identity (provider, model,
+endpoint with variables expanded and credentials removed, every sampling setting; see
+`coachlab.llm.ModelIdentity`), the retriever `auto` picked, whether the models were scripted (a
+dry run), the coachlab and dependency versions and the platform. Keys never appear: model configs
+keep their `${VAR}` references and identities leave keys out.
+
+Each record carries a **fingerprint**: the SHA-256 of the part of it that can change results
+(`fingerprint_payload`). Operational settings are left out of it: concurrency, retries, the cache,
+paths, the description. `evaluation/results.json` carries the evaluate record's fingerprint.
+
+Continuing a run (`--resume`, or `--replay` of a recording) compares the experiment as it resolves
+now with the record, and refuses any difference that can change results, listing each one as
+(file, field, old, new). Operational changes are allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import platform
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from coachlab import __version__
+from coachlab.envref import expand_env, is_secret_field, literal_secrets, strip_credentials
+from coachlab.errors import UsageError
+from coachlab.experiments.config import Experiment
+from coachlab.experiments.results import write_text_atomic
+from coachlab.library import RetrievalConfig
+from coachlab.llm import Backend, ModelIdentity
+from coachlab.redact import MASK
+
+__all__ = [
+    "HARMLESS",
+    "RESOLVED_FILE",
+    "Command",
+    "Difference",
+    "ResolvedModel",
+    "ResolvedRetrieval",
+    "ResolvedRun",
+    "RunRecord",
+    "compare_runs",
+    "fingerprint_payload",
+    "load_record",
+    "record_run",
+    "resolve_run",
+]
+
+logger = logging.getLogger(__name__)
+
+RESOLVED_FILE = "resolved.json"
+"""The record's file name in a run folder."""
+
+Command = Literal["simulate", "train", "evaluate"]
+
+HARMLESS: tuple[tuple[str, ...], ...] = (
+    ("description",),
+    ("output_dir",),
+    ("cache",),
+    ("personas",),
+    ("scenarios",),
+    ("simulate", "concurrency"),
+)
+"""Experiment fields that cannot change results (the personas and scenarios are compared by content,
+not by the paths they are read from; model entries by their identity, so their `concurrency` and
+`retry` are free too)."""
+
+_SECTIONS_NOT_USED: dict[Command, tuple[str, ...]] = {
+    "simulate": ("train", "evaluate", "retrieval"),
+    "train": ("simulate", "evaluate"),
+    "evaluate": ("simulate",),
+}
+"""Experiment sections a command's results do not depend on (evaluate depends on train: its library)."""
+
+_PACKAGES = (
+    "autogen-agentchat",
+    "autogen-core",
+    "autogen-ext",
+    "openai",
+    "pydantic",
+    "numpy",
+    "tokenizers",
+    "llama_cpp_python",
+    "networkx",
+    "PyYAML",
+)
+"""Dependencies whose versions a record keeps (those installed)."""
+
+
+class ResolvedRetrieval(BaseModel):
+    """The retriever a run used: the kind `auto` picked, and the settings that shape what it returns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["embedding", "lexical", "openai"]
+    k: int
+    floor: float = Field(description="The floor in effect (the kind's default when the file sets none).")
+    model: str | None = Field(default=None, description="The offline embedding model (kind embedding).")
+    endpoint: dict[str, JsonValue] | None = Field(
+        default=None, description="The embeddings endpoint (kind openai): model, base_url expanded, dimensions."
+    )
+
+
+class ResolvedModel(BaseModel):
+    """A role's model as run: its identity and its prices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identity: ModelIdentity
+    cost_per_1k_prompt: float = 0.0
+    cost_per_1k_completion: float = 0.0
+
+
+class ResolvedRun(BaseModel):
+    """What one command ran in a run folder (one entry of resolved.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Command
+    experiment: dict[str, JsonValue] = Field(
+        description="The experiment with defaults filled and the scenario lists as run; keys stay ${VAR} references."
+    )
+    source: str = Field(description="The experiment file.")
+    files: dict[str, str] = Field(description="Where each scenario and persona was read from ('scenario:ID').")
+    personas: dict[str, dict[str, JsonValue]] = Field(description="Every persona loaded, by id.")
+    scenarios: dict[str, dict[str, JsonValue]] = Field(description="Every scenario loaded, as run, by id.")
+    models: dict[str, ResolvedModel] = Field(description="The models of the command's roles, by entry name.")
+    retrieval: ResolvedRetrieval | None = Field(description="The retriever used (train and evaluate).")
+    scripted: bool = Field(description="A model was scripted (--dry-run): the numbers measure no model.")
+    versions: dict[str, str] = Field(description="coachlab, Python and dependency versions.")
+    platform: str
+    fingerprint: str = Field(description="SHA-256 of what can change results (fingerprint_payload).")
+
+    def with_fingerprint(self) -> ResolvedRun:
+        """This record with its fingerprint computed."""
+        blob = json.dumps(fingerprint_payload(self), sort_keys=True, separators=(",", ":"))
+        return self.model_copy(update={"fingerprint": hashlib.sha256(blob.encode()).hexdigest()})
+
+
+class RunRecord(BaseModel):
+    """resolved.json: the record of each command that wrote into the run folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    simulate: ResolvedRun | None = None
+    train: ResolvedRun | None = None
+    evaluate: ResolvedRun | None = None
+
+    @property
+    def scripted(self) -> bool:
+        """Some command of the run used scripted models (a dry run)."""
+        return any(run.scripted for run in self.runs())
+
+    def runs(self) -> list[ResolvedRun]:
+        """The records present, in command order."""
+        return [run for run in (self.simulate, self.train, self.evaluate) if run is not None]
+
+    def to_json(self) -> str:
+        """The file's text: sorted keys, so the same inputs give the same bytes."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the experiment differs from a run's record."""
+
+    file: str
+    field: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.old} -> {self.new}"
+
+
+# -- resolving ----------------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    found = {"coachlab": __version__, "python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _clean(value: Any, field: str = "") -> Any:
+    """A config dump with literal secrets masked and credentials taken out of URLs (refs stay)."""
+    if isinstance(value, dict):
+        return {k: _clean(v, str(k)) for k, v in cast("dict[Any, Any]", value).items()}
+    if isinstance(value, list):
+        return [_clean(v, field) for v in cast("list[Any]", value)]
+    if isinstance(value, str):
+        if is_secret_field(field) and literal_secrets({field: value}):
+            return MASK  # an entry built in Python with a key in it; files refuse them
+        if "://" in value and "@" in value:
+            return strip_credentials(value)
+    return value
+
+
+def used_scenarios(experiment: Experiment, command: Command, *, simulate: Sequence[str] | None = None) -> list[str]:
+    """The ids of the scenarios a command runs (train: its roots; simulate: `simulate` or the file's)."""
+    cfg = experiment.config
+    if command == "simulate":
+        return list(simulate) if simulate is not None else [s.id for s in experiment.selected_scenarios()]
+    if command == "evaluate":
+        return list(cfg.evaluate.scenarios) if cfg.evaluate is not None else []
+    if cfg.train is None:
+        return []
+    held_out = set(cfg.evaluate.scenarios) if cfg.evaluate is not None else set[str]()
+    return list(cfg.train.scenarios or [s for s in experiment.scenarios if s not in held_out])
+
+
+def role_models(experiment: Experiment, command: Command) -> list[str]:
+    """The model entries a command's roles use."""
+    cfg = experiment.config
+    names = ["customer", "judge"]
+    if command == "simulate":
+        names += cfg.simulate.agents
+    elif command == "train" and cfg.train is not None:
+        names += [cfg.train.student, cfg.train.teacher]
+    elif command == "evaluate" and cfg.evaluate is not None:
+        names += [*cfg.evaluate.students, cfg.evaluate.teacher]
+    return list(dict.fromkeys(names))
+
+
+def _retrieval(config: RetrievalConfig) -> ResolvedRetrieval:
+    kind = config.resolved().kind
+    if kind == "auto":  # pragma: no cover - resolved() never returns auto
+        raise AssertionError("auto is resolved")
+    endpoint: dict[str, JsonValue] | None = None
+    if kind == "openai" and config.endpoint is not None:
+        base = config.endpoint.base_url
+        expanded = expand_env(base, where="retrieval.endpoint.base_url") if base else None
+        endpoint = {
+            "model": config.endpoint.model,
+            "base_url": strip_credentials(expanded) if isinstance(expanded, str) else None,
+            "dimensions": config.endpoint.dimensions,
+        }
+    return ResolvedRetrieval(
+        kind=kind,
+        k=config.k,
+        floor=config.floor_for(kind),
+        model=config.model if kind == "embedding" else None,
+        endpoint=endpoint,
+    )
+
+
+def resolve_run(
+    experiment: Experiment,
+    backends: Mapping[str, Backend],
+    *,
+    command: Command,
+    retrieval: RetrievalConfig | None = None,
+    simulate: Mapping[str, Any] | None = None,
+) -> ResolvedRun:
+    """What `command` runs, fully resolved (pure: the same inputs give an equal record).
+
+    Args:
+        experiment: The loaded experiment.
+        backends: The built backends (the identities of the command's roles are read from them).
+        command: The command.
+        retrieval: The retrieval config the command uses (train, evaluate); default the experiment's.
+        simulate: Overrides of the `simulate:` section the command line made (`trials`, `scenarios`).
+    """
+    cfg = experiment.config
+    dump: dict[str, Any] = _clean(cfg.model_dump(mode="json"))
+    sim = dict(simulate or {})
+    dump["simulate"].update(sim)
+    dump["simulate"]["scenarios"] = used_scenarios(experiment, "simulate", simulate=sim.get("scenarios"))
+    if dump.get("train") is not None:
+        dump["train"]["scenarios"] = used_scenarios(experiment, "train")
+    models: dict[str, ResolvedModel] = {}
+    for name in role_models(experiment, command):
+        backend = backends.get(name)
+        if backend is None or backend.resolved is None:
+            continue
+        entry = cfg.models[name]
+        models[name] = ResolvedModel(
+            identity=backend.resolved,
+            cost_per_1k_prompt=entry.cost_per_1k_prompt,
+            cost_per_1k_completion=entry.cost_per_1k_completion,
+        )
+    files = {f"scenario:{sid}": str(path) for sid, path in experiment.sources.items()}
+    files |= {f"persona:{pid}": str(path) for pid, path in experiment.persona_sources.items()}
+    run = ResolvedRun(
+        command=command,
+        experiment=dump,
+        source=str(experiment.path),
+        files=files,
+        personas={pid: p.model_dump(mode="json") for pid, p in experiment.personas.items()},
+        scenarios={sid: s.model_dump(mode="json") for sid, s in experiment.scenarios.items()},
+        models=models,
+        retrieval=_retrieval(retrieval or cfg.retrieval) if command != "simulate" else None,
+        scripted=any(m.identity.scripted for m in models.values()),
+        versions=_versions(),
+        platform=platform.platform(),
+        fingerprint="",
+    )
+    return run.with_fingerprint()
+
+
+def fingerprint_payload(run: ResolvedRun) -> dict[str, Any]:
+    """The part of a record that can change the command's results (what the fingerprint hashes).
+
+    The experiment without its operational fields (`HARMLESS`), its model entries (compared by
+    identity and price instead) and the sections the command does not use; the scenarios it ran (with
+    their personas); its models; its retriever; the coachlab version.
+    """
+    experiment = copy.deepcopy(run.experiment)
+    for path in (*HARMLESS, ("models",), *((s,) for s in _SECTIONS_NOT_USED[run.command])):
+        _drop(experiment, path)
+    section = run.experiment.get(run.command)
+    ids = cast("list[str]", section.get("scenarios") or []) if isinstance(section, dict) else []
+    return {
+        "command": run.command,
+        "experiment": experiment,
+        "scenarios": {sid: run.scenarios[sid] for sid in ids if sid in run.scenarios},
+        "models": {name: m.model_dump(mode="json") for name, m in run.models.items()},
+        "retrieval": run.retrieval.model_dump(mode="json") if run.retrieval is not None else None,
+        "coachlab": run.versions.get("coachlab"),
+    }
+
+
+def _at(data: Any, path: Sequence[str]) -> Any:
+    """The value at `path` inside nested dicts, or None."""
+    node: Any = data
+    for part in path:
+        node = cast("dict[str, Any]", node).get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _drop(data: dict[str, Any], path: tuple[str, ...]) -> None:
+    node = _at(data, path[:-1])
+    if isinstance(node, dict):
+        cast("dict[str, Any]", node).pop(path[-1], None)
+
+
+# -- comparing ----------------------------------------------------------------------------------------------
+
+
+def _flatten(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(value, dict) and value:
+        for key, item in cast("dict[str, Any]", value).items():
+            yield from _flatten(item, (*path, key))
+    elif isinstance(value, list) and value:
+        for index, item in enumerate(cast("list[Any]", value)):
+            yield from _flatten(item, (*path, index))
+    else:
+        yield path, value
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _field(parts: Sequence[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(run: ResolvedRun, path: tuple[str | int, ...]) -> tuple[str, str]:
+    """The file and field a payload path comes from."""
+    head, rest = path[0], path[1:]
+    if head == "experiment":
+        return run.source, _field(rest)
+    if head == "scenarios" and rest:
+        sid = str(rest[0])
+        persona = run.scenarios.get(sid, {}).get("persona")
+        pid = persona.get("id") if isinstance(persona, dict) else None
+        if len(rest) > 1 and rest[1] == "persona" and f"persona:{pid}" in run.files:
+            return run.files[f"persona:{pid}"], _field([str(pid), *rest[2:]])
+        return run.files.get(f"scenario:{sid}", run.source), _field([sid, *rest[1:]])
+    if head == "models" and len(rest) >= 2:
+        name, kind, *more = rest
+        if kind == "identity" and more:
+            key, *deeper = more
+            label = {
+                "model": ["config", "model"],
+                "base_url": ["config", "base_url (expanded)"],
+                "settings": ["config"],
+                "scripted": ["scripted (--dry-run)"],
+                "client": ["client"],
+            }.get(str(key), [key])
+            return run.source, _field(["models", name, *label, *deeper])
+        return run.source, _field(["models", name, kind, *more])
+    if head == "retrieval":
+        return run.source, _field(["retrieval (as resolved)", *rest])
+    if head == "coachlab":
+        return "coachlab package", "version"
+    return run.source, _field(path)
+
+
+def compare_runs(old: ResolvedRun, new: ResolvedRun) -> list[Difference]:
+    """Every difference between two records that can change results, as (file, field, old, new)."""
+    before = dict(_flatten(fingerprint_payload(old)))
+    after = dict(_flatten(fingerprint_payload(new)))
+    found: list[Difference] = []
+    for path in dict.fromkeys([*before, *after]):
+        a, b = before.get(path, _ABSENT), after.get(path, _ABSENT)
+        if a != b:
+            file, field = _where(new if b is not _ABSENT else old, path)
+            found.append(Difference(file, field, _show(a), _show(b)))
+    return found
+
+
+def _harmless_changes(old: ResolvedRun, new: ResolvedRun) -> list[str]:
+    changes: list[str] = []
+    for path in HARMLESS:
+        a, b = _at(old.experiment, path), _at(new.experiment, path)
+        if a != b:
+            changes.append(f"{'.'.join(path)}: {_show(a)} -> {_show(b)}")
+    return changes
+
+
+# -- the record in a run folder -----------------------------------------------------------------------------
+
+
+def load_record(root: str | Path) -> RunRecord | None:
+    """The run folder's resolved.json, or None when it has none.
+
+    Raises:
+        UsageError: The file is there but unreadable.
+    """
+    path = Path(root) / RESOLVED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"{path}: not a readable run record ({type(exc).__name__}); it was not written by this coachlab."
+        ) from None
+
+
+def _refusal(root: Path, differences: Iterable[Difference], *, replay: bool, what: str) -> UsageError:
+    lines = "\n".join(f"  {d}" for d in differences)
+    if what == "library":
+        return UsageError(
+            f"{root} holds a library trained under another train: section; evaluating it as this experiment "
+            f"would credit it to settings that did not make it. What changed:\n{lines}\nUndo the change(s), or "
+            "train the changed experiment in a new folder (--out DIR) or from nothing (--overwrite)."
+        )
+    if replay:
+        return UsageError(
+            f"--replay: the experiment differs from the recorded {what} in {root}, so the recording cannot answer "
+            f"it. What changed:\n{lines}\nReplay with the experiment files the run was recorded with."
+        )
+    return UsageError(
+        f"{root} holds a {what} of another experiment; continuing it would mix results of the two. What changed:\n"
+        f"{lines}\nUndo the change(s) to resume, or run the changed experiment in a new folder (--out DIR) or from "
+        "nothing (--overwrite; the response cache still answers every call that did not change)."
+    )
+
+
+def record_run(
+    experiment: Experiment,
+    backends: Mapping[str, Backend],
+    *,
+    root: str | Path,
+    command: Command,
+    continuing: bool,
+    retrieval: RetrievalConfig | None = None,
+    simulate: Mapping[str, Any] | None = None,
+) -> ResolvedRun:
+    """Resolve what `command` runs, check it against the run folder's record, and save it there.
+
+    Args:
+        experiment: The loaded experiment.
+        backends: The built backends.
+        root: The run folder (resolved.json goes there).
+        command: The command.
+        continuing: The command continues results already in the folder (`--resume`): they must
+            come from the same experiment. A replay (backends that replay a recording) is checked
+            against the recording's record, copied into the folder, in any case.
+        retrieval: The retrieval config the command uses (train, evaluate).
+        simulate: Command-line overrides of the `simulate:` section.
+
+    Returns:
+        The command's record (its fingerprint goes into results).
+
+    Raises:
+        UsageError: A difference that can change results (each listed as file: field: old -> new).
+    """
+    folder = Path(root)
+    new = resolve_run(experiment, backends, command=command, retrieval=retrieval, simulate=simulate)
+    record = load_record(folder) or RunRecord()
+    replay = any(b.replay is not None for b in backends.values())
+    old = getattr(record, command)
+    if isinstance(old, ResolvedRun) and (continuing or replay):
+        differences = compare_runs(old, new)
+        if differences:
+            raise _refusal(folder, differences, replay=replay, what=f"{command} run")
+        for change in _harmless_changes(old, new):
+            logger.info("%s: allowed change that cannot alter results: %s", folder, change)
+    elif continuing and not replay:
+        logger.warning(
+            "%s has no record of its %s run (%s): the experiment cannot be checked against it.",
+            folder,
+            command,
+            RESOLVED_FILE,
+        )
+    if command == "evaluate" and record.train is not None and experiment.config.train is not None:
+        # The library under evaluation was trained with the record's train section.
+        trained, now = record.train.experiment.get("train"), new.experiment.get("train")
+        if trained != now:
+            differences = [
+                Difference(experiment.path.as_posix(), _field(["train", *path]), _show(a), _show(b))
+                for path, a, b in _diff_dicts(trained, now)
+            ]
+            raise _refusal(folder, differences, replay=replay, what="library")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / RESOLVED_FILE, record.model_copy(update={command: new}).to_json())
+    return new
+
+
+def _diff_dicts(a: Any, b: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
+    before, after = dict(_flatten(a)), dict(_flatten(b))
+    return [
+        (path, _show(before.get(path, _ABSENT)), _show(after.get(path, _ABSENT)))
+        for path in dict.fromkeys([*before, *after])
+        if before.get(path, _ABSENT) != after.get(path, _ABSENT)
+    ]
