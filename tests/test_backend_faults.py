@@ -71,7 +71,12 @@ def reply(request: dict[str, Any]) -> str:
 
 def write_experiment(tmp_path: Path, stub: OpenAIStub, *, timeout_s: float = 0.5) -> Path:
     def entry(name: str) -> dict[str, Any]:
-        config = {"model": name, "base_url": stub.url, "api_key": "${FAULTS_KEY:-not-needed}", "model_info": dict(STUB_MODEL_INFO)}
+        config = {
+            "model": name,
+            "base_url": stub.url,
+            "api_key": "${FAULTS_KEY:-not-needed}",
+            "model_info": dict(STUB_MODEL_INFO),
+        }
         return {"provider": "openai", "config": config, "retry": {**RETRY, "timeout_s": timeout_s}}
 
     experiment = {

@@ -28,6 +28,16 @@ from test_backend_faults import reply, write_experiment
 
 LATENCY_S = 0.25
 
+CHILD = (
+    # A process started with SIGINT ignored keeps ignoring it (Python installs its Ctrl-C handler only where the
+    # signal was at its default), so under `nohup pytest` or `pytest &` in a script the child would finish with
+    # exit 0. The child restores the default, as a user's terminal has it.
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from coachlab.experiments.cli import main; main()"
+)
+IGNORING_SIGINT = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
+"""Starts the child with SIGINT ignored whatever this process does, so the tests check the worst case everywhere."""
+
 
 def ids(path: Path) -> list[str]:
     return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -38,7 +48,7 @@ def interrupt(
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
     """Start `coachlab ARGS`, wait until `ready()`, send SIGINT just after a model request arrives."""
     with subprocess.Popen(
-        [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", *args],
+        [*IGNORING_SIGINT, sys.executable, "-c", CHILD, *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
     ) as proc:  # fmt: skip
