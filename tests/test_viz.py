@@ -20,6 +20,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import typer
+from markdown_it import MarkdownIt
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -261,7 +262,17 @@ def test_model_text_in_the_report_stays_text(run_dir: Path, tmp_path: Path) -> N
     files = write_report(load_run(copy), tmp_path / "report")
     page, md = files.html.read_text(), files.markdown.read_text()
     assert "<script" not in page and "<b>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<script" not in md and "&lt;script&gt;alert(1)&lt;/script&gt; & &lt;b&gt;bold&lt;/b&gt; | pipes." in md
+    # The Markdown reads as written (no HTML entities), and a Markdown renderer shows it as text, not markup.
+    assert "\\<script>alert(1)\\</script> & \\<b>bold\\</b> | pipes." in md and "&lt;" not in md
+    rendered = MarkdownIt("commonmark").render(md)
+    assert "<script" not in rendered and "<b>" not in rendered
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt; | pipes." in rendered
+
+
+def test_report_markdown_holds_no_html_entities(run_dir: Path, tmp_path: Path) -> None:
+    md = write_report(load_run(run_dir), tmp_path / "report").markdown.read_text()
+    assert " -> " in md  # the evidence line: "x without -> y with"
+    assert not re.search(r"&(lt|gt|amp|quot|#\d+);", md), re.findall(r".{20}&\w+;.{20}", md)[:3]
 
 
 def test_an_empty_tree_still_gets_a_page_and_a_picture(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import platform
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -294,8 +295,8 @@ def resolve_run(
             cost_per_1k_prompt=entry.cost_per_1k_prompt,
             cost_per_1k_completion=entry.cost_per_1k_completion,
         )
-    files = {f"scenario:{sid}": str(path) for sid, path in experiment.sources.items()}
-    files |= {f"persona:{pid}": str(path) for pid, path in experiment.persona_sources.items()}
+    files = {f"scenario:{sid}": os.path.normpath(path) for sid, path in experiment.sources.items()}
+    files |= {f"persona:{pid}": os.path.normpath(path) for pid, path in experiment.persona_sources.items()}
     run = ResolvedRun(
         command=command,
         experiment=dump,
@@ -316,12 +317,13 @@ def resolve_run(
 def fingerprint_payload(run: ResolvedRun) -> dict[str, Any]:
     """The part of a record that can change the command's results (what the fingerprint hashes).
 
-    The experiment without its operational fields (`HARMLESS`), its model entries (compared by
-    identity and price instead) and the sections the command does not use; the scenarios it ran (with
-    their personas); its models; its retriever; the coachlab version.
+    The experiment without its operational fields (`HARMLESS`), its model entries and retrieval
+    section (compared as resolved instead: identities and prices, the retriever used) and the
+    sections the command does not use; the scenarios it ran (with their personas); its models; its
+    retriever; the coachlab version.
     """
     experiment = copy.deepcopy(run.experiment)
-    for path in (*HARMLESS, ("models",), *((s,) for s in _SECTIONS_NOT_USED[run.command])):
+    for path in (*HARMLESS, ("models",), ("retrieval",), *((s,) for s in _SECTIONS_NOT_USED[run.command])):
         _drop(experiment, path)
     section = run.experiment.get(run.command)
     ids = cast("list[str]", section.get("scenarios") or []) if isinstance(section, dict) else []
@@ -406,22 +408,32 @@ def _where(run: ResolvedRun, path: tuple[str | int, ...]) -> tuple[str, str]:
             return run.source, _field(["models", name, *label, *deeper])
         return run.source, _field(["models", name, kind, *more])
     if head == "retrieval":
-        return run.source, _field(["retrieval (as resolved)", *rest])
+        return run.source, _field(["retrieval", *rest]) + (" (as resolved)" if rest == ("kind",) else "")
     if head == "coachlab":
         return "coachlab package", "version"
     return run.source, _field(path)
 
 
+def _summarized(payload: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with each scenario or model that `other` lacks shown as one value, not field by field."""
+    out = dict(payload)
+    for part, shown in (("scenarios", "(a scenario)"), ("models", "(a model)")):
+        mine, theirs = cast("dict[str, Any]", payload[part]), cast("dict[str, Any]", other[part])
+        out[part] = {key: (value if key in theirs else shown) for key, value in mine.items()}
+    return out
+
+
 def compare_runs(old: ResolvedRun, new: ResolvedRun) -> list[Difference]:
     """Every difference between two records that can change results, as (file, field, old, new)."""
-    before = dict(_flatten(fingerprint_payload(old)))
-    after = dict(_flatten(fingerprint_payload(new)))
+    old_payload, new_payload = fingerprint_payload(old), fingerprint_payload(new)
+    before = dict(_flatten(_summarized(old_payload, new_payload)))
+    after = dict(_flatten(_summarized(new_payload, old_payload)))
     found: list[Difference] = []
     for path in dict.fromkeys([*before, *after]):
-        a, b = before.get(path, _ABSENT), after.get(path, _ABSENT)
-        if a != b:
-            file, field = _where(new if b is not _ABSENT else old, path)
-            found.append(Difference(file, field, _show(a), _show(b)))
+        was, now = before.get(path, _ABSENT), after.get(path, _ABSENT)
+        if was != now:
+            file, field = _where(new if now is not _ABSENT else old, path)
+            found.append(Difference(file, field, _show(was), _show(now)))
     return found
 
 
@@ -526,8 +538,8 @@ def record_run(
         trained, now = record.train.experiment.get("train"), new.experiment.get("train")
         if trained != now:
             differences = [
-                Difference(experiment.path.as_posix(), _field(["train", *path]), _show(a), _show(b))
-                for path, a, b in _diff_dicts(trained, now)
+                Difference(str(experiment.path), _field(["train", *path]), _show(was), _show(is_now))
+                for path, was, is_now in _diff_dicts(trained, now)
             ]
             raise _refusal(folder, differences, replay=replay, what="library")
     folder.mkdir(parents=True, exist_ok=True)
@@ -535,10 +547,11 @@ def record_run(
     return new
 
 
-def _diff_dicts(a: Any, b: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
+def _diff_dicts(a: Any, b: Any) -> list[tuple[tuple[str | int, ...], Any, Any]]:
+    """(path, old, new) for each leaf that differs (`_ABSENT` where a side lacks it)."""
     before, after = dict(_flatten(a)), dict(_flatten(b))
     return [
-        (path, _show(before.get(path, _ABSENT)), _show(after.get(path, _ABSENT)))
+        (path, before.get(path, _ABSENT), after.get(path, _ABSENT))
         for path in dict.fromkeys([*before, *after])
         if before.get(path, _ABSENT) != after.get(path, _ABSENT)
     ]

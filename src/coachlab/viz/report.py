@@ -154,10 +154,24 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+_QUOTE_START = re.compile(r"^(\s*)>", re.MULTILINE)
+
+
 def _md_text(text: str) -> str:
-    """Markdown text with `<` and `>` outside code spans written as entities (model text is not markup)."""
+    """Markdown text in which model text stays text, and reads as written in the file.
+
+    Outside code spans, only what Markdown would turn into markup is backslash-escaped: a `<` that
+    could open a tag, comment or autolink, an `&` that would read as an entity, a `>` that would
+    open a quote. `->`, `a < b` and `R&D` stay as they are (no HTML entities in the file).
+    """
     parts = re.split(r"(`[^`]+`)", text)
-    return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
+    out = "".join(
+        p if p.startswith("`") else _QUOTE_START.sub(r"\1\\>", _ENTITY.sub(r"\\&", _TAG_START.sub(r"\\<", p)))
+        for p in parts
+    )
+    return out
 
 
 def _md_cell(text: str) -> str:
