@@ -22,7 +22,15 @@ from coachlab.library import EmbeddingEndpointError, LibraryStore
 from coachlab.llm import Backend, ResponseCache
 from coachlab.schema import Scenario
 
-__all__ = ["RunLayout", "add_criteria", "evaluate_experiment", "evaluated_version", "train_experiment", "train_roots"]
+__all__ = [
+    "RunLayout",
+    "add_criteria",
+    "cache_path",
+    "evaluate_experiment",
+    "evaluated_version",
+    "train_experiment",
+    "train_roots",
+]
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,15 @@ def evaluated_version(layout: RunLayout) -> int | None:
         return None
 
 
+def cache_path(experiment: Experiment, root: Path) -> Path:
+    """The run's response cache file: `cache.path`, else cache.sqlite in the run folder (train and evaluate alike)."""
+    configured = experiment.config.cache.path
+    return Path(configured) if configured else root / "cache.sqlite"
+
+
 def _cache(experiment: Experiment, root: Path) -> ResponseCache | None:
-    """The run's response cache: `cache.path`, else cache.sqlite in the run folder (None when disabled)."""
-    cfg = experiment.config.cache
-    if not cfg.enabled:
-        return None
-    return ResponseCache(Path(cfg.path) if cfg.path else root / "cache.sqlite")
+    """The run's response cache (None when `cache.enabled` is false)."""
+    return ResponseCache(cache_path(experiment, root)) if experiment.config.cache.enabled else None
 
 
 def train_roots(experiment: Experiment) -> list[Scenario]:
@@ -201,7 +212,10 @@ async def evaluate_experiment(
             f"{exc}. The library's strategies could not be embedded for retrieval, so nothing was evaluated: check "
             "retrieval.endpoint and that its server is up, then run the same command again."
         ) from None
-    sim = Simulation(experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache)
+    sim = Simulation(
+        experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache,
+        cache_path=cache_path(experiment, layout.root),
+    )  # fmt: skip
     try:
         todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
         await sim.run(todo, concurrency=concurrency)

@@ -159,8 +159,9 @@ class Simulation:
         backends: Built backends by model entry name (must include customer, judge and each agent).
         out_dir: The run folder.
         observers: Extra observers (progress display, metrics) besides the transcript writer.
-        use_cache: Use the role-aware response cache in the run folder.
+        use_cache: Use the role-aware response cache.
         environment: Episode settings (default: the experiment's).
+        cache_path: The cache file (default: the experiment's `cache.path`, else cache.sqlite in `out_dir`).
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class Simulation:
         observers: Sequence[Observer] = (),
         use_cache: bool = True,
         environment: EnvironmentConfig | None = None,
+        cache_path: Path | None = None,
     ) -> None:
         self.experiment = experiment
         self.backends = dict(backends)
@@ -180,12 +182,9 @@ class Simulation:
         self.environment = environment or experiment.config.environment
         self.writer = TranscriptWriter(self.paths.transcripts)
         self.bus = EventBus([self.writer, *observers])
-        cache_path = experiment.config.cache.path
-        self.cache = (
-            ResponseCache(Path(cache_path) if cache_path else self.paths.cache)
-            if use_cache and experiment.config.cache.enabled
-            else None
-        )
+        configured = experiment.config.cache.path
+        cache_path = cache_path or (Path(configured) if configured else self.paths.cache)
+        self.cache = ResponseCache(cache_path) if use_cache and experiment.config.cache.enabled else None
         self.runner = EpisodeRunner(
             self.backends,
             self.environment,

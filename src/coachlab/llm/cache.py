@@ -86,25 +86,36 @@ class ResponseCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
         self.hits = 0
         self.misses = 0
+        self._stored: set[str] = set()
 
     def get(self, key: CacheKey) -> CreateResult | None:
-        """The stored result for `key`, marked `cached=True`, or None."""
-        row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key.digest(),)).fetchone()
+        """The stored result for `key`, or None.
+
+        The result is marked `cached=True` when it was stored before this cache was opened: an
+        answer an earlier run (or the run before its interruption) paid for. An answer stored since,
+        by an identical call of this run, is not marked: whether two identical calls overlap is a
+        matter of timing, and counts must not be. A read-only cache (a replay) marks nothing, since
+        its answers are the recorded run's own, so a replay counts calls as that run did.
+        """
+        digest = key.digest()
+        row = self._db.execute("SELECT result FROM responses WHERE key = ?", (digest,)).fetchone()
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
         result = CreateResult.model_validate_json(row[0])
-        return result.model_copy(update={"cached": True})
+        cached = not self.readonly and digest not in self._stored
+        return result.model_copy(update={"cached": cached})
 
     def put(self, key: CacheKey, result: CreateResult) -> None:
         """Store `result` under `key` (the last write wins; nothing in a read-only cache)."""
         if self.readonly:
             return
+        digest = key.digest()
         self._db.execute(
-            "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)",
-            (key.digest(), result.model_dump_json()),
+            "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)", (digest, result.model_dump_json())
         )
+        self._stored.add(digest)
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
