@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,8 +19,9 @@ import openai
 import pytest
 from numpy.typing import NDArray
 
-from coachlab.errors import UsageError
+from coachlab.errors import ConfigError, UsageError
 from coachlab.library import (
+    EmbeddingEndpointError,
     EmbeddingRetriever,
     LexicalRetriever,
     OpenAIEmbedder,
@@ -225,18 +229,54 @@ def test_openai_retriever_retrieves_per_turn_over_http(monkeypatch: pytest.Monke
     assert len([r for r in stub.requests if r.path.endswith("/embeddings")]) == 2, "strategies once, then the turn"
 
 
-def test_openai_embedder_needs_its_key_and_surfaces_server_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_embedder_needs_its_key_and_names_the_endpoint_when_it_fails_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("EMBED_KEY", raising=False)
     with pytest.raises(UsageError, match="Set the environment variable EMBED_KEY"):
         OpenAIEmbedder(OpenAIEmbedderConfig(model="m", base_url="http://127.0.0.1:9/v1", api_key_env="EMBED_KEY"))
 
+    calls: list[str] = []
+
     def failing(text: str) -> list[float]:
+        calls.append(text)
         raise RuntimeError("model not loaded")
 
     with OpenAIStub(embed=failing) as stub:
-        config = OpenAIEmbedderConfig(model="m", base_url=stub.url, api_key_env=None, max_retries=0)
-        with pytest.raises(openai.InternalServerError, match="model not loaded"):
+        config = OpenAIEmbedderConfig(
+            model="m", base_url=stub.url, api_key_env=None, max_retries=2, initial_backoff_s=0, max_backoff_s=0
+        )
+        with pytest.raises(EmbeddingEndpointError) as info:
             OpenAIEmbedder(config).embed(["late delivery"])
+    assert str(info.value).startswith(f"embeddings endpoint {stub.url} (m) failed: InternalServerError:")
+    assert "model not loaded" in str(info.value) and str(info.value).endswith("(after 3 attempt(s))")
+    assert len(calls) == 3  # the first try and two retries, as a chat backend retries a 500
+    assert isinstance(info.value.cause, openai.InternalServerError)
+
+
+def test_openai_embedder_retries_transient_failures_and_expands_its_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = {"left": 2}
+
+    def flaky(text: str) -> list[float]:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("warming up")
+        return hashed_embedding(text)
+
+    with OpenAIStub(embed=flaky) as stub:
+        monkeypatch.setenv("COACHLAB_TEST_EMBED_URL", stub.url)
+        config = OpenAIEmbedderConfig(
+            model="m", base_url="${COACHLAB_TEST_EMBED_URL}", api_key_env=None, initial_backoff_s=0, max_backoff_s=0
+        )
+        embedder = OpenAIEmbedder(config)
+        vectors = embedder.embed(["late delivery"])
+    assert failures["left"] == 0 and vectors.shape == (1, len(hashed_embedding("x")))
+    assert embedder.base_url == stub.url and stub.url in embedder.key and "${" not in embedder.key
+    monkeypatch.delenv("COACHLAB_TEST_EMBED_URL")
+    with pytest.raises(
+        ConfigError, match=r"retrieval\.endpoint\.base_url: environment variable COACHLAB_TEST_EMBED_URL"
+    ):
+        OpenAIEmbedder(config)
 
 
 # -- the real model (marked) ------------------------------------------------------------------------------
@@ -260,3 +300,65 @@ def test_minilm_retrieves_the_right_strategy_for_a_paraphrase_and_none_for_an_un
     v = retriever.embedder.embed(["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."])
     published = [[1.0, 0.6660, 0.1046], [0.6660, 1.0, 0.1411], [0.1046, 0.1411, 1.0]]
     np.testing.assert_allclose(v @ v.T, published, atol=1e-3)
+
+
+# -- the endpoint in a run: a failure ends in one clear line, never a traceback ------------------------------------
+
+
+def endpoint_experiment(tmp_path: Path) -> Path:
+    """The quickstart (dry-run models) retrieving through an embeddings endpoint named by a variable."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "experiments" / "quickstart.yaml").read_text().replace("../", f"{root}/")
+    endpoint = (
+        'retrieval: {kind: openai, k: 3, floor: 0.1, endpoint: {model: e, base_url: "${COACHLAB_TEST_EMBED_URL}", '
+        "api_key_env: null, max_retries: 1, initial_backoff_s: 0, max_backoff_s: 0}}"
+    )
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text.replace("retrieval: {kind: auto, k: 3}", endpoint))
+    return path
+
+
+def test_an_embeddings_endpoint_that_is_down_ends_train_nodes_and_evaluate_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from coachlab.experiments.cli import app
+    from coachlab.explorer import NodeStatus, ScenarioTree
+
+    experiment, run = endpoint_experiment(tmp_path), tmp_path / "run"
+    endpoint = {"down": True}
+
+    def embed(text: str) -> list[float]:
+        if endpoint["down"]:
+            raise RuntimeError("embedding model crashed")
+        return hashed_embedding(text)
+
+    with OpenAIStub(embed=embed) as stub:
+        monkeypatch.setenv("COACHLAB_TEST_EMBED_URL", stub.url)
+        trained = CliRunner().invoke(app, ["train", str(experiment), "--dry-run", "--out", str(run)])
+        # The first node admits a strategy; the next need it embedded: they end as infrastructure errors, named.
+        assert trained.exception is None, trained.output
+        assert "infrastructure errors" in trained.output and "--resume --retry-failed" in trained.output
+        errors = [n for n in ScenarioTree.load(run / "tree.json").nodes() if n.status is NodeStatus.ERROR]
+        assert errors and all(f"embeddings endpoint {stub.url} (e) failed" in (n.error or "") for n in errors)
+
+        endpoint["down"] = False  # the endpoint is back: the redone nodes embed the library
+        redone = CliRunner().invoke(
+            app, ["train", str(experiment), "--dry-run", "--out", str(run), "--resume", "--retry-failed"]
+        )
+        assert redone.exception is None, redone.output
+        assert not [n for n in ScenarioTree.load(run / "tree.json").nodes() if n.status is NodeStatus.ERROR]
+
+        endpoint["down"] = True  # evaluate embeds the library first, before any episode (a fresh process)
+        evaluated = subprocess.run(
+            [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", "evaluate", str(experiment),
+             "--dry-run", "--out", str(run)],
+            capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}, timeout=300,
+            check=False,
+        )  # fmt: skip
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr + evaluated.stdout
+    (line,) = [line for line in evaluated.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: embeddings endpoint {stub.url} (e) failed: InternalServerError")
+    assert "(after 2 attempt(s))" in line and "nothing was evaluated" in line
+    assert not (run / "evaluation" / "results.json").exists()

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,9 @@ class OpenAIEmbedder:
         with self._lock:
             if self._client is None:
                 self._client = openai.OpenAI(**self._options())
+                # Retrievers are rebuilt as the library grows and nobody closes the old ones: their
+                # connections close when they are collected, never left to the garbage collector.
+                weakref.finalize(self, self._client.close)
             client = self._client
         parts = [self._vectors(self._create(client, batch), len(batch)) for batch in self._batches(texts)]
         return np.concatenate(parts)
