@@ -32,7 +32,7 @@ from coachlab.schema import AuditStatus
 from coachlab.viz import load_run, page_data, render_page, role_costs, script_json, write_report, write_tree_png
 from coachlab.viz.cli import can_open_browser, report, tree_app
 from coachlab.viz.layout import NO_SCORE_COLOR, satisfaction_color, tidy_layout
-from coachlab.viz.run import NO_EVALUATION
+from coachlab.viz.run import DRY_RUN, NO_EVALUATION
 from viz_run import HELPFUL, INJECTION, MUTATION_INJECTION, big_run, scripted_run
 
 DATA_BLOCK = re.compile(r'<script type="application/json" id="coachlab-data">(.*?)</script>', re.S)
@@ -273,6 +273,35 @@ def test_report_markdown_holds_no_html_entities(run_dir: Path, tmp_path: Path) -
     md = write_report(load_run(run_dir), tmp_path / "report").markdown.read_text()
     assert " -> " in md  # the evidence line: "x without -> y with"
     assert not re.search(r"&(lt|gt|amp|quot|#\d+);", md), re.findall(r".{20}&\w+;.{20}", md)[:3]
+
+
+def _with_scripted(run_dir: Path, to: Path, scripted: set[str]) -> Path:
+    """A copy of the run whose record says only the models in `scripted` were scripts."""
+    shutil.copytree(run_dir, to)
+    record = json.loads((to / "resolved.json").read_text())
+    for run in (r for r in record.values() if r is not None):
+        for name, model in run["models"].items():
+            model["identity"]["scripted"] = name in scripted
+        run["scripted"] = any(m["identity"]["scripted"] for m in run["models"].values())
+    (to / "resolved.json").write_text(json.dumps(record))
+    return to
+
+
+def test_a_run_of_scripted_models_says_so_first_in_the_report_and_on_the_page(run_dir: Path, tmp_path: Path) -> None:
+    run = load_run(run_dir)  # every model of the story is a script
+    md = write_report(run, tmp_path / "report").markdown.read_text()
+    assert md.startswith(f"# Experiment report: viz-story (dry run)\n\n> {DRY_RUN}\n")
+    assert embedded(render_page(run))["run"]["dry_run"] == DRY_RUN  # type: ignore[index]
+    record = json.loads((run_dir / "resolved.json").read_text())
+    assert f"evaluate `{record['evaluate']['fingerprint'][:16]}`" in md
+
+    real = load_run(_with_scripted(run_dir, tmp_path / "real", set()))
+    md = write_report(real, tmp_path / "real-report").markdown.read_text()
+    assert "DRY RUN" not in md and "SCRIPTED" not in md and "(dry run)" not in md
+    assert embedded(render_page(real))["run"]["dry_run"] is None  # type: ignore[index]
+
+    partly = load_run(_with_scripted(run_dir, tmp_path / "partly", {"judge"}))
+    assert partly.banner is not None and partly.banner.startswith("PARTLY SCRIPTED: judge answered from scripts")
 
 
 def test_an_empty_tree_still_gets_a_page_and_a_picture(tmp_path: Path) -> None:

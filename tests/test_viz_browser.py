@@ -20,6 +20,7 @@ import pytest
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus
 from coachlab.viz import load_run, write_page, write_report
+from coachlab.viz.run import DRY_RUN
 from viz_run import HELPFUL, INJECTION, MUTATION_INJECTION, big_run, scripted_run
 
 pytestmark = pytest.mark.browser
@@ -95,6 +96,9 @@ def test_tree_page_shows_the_run_and_a_node_s_strategies(browser: Any, tmp_path:
     run = load_run(run_dir)
     page = write_page(run, tmp_path / "tree.html")
     _open(browser, page)
+    banner = browser.find_element(By.ID, "dry-run")  # every model of this run is a script: said first, in red
+    assert banner.is_displayed() and banner.text == DRY_RUN
+    assert banner.location["y"] < browser.find_element(By.ID, "tree").location["y"]
     nodes = browser.find_elements(By.CSS_SELECTOR, "#nodes g.node")
     assert len(nodes) == len(run.tree) == 8
     assert browser.execute_script("return window.__pwned") is None  # no text from the run ran as script
@@ -140,6 +144,7 @@ def test_page_of_500_nodes_renders_and_search_finds_a_node(browser: Any, tmp_pat
     run = load_run(big_run(tmp_path / "big"))
     page = write_page(run, tmp_path / "tree.html")
     took = _open(browser, page)
+    assert not browser.find_element(By.ID, "dry-run").is_displayed()  # no record of scripted models: no banner
     assert len(browser.find_elements(By.CSS_SELECTOR, "#nodes g.node")) == 500
     assert took < 10, f"500 nodes took {took:.1f}s to draw"
     search = browser.find_element(By.ID, "search")
@@ -155,6 +160,9 @@ def test_report_opens_with_every_chart(browser: Any, tmp_path: Path) -> None:
 
     files = write_report(load_run(scripted_run(tmp_path / "run")))
     browser.get(files.html.resolve().as_uri())
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text.endswith("(dry run)")
+    first = browser.find_element(By.CSS_SELECTOR, "h1 + p")
+    assert first.get_attribute("class") == "note" and first.is_displayed() and first.text == DRY_RUN
     images = browser.find_elements(By.CSS_SELECTOR, "img")
     assert len(images) == 5
     assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 300 for img in images)

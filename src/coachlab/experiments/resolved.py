@@ -163,6 +163,12 @@ class RunRecord(BaseModel):
         """Some command of the run used scripted models (a dry run)."""
         return any(run.scripted for run in self.runs())
 
+    def scripted_models(self) -> tuple[list[str], list[str]]:
+        """The model entries the run's commands used: (scripted ones, real ones), sorted."""
+        scripted = {n for run in self.runs() for n, m in run.models.items() if m.identity.scripted}
+        real = {n for run in self.runs() for n, m in run.models.items() if not m.identity.scripted}
+        return sorted(scripted), sorted(real - scripted)
+
     def runs(self) -> list[ResolvedRun]:
         """The records present, in command order."""
         return [run for run in (self.simulate, self.train, self.evaluate) if run is not None]

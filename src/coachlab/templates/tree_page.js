@@ -63,6 +63,11 @@
   document.getElementById("run-meta").textContent =
     order.length + " nodes \u00b7 library v" + DATA.run.library_version + " \u00b7 " + DATA.run.folder +
     " \u00b7 coachlab " + DATA.run.coachlab_version;
+  if (DATA.run.dry_run) {
+    var dry = document.getElementById("dry-run");
+    dry.textContent = DATA.run.dry_run;
+    dry.hidden = false;
+  }
   var notes = document.getElementById("notes");
   DATA.run.notes.forEach(function (n) { add(notes, el("div", null, n)); });
 

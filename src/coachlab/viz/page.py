@@ -121,7 +121,8 @@ def page_data(run: RunData, *, run_dir: str | Path | None = None) -> dict[str, A
     Returns:
         `tree` (node-link JSON, records inlined, as saved), `view` (layout, colour, size, badge per
         node), `episodes` (the transcripts the nodes name), `strategies` (the latest library with
-        evidence, audit trail and commands) and `run` (name, folder, notes).
+        evidence, audit trail and commands) and `run` (name, folder, notes, the banner of a run with
+        scripted models, the fingerprints of resolved.json).
     """
     folder = run.root if run_dir is None else run_dir
     layout = tidy_layout(run.tree.graph)
@@ -156,6 +157,8 @@ def page_data(run: RunData, *, run_dir: str | Path | None = None) -> dict[str, A
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "coachlab_version": __version__,
             "notes": run.notes,
+            "dry_run": run.banner,
+            "fingerprints": {r.command: r.fingerprint for r in run.record.runs()} if run.record is not None else {},
             "layout": {"width": layout.width, "depth": layout.depth},
             "scale": [list(stop) for stop in SATISFACTION_STOPS],
         },

@@ -395,11 +395,19 @@ def _costs(run: RunData, doc: Report) -> None:
 
 def build_report(run: RunData) -> Report:
     """The report of a run, as blocks and figures (nothing written yet)."""
-    doc = Report(title=f"Experiment report: {run.name}")
+    doc = Report(title=f"Experiment report: {run.name}" + (" (dry run)" if run.dry_run else ""))
+    if run.banner is not None:
+        doc.para(run.banner, note=True)
     doc.para(
         f"Run folder {run.root}; library v{run.library.version}; report made "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by coachlab {__version__}."
     )
+    if run.record is not None:
+        doc.para(
+            "What ran is recorded in resolved.json; fingerprints: "
+            + ", ".join(f"{r.command} `{r.fingerprint[:16]}`" for r in run.record.runs())
+            + "."
+        )
     for note in run.notes:
         doc.para(note, note=True)
     _config(run, doc)

@@ -17,16 +17,24 @@ from pydantic import ValidationError
 from coachlab.errors import ConfigError, UsageError
 from coachlab.experiments.config import ExperimentConfig
 from coachlab.experiments.evaluate import EvaluationReport
+from coachlab.experiments.resolved import RunRecord, load_record
 from coachlab.experiments.results import EpisodeLog
 from coachlab.explorer.tree import ScenarioTree, TreeNode
 from coachlab.library import LibraryStore, LibraryVersion
 from coachlab.schema import AuditStatus, Episode, RoleUsage, Strategy
 from coachlab.yamlio import load_yaml, validate_yaml
 
-__all__ = ["NO_EVALUATION", "RoleCost", "RunData", "load_run", "role_costs"]
+__all__ = ["DRY_RUN", "NO_EVALUATION", "RoleCost", "RunData", "load_run", "role_costs"]
 
 NO_EVALUATION = "No evaluation yet: run `coachlab evaluate EXPERIMENT.yaml --out {root}` to add the results."
 """What the report says in place of the evaluation when there is none."""
+DRY_RUN = (
+    "DRY RUN: every model in this run was a scripted stand-in (as coachlab --dry-run makes them). Its numbers check "
+    "the pipeline; they measure no model."
+)
+"""The banner of the report and the tree page of a dry run."""
+PARTLY_SCRIPTED = "PARTLY SCRIPTED: {names} answered from scripts, not models; the numbers do not measure them."
+"""The banner when only some models were scripted."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class RunData:
         evaluation: evaluation/results.json, or None before `coachlab evaluate`.
         experiment: The run's copy of its experiment file, when it is there and valid.
         notes: Things a reader should know (a missing file, an unreadable experiment copy).
+        record: resolved.json (what each command ran), when the run has one.
     """
 
     root: Path
@@ -50,6 +59,22 @@ class RunData:
     evaluation: EvaluationReport | None
     experiment: ExperimentConfig | None
     notes: list[str] = field(default_factory=lambda: [])
+    record: RunRecord | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        """Some of the run's models were scripted (`--dry-run`): its numbers do not measure them."""
+        return self.record is not None and self.record.scripted
+
+    @property
+    def banner(self) -> str | None:
+        """What the report and the page say first about a run with scripted models (None for a real run)."""
+        if self.record is None:
+            return None
+        scripted, real = self.record.scripted_models()
+        if not scripted:
+            return None
+        return DRY_RUN if not real else PARTLY_SCRIPTED.format(names=", ".join(scripted))
 
     @property
     def name(self) -> str:
@@ -100,6 +125,11 @@ def load_run(run_dir: str | Path) -> RunData:
         notes.append(f"{episodes_path} is missing or empty: transcripts and verdicts cannot be shown.")
     evaluation = _evaluation(root)
     experiment = _experiment(root, notes)
+    try:
+        record = load_record(root)
+    except UsageError as exc:
+        notes.append(str(exc))
+        record = None
     return RunData(
         root=root,
         tree=tree,
@@ -108,6 +138,7 @@ def load_run(run_dir: str | Path) -> RunData:
         evaluation=evaluation,
         experiment=experiment,
         notes=notes,
+        record=record,
     )
 
 
