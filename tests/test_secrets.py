@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import subprocess
@@ -267,6 +268,39 @@ def test_a_backend_that_echoes_the_authorization_header_in_a_500_leaks_it_nowher
     assert_nothing_leaked(tmp_path, run, caplog)
 
 
+def test_a_key_written_into_the_experiment_is_refused_naming_file_line_and_the_reference_to_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with OpenAIStub() as stub:
+        experiment = write_experiment(tmp_path, stub)
+        data = yaml.safe_load(experiment.read_text())
+        data["models"]["judge"]["config"]["api_key"] = SENTINEL  # pasted in instead of ${...}
+        experiment.write_text(yaml.safe_dump(data, sort_keys=False))
+        line = next(i for i, text in enumerate(experiment.read_text().splitlines(), 1) if SENTINEL in text)
+        run = coachlab(["validate", str(experiment)], ["simulate", str(experiment)], ["distill", str(experiment)])
+        assert stub.request_count == 0  # refused before any model was built
+    assert run.exits == ["1", "2", "2"], run.stderr[-2000:]
+    refusal = f"{experiment}:{line}: models.judge.config.api_key: a key is written in the file"
+    assert run.stderr.count(refusal) == 3 and 'api_key: "${OPENAI_API_KEY}"' in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "run").exists()  # nothing was copied anywhere
+    assert leaks(run.stdout) == [] and leaks(run.stderr) == []
+
+
+def test_the_resolved_config_holds_references_and_identities_never_keys(
+    tmp_path: Path, sentinel: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with OpenAIStub() as stub:
+        experiment = write_experiment(tmp_path, stub)
+        run = coachlab(["simulate", str(experiment)])
+    assert run.exits == ["0"], run.stderr[-2000:]
+    text = (tmp_path / "run" / "resolved.json").read_text()
+    assert leaks(text) == [] and "${" + ENV + "}" in text
+    record = json.loads(text)["simulate"]
+    assert record["models"]["judge"]["identity"]["base_url"] == stub.url  # the endpoint, expanded
+    assert "api_key" not in record["models"]["judge"]["identity"]["settings"]
+
+
 # ----------------------------------------------------------------------------------------------
 # The pieces
 
@@ -347,6 +381,15 @@ def test_the_log_filter_masks_messages_arguments_and_tracebacks(sentinel: str) -
     assert leaks(text) == []
     assert "calling with key ***" in text and "Bearer ***" in text and "ValueError: bad key ***" in text
     assert "nothing to hide, 3 calls" in text
+
+
+def test_a_key_in_an_entry_built_in_python_is_masked_from_then_on() -> None:
+    literal = "sk-literal-in-python-5b2d4c6e8a0b7f3c"
+    entry = ModelEntry(
+        provider="openai", config={"model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1", "api_key": literal}
+    )
+    build_chat_client(entry, where="notebook: models.student")
+    assert redact(f"401: bad key {literal}") == f"401: bad key {MASK}"
 
 
 def test_missing_key_variable_is_named_without_any_value(monkeypatch: pytest.MonkeyPatch) -> None:
