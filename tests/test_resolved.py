@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from coachlab.errors import CoachlabError
 from coachlab.experiments.cli import app
 from coachlab.experiments.config import load_experiment
-from coachlab.experiments.resolved import RunRecord, compare_runs, fingerprint_payload, load_record, resolve_run
+from coachlab.experiments.guard import compare_runs
+from coachlab.experiments.resolved import RunRecord, fingerprint_payload, load_record, resolve_run
 from coachlab.experiments.simulate import build_backends
 from coachlab.llm import ModelEntry
 from coachlab.testing import dry_run_clients
@@ -73,7 +75,7 @@ def test_resolved_config_round_trips_and_is_byte_identical_for_the_same_inputs()
     assert parsed == RunRecord(train=first) and parsed.to_json() == text  # a round trip changes nothing
 
     data = json.loads(text)["train"]
-    assert data["experiment"]["train"]["threshold"] == 8 and data["experiment"]["train"]["verify"]["margin"] is not None
+    assert data["experiment"]["train"]["success_rate"] == 1.0 and data["experiment"]["train"]["threshold"] == 7.0
     assert data["experiment"]["train"]["scenarios"] == ["retail-late-delivery", "telecom-bill-shock"]
     assert data["experiment"]["environment"]["max_turns"] == 4  # defaults and file values alike
     assert data["scenarios"]["telecom-bill-shock"]["persona"]["id"] == "furious-frank"  # as run, persona inlined
@@ -156,9 +158,13 @@ def project(trained: Path, tmp_path: Path) -> Path:
 
 
 REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
-    "threshold": (
-        lambda p: edit(p / "experiments/quickstart.yaml", "threshold: 8 ", "threshold: 3 "),
-        "experiments/quickstart.yaml: train.threshold: 8.0 -> 3.0",
+    "the success rate": (
+        lambda p: edit(p / "experiments/quickstart.yaml", "success_rate: 1.0 ", "success_rate: 0.5 "),
+        "experiments/quickstart.yaml: train.success_rate: 1.0 -> 0.5",
+    ),
+    "the judge's votes": (
+        lambda p: edit(p / "experiments/quickstart.yaml", "judge: {votes: 1,", "judge: {votes: 3,"),
+        "experiments/quickstart.yaml: judge.votes: 1 -> 3",
     ),
     "a new root": (
         lambda p: edit(
@@ -189,6 +195,12 @@ REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
     "a policy line of a training scenario": (
         lambda p: edit(p / "scenarios/retail.yaml", "refund the shipping fee.", "refund the whole order."),
         "scenarios/retail.yaml: retail-late-delivery.policy[1]: ",
+    ),
+    "a checklist item of a training scenario": (
+        lambda p: edit(
+            p / "scenarios/retail.yaml", "offers to reship the order by free express", "offers a reship by express"
+        ),
+        "scenarios/retail.yaml: retail-late-delivery.success_criteria[1].text: ",
     ),
     "the persona of a training scenario": (
         lambda p: edit(p / "personas/furious-frank.yaml", "patience: low", "patience: very low"),
@@ -297,3 +309,27 @@ def test_a_dry_run_goes_to_its_own_folder_and_says_so(tmp_path: Path, monkeypatc
     ).exists()
     record = load_record(tmp_path / "runs" / "quickstart-dry-run")
     assert record is not None and record.scripted
+
+
+def test_a_checklist_the_teacher_wrote_is_part_of_the_record_and_editing_it_is_refused(tmp_path: Path) -> None:
+    experiment = copy_project(tmp_path)
+    scenarios = tmp_path / "scenarios" / "retail.yaml"
+    data = yaml.safe_load(scenarios.read_text())
+    (late,) = [s for s in data["scenarios"] if s["id"] == "retail-late-delivery"]
+    del late["success_criteria"]  # the teacher writes it, into the run folder
+    scenarios.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = tmp_path / "run"
+    assert coachlab("train", str(experiment), "--dry-run", "--out", str(run)).code == 0
+    written = run / "criteria" / "retail-late-delivery.yaml"
+    record = load_record(run)
+    assert record is not None and record.train is not None
+    assert record.train.scenarios["retail-late-delivery"]["success_criteria"]  # the record holds it as run
+    assert record.train.files["criteria:retail-late-delivery"] == str(written)
+
+    text = written.read_text()
+    first = re.search(r"text: (.+)", text)
+    assert first is not None
+    written.write_text(text.replace(first.group(0), "text: greets the customer by name", 1))
+    refused = coachlab("train", str(experiment), "--dry-run", "--out", str(run), "--resume")
+    assert refused.code == 2
+    assert f"{written}: success_criteria[0].text: {json.dumps(first.group(1).strip())}" in refused.output

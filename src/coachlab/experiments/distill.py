@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,9 @@ from coachlab import __version__
 from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import Experiment
-from coachlab.experiments.criteria import ensure_criteria
+from coachlab.experiments.criteria import criteria_path, ensure_criteria, load_criteria
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
-from coachlab.experiments.resolved import record_run
+from coachlab.experiments.guard import record_run
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
 from coachlab.experiments.simulate import Simulation, keep_experiment_copy
 from coachlab.experiments.transcripts import TranscriptWriter
@@ -101,6 +102,21 @@ def load_calibration(run_dir: Path) -> CalibrationReport | None:
         return None
 
 
+def saved_criteria(experiment: Experiment, scenarios: Sequence[Scenario], run_dir: Path) -> None:
+    """Give `scenarios` without a checklist the one this run saved earlier (a read: no teacher is asked).
+
+    A run applies them before it checks its record (resolved.json), so a resumed or replayed run
+    compares the checklists it really grades.
+    """
+    judge = experiment.config.judge
+    if judge.checklist == "off" or not judge.write_criteria:
+        return
+    for scenario in scenarios:
+        path = criteria_path(run_dir, scenario.id)
+        if not scenario.success_criteria and path.exists():
+            experiment.scenarios[scenario.id] = scenario.model_copy(update={"success_criteria": load_criteria(path)})
+
+
 async def add_criteria(
     experiment: Experiment, scenarios: Sequence[Scenario], backends: dict[str, Backend], run_dir: Path, teacher: str
 ) -> None:
@@ -135,10 +151,9 @@ async def train_experiment(
             f"{layout.root} already holds a training run. Pass --resume to continue it, or --overwrite to start again."
         )
     retrieval = experiment.config.retrieval.resolved()  # `auto` decided once: what is recorded is what runs
-    record_run(
-        experiment, backends, root=layout.root, command="train", continuing=resume and layout.tree.exists(),
-        retrieval=retrieval,
-    )  # fmt: skip
+    saved_criteria(experiment, train_roots(experiment), layout.root)
+    record = functools.partial(record_run, experiment, backends, root=layout.root, command="train", retrieval=retrieval)
+    record(continuing=resume and layout.tree.exists())
     layout.train.mkdir(parents=True, exist_ok=True)
     keep_experiment_copy(experiment, layout.root / "experiment.yaml", keep_existing=resume)
     writer = TranscriptWriter(layout.train / "transcripts")
@@ -150,7 +165,10 @@ async def train_experiment(
         judging=experiment.config.judge, similarity=experiment.judge_gate(),
     )  # fmt: skip
     try:
+        before = dict(experiment.scenarios)
         await add_criteria(experiment, train_roots(experiment), backends, layout.root, config.teacher)
+        if experiment.scenarios != before:
+            record(continuing=False)  # with the checklists the teacher has just written
         trainer = Trainer(
             runner, config, train_roots(experiment), run_dir=layout.root, record=log.append, retrieval=retrieval
         )
@@ -194,16 +212,19 @@ async def evaluate_experiment(
             f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
         )
     retrieval = experiment.config.retrieval.resolved()  # `auto` decided once: what is recorded is what runs
-    episodes = layout.evaluation / "episodes.jsonl"
-    run = record_run(
-        experiment, backends, root=layout.root, command="evaluate", continuing=resume and episodes.exists(),
-        retrieval=retrieval,
-    )  # fmt: skip
+    saved_criteria(experiment, [experiment.scenarios[s] for s in config.scenarios], layout.root)
+    record = functools.partial(
+        record_run, experiment, backends, root=layout.root, command="evaluate", retrieval=retrieval
+    )
+    run = record(continuing=resume and (layout.evaluation / "episodes.jsonl").exists())
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, str(library.version))
+    before = dict(experiment.scenarios)
     await add_criteria(
         experiment, [experiment.scenarios[s] for s in config.scenarios], backends, layout.root, config.teacher
     )
+    if experiment.scenarios != before:
+        run = record(continuing=False)  # with the checklists the teacher has just written
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
     try:
         plans = evaluation_plans(config, scenarios, library.strategies, retrieval)

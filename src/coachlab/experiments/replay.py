@@ -20,12 +20,39 @@ from coachlab.experiments.config import Experiment
 from coachlab.experiments.resolved import RESOLVED_FILE, RunRecord, load_record
 from coachlab.llm import Backend, ModelIdentity, ResponseCache
 
-__all__ = ["Replay", "replay_folder"]
+__all__ = ["Replay", "open_replay", "replay_folder", "run_folder"]
 
 
 def replay_folder(source: Path) -> Path:
     """Where a replay of `source` goes by default: a sibling folder named `<source>-replay`."""
     return source.with_name(source.name + "-replay")
+
+
+def run_folder(experiment: Experiment, *, dry_run: bool, replay: Replay | None) -> Path:
+    """The run folder when `--out` is not given.
+
+    The experiment's; `<it>-dry-run` for a dry run (never the folder of a real run); `RUN-replay` for
+    a replay of RUN.
+    """
+    if replay is not None:
+        return replay_folder(replay.source)
+    root = experiment.output_dir
+    return root.with_name(root.name + "-dry-run") if dry_run else root
+
+
+def open_replay(source: Path | None, *, resume: bool, dry_run: bool) -> Replay | None:
+    """The recording `--replay` names, opened (None without the option).
+
+    Raises:
+        UsageError: Combined with `--dry-run` or `--resume`, or `source` is no recorded run.
+    """
+    if source is None:
+        return None
+    if dry_run:
+        raise UsageError("--replay answers from a recorded run; --dry-run from scripts: choose one.")
+    if resume:
+        raise UsageError("--replay writes a new run folder from the recording; --resume does not apply to it.")
+    return Replay(source)
 
 
 class Replay:
@@ -82,7 +109,7 @@ class Replay:
         }
 
     def prepare(self, root: Path, *, overwrite: bool, library: bool) -> None:
-        """Make `root` the replay's folder: empty, with the recording's record (and library, for evaluate).
+        """Make `root` the replay's folder: the recording's record and checklists (and library, for evaluate).
 
         Args:
             root: The replay's run folder.
@@ -102,6 +129,8 @@ class Replay:
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.source / RESOLVED_FILE, root / RESOLVED_FILE)
+        if (self.source / "criteria").is_dir():  # the checklists the teacher wrote are inputs of the run
+            shutil.copytree(self.source / "criteria", root / "criteria")
         if library and (self.source / "library").is_dir():
             shutil.copytree(self.source / "library", root / "library")
         self._prepared = root

@@ -13,8 +13,7 @@ Each record carries a **fingerprint**: the SHA-256 of the part of it that can ch
 paths, the description. `evaluation/results.json` carries the evaluate record's fingerprint.
 
 Continuing a run (`--resume`, or `--replay` of a recording) compares the experiment as it resolves
-now with the record, and refuses any difference that can change results, listing each one as
-(file, field, old, new). Operational changes are allowed.
+now with the record (`coachlab.experiments.guard`).
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -37,7 +35,6 @@ from coachlab import __version__
 from coachlab.envref import expand_env, is_secret_field, literal_secrets, strip_credentials
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
-from coachlab.experiments.results import write_text_atomic
 from coachlab.library import RetrievalConfig
 from coachlab.llm import Backend, ModelIdentity
 from coachlab.redact import MASK
@@ -46,16 +43,16 @@ __all__ = [
     "HARMLESS",
     "RESOLVED_FILE",
     "Command",
-    "Difference",
     "ResolvedModel",
     "ResolvedRetrieval",
     "ResolvedRun",
     "RunRecord",
-    "compare_runs",
     "fingerprint_payload",
     "load_record",
-    "record_run",
     "resolve_run",
+    "role_models",
+    "used_scenarios",
+    "value_at",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,11 +130,16 @@ class ResolvedRun(BaseModel):
         description="The experiment with defaults filled and the scenario lists as run; keys stay ${VAR} references."
     )
     source: str = Field(description="The experiment file.")
-    files: dict[str, str] = Field(description="Where each scenario and persona was read from ('scenario:ID').")
+    files: dict[str, str] = Field(
+        description="Where each scenario, persona and saved checklist was read from ('scenario:ID', 'criteria:ID')."
+    )
     personas: dict[str, dict[str, JsonValue]] = Field(description="Every persona loaded, by id.")
     scenarios: dict[str, dict[str, JsonValue]] = Field(description="Every scenario loaded, as run, by id.")
     models: dict[str, ResolvedModel] = Field(description="The models of the command's roles, by entry name.")
     retrieval: ResolvedRetrieval | None = Field(description="The retriever used (train and evaluate).")
+    judge_gate: Literal["embedding", "off"] = Field(
+        default="off", description="The checklist's similarity gate as `judge.gate` resolved here (auto: if fetched)."
+    )
     scripted: bool = Field(description="A model was scripted (--dry-run): the numbers measure no model.")
     versions: dict[str, str] = Field(description="coachlab, Python and dependency versions.")
     platform: str
@@ -176,19 +178,6 @@ class RunRecord(BaseModel):
     def to_json(self) -> str:
         """The file's text: sorted keys, so the same inputs give the same bytes."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One way the experiment differs from a run's record."""
-
-    file: str
-    field: str
-    old: str
-    new: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.old} -> {self.new}"
 
 
 # -- resolving ----------------------------------------------------------------------------------------------
@@ -266,6 +255,17 @@ def _retrieval(config: RetrievalConfig) -> ResolvedRetrieval:
     )
 
 
+def _judge_gate(experiment: Experiment) -> Literal["embedding", "off"]:
+    """What `judge.gate` gives on this machine (the gate itself is loaded by the runners)."""
+    judge = experiment.config.judge
+    if judge.checklist == "off" or judge.gate == "off":
+        return "off"
+    from coachlab.library.embedding import DEFAULT_EMBEDDING_MODEL
+    from coachlab.library.retrieval import embedding_unavailable
+
+    return "embedding" if embedding_unavailable(DEFAULT_EMBEDDING_MODEL) is None else "off"
+
+
 def resolve_run(
     experiment: Experiment,
     backends: Mapping[str, Backend],
@@ -291,7 +291,8 @@ def resolve_run(
     if dump.get("train") is not None:
         dump["train"]["scenarios"] = used_scenarios(experiment, "train")
     models: dict[str, ResolvedModel] = {}
-    for name in role_models(experiment, command):
+    writer = ["teacher"] if command == "simulate" else []  # simulate's teacher writes missing checklists
+    for name in dict.fromkeys([*role_models(experiment, command), *writer]):
         backend = backends.get(name)
         if backend is None or backend.resolved is None:
             continue
@@ -312,6 +313,7 @@ def resolve_run(
         scenarios={sid: s.model_dump(mode="json") for sid, s in experiment.scenarios.items()},
         models=models,
         retrieval=_retrieval(retrieval or cfg.retrieval) if command != "simulate" else None,
+        judge_gate=_judge_gate(experiment),
         scripted=any(m.identity.scripted for m in models.values()),
         versions=_versions(),
         platform=platform.platform(),
@@ -339,11 +341,12 @@ def fingerprint_payload(run: ResolvedRun) -> dict[str, Any]:
         "scenarios": {sid: run.scenarios[sid] for sid in ids if sid in run.scenarios},
         "models": {name: m.model_dump(mode="json") for name, m in run.models.items()},
         "retrieval": run.retrieval.model_dump(mode="json") if run.retrieval is not None else None,
+        "judge_gate": run.judge_gate,
         "coachlab": run.versions.get("coachlab"),
     }
 
 
-def _at(data: Any, path: Sequence[str]) -> Any:
+def value_at(data: Any, path: Sequence[str]) -> Any:
     """The value at `path` inside nested dicts, or None."""
     node: Any = data
     for part in path:
@@ -352,104 +355,9 @@ def _at(data: Any, path: Sequence[str]) -> Any:
 
 
 def _drop(data: dict[str, Any], path: tuple[str, ...]) -> None:
-    node = _at(data, path[:-1])
+    node = value_at(data, path[:-1])
     if isinstance(node, dict):
         cast("dict[str, Any]", node).pop(path[-1], None)
-
-
-# -- comparing ----------------------------------------------------------------------------------------------
-
-
-def _flatten(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
-    if isinstance(value, dict) and value:
-        for key, item in cast("dict[str, Any]", value).items():
-            yield from _flatten(item, (*path, key))
-    elif isinstance(value, list) and value:
-        for index, item in enumerate(cast("list[Any]", value)):
-            yield from _flatten(item, (*path, index))
-    else:
-        yield path, value
-
-
-_ABSENT = object()
-
-
-def _show(value: Any) -> str:
-    if value is _ABSENT:
-        return "(absent)"
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _field(parts: Sequence[str | int]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _where(run: ResolvedRun, path: tuple[str | int, ...]) -> tuple[str, str]:
-    """The file and field a payload path comes from."""
-    head, rest = path[0], path[1:]
-    if head == "experiment":
-        return run.source, _field(rest)
-    if head == "scenarios" and rest:
-        sid = str(rest[0])
-        persona = run.scenarios.get(sid, {}).get("persona")
-        pid = persona.get("id") if isinstance(persona, dict) else None
-        if len(rest) > 1 and rest[1] == "persona" and f"persona:{pid}" in run.files:
-            return run.files[f"persona:{pid}"], _field([str(pid), *rest[2:]])
-        return run.files.get(f"scenario:{sid}", run.source), _field([sid, *rest[1:]])
-    if head == "models" and len(rest) >= 2:
-        name, kind, *more = rest
-        if kind == "identity" and more:
-            key, *deeper = more
-            label = {
-                "model": ["config", "model"],
-                "base_url": ["config", "base_url (expanded)"],
-                "settings": ["config"],
-                "scripted": ["scripted (--dry-run)"],
-                "client": ["client"],
-            }.get(str(key), [key])
-            return run.source, _field(["models", name, *label, *deeper])
-        return run.source, _field(["models", name, kind, *more])
-    if head == "retrieval":
-        return run.source, _field(["retrieval", *rest]) + (" (as resolved)" if rest == ("kind",) else "")
-    if head == "coachlab":
-        return "coachlab package", "version"
-    return run.source, _field(path)
-
-
-def _summarized(payload: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """`payload` with each scenario or model that `other` lacks shown as one value, not field by field."""
-    out = dict(payload)
-    for part, shown in (("scenarios", "(a scenario)"), ("models", "(a model)")):
-        mine, theirs = cast("dict[str, Any]", payload[part]), cast("dict[str, Any]", other[part])
-        out[part] = {key: (value if key in theirs else shown) for key, value in mine.items()}
-    return out
-
-
-def compare_runs(old: ResolvedRun, new: ResolvedRun) -> list[Difference]:
-    """Every difference between two records that can change results, as (file, field, old, new)."""
-    old_payload, new_payload = fingerprint_payload(old), fingerprint_payload(new)
-    before = dict(_flatten(_summarized(old_payload, new_payload)))
-    after = dict(_flatten(_summarized(new_payload, old_payload)))
-    found: list[Difference] = []
-    for path in dict.fromkeys([*before, *after]):
-        was, now = before.get(path, _ABSENT), after.get(path, _ABSENT)
-        if was != now:
-            file, field = _where(new if now is not _ABSENT else old, path)
-            found.append(Difference(file, field, _show(was), _show(now)))
-    return found
-
-
-def _harmless_changes(old: ResolvedRun, new: ResolvedRun) -> list[str]:
-    changes: list[str] = []
-    for path in HARMLESS:
-        a, b = _at(old.experiment, path), _at(new.experiment, path)
-        if a != b:
-            changes.append(f"{'.'.join(path)}: {_show(a)} -> {_show(b)}")
-    return changes
 
 
 # -- the record in a run folder -----------------------------------------------------------------------------
@@ -470,94 +378,3 @@ def load_record(root: str | Path) -> RunRecord | None:
         raise UsageError(
             f"{path}: not a readable run record ({type(exc).__name__}); it was not written by this coachlab."
         ) from None
-
-
-def _refusal(root: Path, differences: Iterable[Difference], *, replay: bool, what: str) -> UsageError:
-    lines = "\n".join(f"  {d}" for d in differences)
-    if what == "library":
-        return UsageError(
-            f"{root} holds a library trained under another train: section; evaluating it as this experiment "
-            f"would credit it to settings that did not make it. What changed:\n{lines}\nUndo the change(s), or "
-            "train the changed experiment in a new folder (--out DIR) or from nothing (--overwrite)."
-        )
-    if replay:
-        return UsageError(
-            f"--replay: the experiment differs from the recorded {what} in {root}, so the recording cannot answer "
-            f"it. What changed:\n{lines}\nReplay with the experiment files the run was recorded with."
-        )
-    return UsageError(
-        f"{root} holds a {what} of another experiment; continuing it would mix results of the two. What changed:\n"
-        f"{lines}\nUndo the change(s) to resume, or run the changed experiment in a new folder (--out DIR) or from "
-        "nothing (--overwrite; the response cache still answers every call that did not change)."
-    )
-
-
-def record_run(
-    experiment: Experiment,
-    backends: Mapping[str, Backend],
-    *,
-    root: str | Path,
-    command: Command,
-    continuing: bool,
-    retrieval: RetrievalConfig | None = None,
-    simulate: Mapping[str, Any] | None = None,
-) -> ResolvedRun:
-    """Resolve what `command` runs, check it against the run folder's record, and save it there.
-
-    Args:
-        experiment: The loaded experiment.
-        backends: The built backends.
-        root: The run folder (resolved.json goes there).
-        command: The command.
-        continuing: The command continues results already in the folder (`--resume`): they must
-            come from the same experiment. A replay (backends that replay a recording) is checked
-            against the recording's record, copied into the folder, in any case.
-        retrieval: The retrieval config the command uses (train, evaluate).
-        simulate: Command-line overrides of the `simulate:` section.
-
-    Returns:
-        The command's record (its fingerprint goes into results).
-
-    Raises:
-        UsageError: A difference that can change results (each listed as file: field: old -> new).
-    """
-    folder = Path(root)
-    new = resolve_run(experiment, backends, command=command, retrieval=retrieval, simulate=simulate)
-    record = load_record(folder) or RunRecord()
-    replay = any(b.replay is not None for b in backends.values())
-    old = getattr(record, command)
-    if isinstance(old, ResolvedRun) and (continuing or replay):
-        differences = compare_runs(old, new)
-        if differences:
-            raise _refusal(folder, differences, replay=replay, what=f"{command} run")
-        for change in _harmless_changes(old, new):
-            logger.info("%s: allowed change that cannot alter results: %s", folder, change)
-    elif continuing and not replay:
-        logger.warning(
-            "%s has no record of its %s run (%s): the experiment cannot be checked against it.",
-            folder,
-            command,
-            RESOLVED_FILE,
-        )
-    if command == "evaluate" and record.train is not None and experiment.config.train is not None:
-        # The library under evaluation was trained with the record's train section.
-        trained, now = record.train.experiment.get("train"), new.experiment.get("train")
-        if trained != now:
-            differences = [
-                Difference(str(experiment.path), _field(["train", *path]), _show(was), _show(is_now))
-                for path, was, is_now in _diff_dicts(trained, now)
-            ]
-            raise _refusal(folder, differences, replay=replay, what="library")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / RESOLVED_FILE, record.model_copy(update={command: new}).to_json())
-    return new
-
-
-def _diff_dicts(a: Any, b: Any) -> list[tuple[tuple[str | int, ...], Any, Any]]:
-    """(path, old, new) for each leaf that differs (`_ABSENT` where a side lacks it)."""
-    before, after = dict(_flatten(a)), dict(_flatten(b))
-    return [
-        (path, before.get(path, _ABSENT), after.get(path, _ABSENT))
-        for path in dict.fromkeys([*before, *after])
-        if before.get(path, _ABSENT) != after.get(path, _ABSENT)
-    ]
