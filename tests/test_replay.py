@@ -24,11 +24,21 @@ from typer.testing import CliRunner
 from coachlab.errors import CoachlabError
 from coachlab.experiments.cli import app
 from coachlab.experiments.resolved import load_record
+from coachlab.judging.calibration import CalibrationReport
 from coachlab.llm import Backend, ModelEntry
 from coachlab.testing.openai_stub import STUB_MODEL_INFO, OpenAIStub
 from test_backend_faults import reply, write_experiment
 
 KEY = "COACHLAB_REPLAY_TEST_KEY"
+CALIBRATION = CalibrationReport.model_validate(
+    {"judge": "judge-under-test", "votes": 1, "gate": False, "cases": 49, "unreadable": 0, "items": 200}
+    | dict.fromkeys(
+        ["item_accuracy", "item_kappa", "false_met_rate", "missed_met_rate", "split_item_rate", "ordering_checklist",
+         "ordering_satisfaction", "handoff_satisfaction_at_least_good", "handoff_task_success", "good_task_success",
+         "spearman_checklist", "spearman_satisfaction"],
+    )
+    | {"accuracy_by_variant": {}, "seconds_per_verdict": 1.0}
+)  # fmt: skip
 SERVER = "COACHLAB_REPLAY_TEST_SERVER"
 
 
@@ -58,20 +68,22 @@ def test_replay_of_a_finished_run_reproduces_results_json_byte_for_byte_with_no_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(KEY, "sk-replay-test-key-0123456789")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "calibration.json").write_text(CALIBRATION.model_dump_json())  # `coachlab judge calibrate` saved one
     with OpenAIStub(reply=reply, keep=10_000) as stub:
         experiment = recorded_experiment(tmp_path, stub)
         assert coachlab("distill", str(experiment)).code == 0
         assert coachlab("simulate", str(experiment)).code == 0  # into the same run folder
         assert stub.request_count > 0
     monkeypatch.delenv(KEY)  # no key, and (the stub stopped) no model
-    run = tmp_path / "run"
 
     replayed = coachlab("distill", str(experiment), "--replay", str(run))
     assert replayed.code == 0, replayed.output
     assert f"REPLAY of {run}" in replayed.output
     results = (run / "evaluation" / "results.json").read_bytes()
     assert (tmp_path / "run-replay" / "evaluation" / "results.json").read_bytes() == results
-    assert json.loads(results)["fingerprint"]
+    assert json.loads(results)["fingerprint"] and json.loads(results)["calibration"]["judge"] == "judge-under-test"
     assert (tmp_path / "run-replay" / "evaluation" / "results.md").read_bytes() == (
         run / "evaluation" / "results.md"
     ).read_bytes()

@@ -109,7 +109,7 @@ class Replay:
         }
 
     def prepare(self, root: Path, *, overwrite: bool, library: bool) -> None:
-        """Make `root` the replay's folder: the recording's record and checklists (and library, for evaluate).
+        """Make `root` the replay's folder: the recording's record, checklists and judge calibration (and library).
 
         Args:
             root: The replay's run folder.
@@ -131,6 +131,8 @@ class Replay:
         shutil.copyfile(self.source / RESOLVED_FILE, root / RESOLVED_FILE)
         if (self.source / "criteria").is_dir():  # the checklists the teacher wrote are inputs of the run
             shutil.copytree(self.source / "criteria", root / "criteria")
+        if (self.source / "calibration.json").is_file():  # the judge's calibration goes into results.json
+            shutil.copyfile(self.source / "calibration.json", root / "calibration.json")
         if library and (self.source / "library").is_dir():
             shutil.copytree(self.source / "library", root / "library")
         self._prepared = root
