@@ -19,6 +19,7 @@ from rich.console import Console
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.judge_cli import judge_app
 from coachlab.experiments.library_cli import library_app
+from coachlab.serve.cli import serve
 from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ app.add_typer(library_app, name="library")
 app.add_typer(tree_app, name="tree")
 app.add_typer(judge_app, name="judge")
 app.command("report")(report)
+app.command("serve")(serve)
 
 # Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
 console = Console(width=None if sys.stdout.isatty() else 160)
