@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 import openai
 import pytest
 import uvicorn
@@ -27,7 +27,7 @@ from coachlab.library.coaching import LiveLibrary
 from coachlab.schema import AuditStatus, Strategy
 from coachlab.serve.proxy import REQUEST_LOGGER, ProxyConfig, create_app, upstream_key
 from coachlab.testing.faults import Drop, Hang
-from coachlab.testing.openai_stub import OpenAIStub, fault_script
+from coachlab.testing.openai_stub import OpenAIStub, fault_script, rate_limited
 from test_coaching import LATE, LOGIN, run_folder
 
 SYSTEM = "You are the support agent of Acme."
@@ -209,6 +209,16 @@ def test_upstream_errors_and_odd_requests_are_relayed_not_rewritten(tmp_path: Pa
     assert broken.status_code == 400 and "JSON object" in broken.json()["error"]["message"]  # the stub's own answer
     assert broken.headers["x-coachlab-strategies"] == ""
     assert huge.status_code == 413 and received == [None]  # the oversized request never went upstream
+
+
+def test_an_upstream_error_comes_back_as_the_upstream_sent_it(tmp_path: Path) -> None:
+    live = LiveLibrary(run_folder(tmp_path))
+    with OpenAIStub(behaviour=fault_script(rate_limited(retry_after=7))) as stub:
+        with proxy(live, ProxyConfig(upstream=stub.url)) as url:
+            limited = httpx.post(f"{url}/chat/completions", json={"model": "m", "messages": LATE_CHAT})
+        sent = stub.response_bodies[-1]
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+    assert limited.content == sent and limited.headers["x-coachlab-strategies"] == "late-delivery"
 
 
 def test_a_failing_retriever_forwards_the_request_uncoached(tmp_path: Path) -> None:

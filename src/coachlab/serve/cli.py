@@ -6,6 +6,7 @@ Registered in the main app (`coachlab.experiments.cli`) with `app.command("serve
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -73,6 +74,11 @@ def serve(
     what is served. Only approved strategies are ever served; a new library version is picked up
     while running.
     """
+    # One BLAS thread per embedding: the server embeds requests side by side in worker threads, and
+    # OpenBLAS's own threads fighting for the same cores made one query 100+ ms instead of 10-30 ms.
+    if "numpy" not in sys.modules:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
     import uvicorn
 
     from coachlab.library.coaching import LiveLibrary, library_folder, run_retrieval_config
@@ -110,4 +116,13 @@ def serve(
         soft_wrap=True,
     )
     app = create_app(live, config, key=key)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        server_header=False,  # the upstream's own server and date headers come through instead
+        date_header=False,
+    )

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx
+import httpx2 as httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -66,6 +66,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _HTTPX_DEFAULTS = ("accept", "accept-encoding", "user-agent")
+_POOLS = 8
+"""Upstream connection pools, taken in turn: httpcore's pool does work per request that grows with its connections."""
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -150,29 +152,31 @@ class _Outcome:
 
 
 class _Proxy:
-    def __init__(self, live: LiveLibrary, config: ProxyConfig, key: str | None, transport: Any) -> None:
+    def __init__(self, live: LiveLibrary, config: ProxyConfig, key: str | None) -> None:
         self.live = live
         self.config = config
         self.key = key
-        self.transport = transport
-        self.client: httpx.AsyncClient | None = None
+        self.clients: list[httpx.AsyncClient] = []
+        self.turn = 0
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, _: Starlette) -> AsyncGenerator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncGenerator[None]:
         timeout = httpx.Timeout(
             self.config.timeout_s, connect=self.config.connect_timeout_s, pool=self.config.timeout_s
         )
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         watcher = asyncio.create_task(self.live.watch(self.config.reload_interval_s))
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=self.transport) as client:
-            self.client = client
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(_POOLS):
+                client = httpx.AsyncClient(timeout=timeout, limits=limits)
+                self.clients.append(await stack.enter_async_context(client))
             try:
                 yield
             finally:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-                self.client = None
+                self.clients = []
 
     def _headers(self, request: Request, *, keep_length: bool) -> list[tuple[str, str]]:
         out = [
@@ -185,13 +189,12 @@ class _Proxy:
             out.append(("authorization", f"Bearer {self.key}"))
         return out
 
-    async def _send(
-        self, request: Request, path: str, content: bytes | AsyncIterator[bytes]
-    ) -> httpx.Response | JSONResponse:
-        """Open the upstream's response (streamed), or a 502 saying why it could not be had."""
-        client = self.client
-        if client is None:  # pragma: no cover - requests arrive only inside the lifespan
-            return _error(503, "coachlab serve is starting or stopping", "server_error")
+    async def _send(self, request: Request, path: str, content: bytes | AsyncIterator[bytes]) -> httpx.Response | str:
+        """Open the upstream's response (streamed), or say why it could not be had."""
+        if not self.clients:  # pragma: no cover - requests arrive only inside the lifespan
+            return "coachlab serve is starting or stopping"
+        self.turn = (self.turn + 1) % len(self.clients)
+        client = self.clients[self.turn]
         url = self.config.upstream + path
         if request.url.query:
             url += "?" + request.url.query
@@ -208,14 +211,7 @@ class _Proxy:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         message = redact(f"coachlab serve: the upstream {self.config.upstream} failed: {why}")
         logger.warning("%s", message)
-        return _error(502, message, "upstream_error")
-
-    def _response_headers(self, upstream: httpx.Response, *, keep_length: bool) -> dict[str, str]:
-        return {
-            k: v
-            for k, v in upstream.headers.items()
-            if k.lower() not in _HOP_BY_HOP and (keep_length or k.lower() != "content-length")
-        }
+        return message
 
     async def healthz(self, _: Request) -> JSONResponse:
         """What is served: library version, strategies, retrieval, upstream."""
@@ -254,48 +250,65 @@ class _Proxy:
                     body = json.dumps({**payload, "messages": add_coaching(messages, shown)}).encode()
             outcome.retrieval_ms = (time.perf_counter() - searched) * 1000
         upstream = await self._send(request, "/chat/completions", body)
-        extra = {
-            "x-coachlab-request-id": outcome.request_id,
-            "x-coachlab-library-version": str(outcome.library_version),
-            "x-coachlab-strategies": ",".join(g.id for g in outcome.shown),
-        }
-        if isinstance(upstream, JSONResponse):
-            outcome.status, outcome.error = 502, "upstream unreachable"
+        extra = _coachlab_headers(outcome)
+        if isinstance(upstream, str):
+            outcome.status, outcome.error = 502, upstream
             outcome.log()
-            upstream.headers.update(extra)
-            return upstream
+            return _with_headers(_error(502, upstream, "upstream_error"), extra)
         outcome.status = upstream.status_code
-        headers = {**self._response_headers(upstream, keep_length=False), **extra}
         if not outcome.stream:
             try:
                 data = b"".join([chunk async for chunk in upstream.aiter_raw()])
             except httpx.HTTPError as exc:
-                outcome.status, outcome.error = 502, f"upstream failed mid-answer: {type(exc).__name__}"
+                outcome.status, outcome.error = 502, f"the upstream failed mid-answer: {type(exc).__name__}"
                 outcome.log()
-                return _error(502, f"coachlab serve: {outcome.error}", "upstream_error")
+                return _with_headers(_error(502, f"coachlab serve: {outcome.error}", "upstream_error"), extra)
             finally:
                 await upstream.aclose()
             outcome.log()
-            return Response(data, status_code=upstream.status_code, headers=headers)
-        return StreamingResponse(_relay(upstream, outcome), status_code=upstream.status_code, headers=headers)
+            return _with_headers(Response(data, status_code=upstream.status_code), _relayed(upstream) + extra)
+        response = StreamingResponse(_relay(upstream, outcome), status_code=upstream.status_code)
+        return _with_headers(response, _relayed(upstream) + extra)
 
     async def passthrough(self, request: Request) -> Response:
         """Any other `/v1/...` request, forwarded and relayed untouched."""
         path = request.url.path.removeprefix("/v1")
         content = request.stream() if request.method not in ("GET", "HEAD") else b""
         upstream = await self._send(request, path, content)
-        if isinstance(upstream, JSONResponse):
-            return upstream
-        return StreamingResponse(
-            _raw(upstream),
-            status_code=upstream.status_code,
-            headers=self._response_headers(upstream, keep_length=True),
-            background=BackgroundTask(upstream.aclose),
+        if isinstance(upstream, str):
+            return _error(502, upstream, "upstream_error")
+        response = StreamingResponse(
+            _raw(upstream), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
         )
+        return _with_headers(response, _relayed(upstream, keep_length=True))
 
     async def not_found(self, request: Request) -> JSONResponse:
         """Paths outside `/v1/` and `/healthz`."""
         return _error(404, f"coachlab serve: no route {request.url.path} (use /v1/... or /healthz)", "not_found_error")
+
+
+def _relayed(upstream: httpx.Response, *, keep_length: bool = False) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers to pass on, as sent (repeated ones kept apart), less hop-by-hop ones."""
+    return [
+        (k.lower(), v)
+        for k, v in upstream.headers.raw
+        if k.lower().decode("latin-1") not in _HOP_BY_HOP and (keep_length or k.lower() != b"content-length")
+    ]
+
+
+def _coachlab_headers(outcome: _Outcome) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-coachlab-request-id", outcome.request_id.encode()),
+        (b"x-coachlab-library-version", str(outcome.library_version).encode()),
+        (b"x-coachlab-strategies", ",".join(g.id for g in outcome.shown).encode()),
+    ]
+
+
+def _with_headers(response: Response, headers: Sequence[tuple[bytes, bytes]]) -> Response:
+    """`response` with `headers` added (it holds only its own content-length so far, or an error's)."""
+    given = {k for k, _ in headers}
+    response.raw_headers = [*((k, v) for k, v in response.raw_headers if k not in given), *headers]
+    return response
 
 
 async def _read(request: Request, limit: int) -> bytes | None:
@@ -355,16 +368,15 @@ async def _relay(upstream: httpx.Response, outcome: _Outcome) -> AsyncIterator[b
         outcome.log()
 
 
-def create_app(live: LiveLibrary, config: ProxyConfig, *, key: str | None = None, transport: Any = None) -> Starlette:
+def create_app(live: LiveLibrary, config: ProxyConfig, *, key: str | None = None) -> Starlette:
     """The ASGI app of `coachlab serve` (run it under uvicorn or any ASGI server).
 
     Args:
         live: The library served (reloaded by the app every `config.reload_interval_s`).
         config: The upstream and its timeouts.
         key: The upstream key (`upstream_key(config)`); None passes the caller's Authorization.
-        transport: An httpx transport to reach the upstream with (tests); default: the network.
     """
-    proxy = _Proxy(live, config, key, transport)
+    proxy = _Proxy(live, config, key)
     routes = [
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
