@@ -115,6 +115,7 @@ def test_a_buffered_context_still_shows_the_block(tmp_path: Path) -> None:
     assert [LATE.guidance in text for text in coaching(model.calls[1])] == [True]
 
 
+@pytest.mark.embedded
 def test_paraphrased_situation_with_the_real_embedding_model(tmp_path: Path) -> None:
     require_embedded("all-minilm-l6-v2")
     run = run_folder(tmp_path, retrieval="retrieval: {kind: embedding, k: 3}\n")
