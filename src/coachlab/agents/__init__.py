@@ -21,6 +21,7 @@ from coachlab.agents.judge import (
     judge_view,
     quote_data,
 )
+from coachlab.agents.memory import CoachingMemory, CoachingMemoryConfig
 from coachlab.agents.persona_writer import build_persona_writer, draft_persona
 from coachlab.agents.service import (
     build_service_agent,
@@ -47,6 +48,8 @@ __all__ = [
     "JUDGE_SYSTEM_PROMPT",
     "ChildScenario",
     "ChildScenarios",
+    "CoachingMemory",
+    "CoachingMemoryConfig",
     "CriteriaDraft",
     "CriterionDraft",
     "CustomerEnding",

@@ -9,6 +9,7 @@ from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessa
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents._text import clean_line
+from coachlab.library.coaching import coaching_block
 from coachlab.schema import Guidance, Scenario
 
 __all__ = ["Guidance", "build_service_agent", "parse_agent_line", "service_system_prompt", "service_view"]
@@ -30,8 +31,7 @@ def service_system_prompt(scenario: Scenario, guidance: Sequence[Guidance] = ())
     lines.append("Company policy (always follow it):")
     lines += [f"- {rule}" for rule in scenario.policy]
     if guidance:
-        lines.append("Guidance from your coach (apply it when the situation fits):")
-        lines += [f"- {g.situation}: {g.guidance}" for g in guidance]
+        lines.append(coaching_block(guidance))  # the same block coachlab.add_coaching gives production
     return "\n".join(lines)
 
 

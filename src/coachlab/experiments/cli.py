@@ -23,6 +23,7 @@ from coachlab.experiments.judge_cli import judge_app
 from coachlab.experiments.library_cli import library_app
 from coachlab.experiments.models_cli import models_app
 from coachlab.experiments.replay import open_replay, run_folder
+from coachlab.serve.cli import serve
 from coachlab.viz.cli import report, tree_app
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ app.add_typer(library_app, name="library")
 app.add_typer(tree_app, name="tree")
 app.add_typer(judge_app, name="judge")
 app.command("report")(report)
+app.command("serve")(serve)
 
 # Logs and CI keep whole table rows: a console that is not a terminal gets a wide fixed width.
 console = Console(width=None if sys.stdout.isatty() else 160)

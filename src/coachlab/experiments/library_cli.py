@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
 
 from coachlab.errors import UsageError
+from coachlab.schema import AuditStatus
 
 __all__ = ["library_app"]
 
@@ -69,8 +70,6 @@ def library_show(run_dir: RunDir, strategy_id: StrategyId) -> None:
 
 
 def _decide(run_dir: Path, strategy_id: str, status: str, *, by: str, why: str) -> None:
-    from coachlab.schema import AuditStatus
-
     v = _store(run_dir).set_status(strategy_id, AuditStatus(status), by=by, why=why)
     console.print(f"{strategy_id}: {status} by {by} (library v{v.version}).")
 
@@ -116,20 +115,81 @@ def library_diff(
         console.print(f"{label}: {', '.join(ids) or '-'}")
 
 
+ExportFormat = Literal["yaml", "prompt", "markdown", "jsonl", "skill"]
+
+
+def _generic_size(run_dir: Path) -> int:
+    """The run's `evaluate.generic_size` (what the `generic` condition showed), else 5."""
+    from coachlab.yamlio import load_yaml
+
+    path = run_dir / "experiment.yaml"
+    if not path.is_file():
+        return 5
+    data: object = load_yaml(path, what="experiment file").data
+    section = cast(dict[str, object], data).get("evaluate") if isinstance(data, dict) else None
+    size = cast(dict[str, object], section).get("generic_size") if isinstance(section, dict) else None
+    return size if isinstance(size, int) and size >= 1 else 5
+
+
 @library_app.command("export")
 def library_export(
     run_dir: RunDir,
-    out: Annotated[Path | None, typer.Option(help="Write to this file (default: print).")] = None,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="yaml (all fields), prompt (a fixed coaching block: the generic condition), markdown (a review "
+            "document), jsonl (one strategy a line) or skill (an Agent Skills folder with SKILL.md).",
+        ),
+    ] = "yaml",
+    out: Annotated[
+        Path | None, typer.Option(help="Write to this file (default: print); for skill, the folder to write it in.")
+    ] = None,
     status: Annotated[str, typer.Option(help="Which strategies: approved, proposed, rejected or all.")] = "approved",
+    version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
+    size: Annotated[
+        int | None, typer.Option(min=1, help="prompt: strategies in the block (default: the run's generic_size, or 5).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="skill: the skill's name (default: coachlab-<run folder>).")] = None,
 ) -> None:
-    """Export strategies as YAML (situation, guidance, evidence) for shipping or review."""
+    """Export strategies: YAML, a prompt block, a Markdown review, JSONL, or an Agent Skill."""
+    import re
+
     import yaml
 
-    lib = _store(run_dir).load()
-    items = [s.model_dump(mode="json") for s in lib.strategies if status == "all" or s.status.value == status]
-    text = yaml.safe_dump({"library_version": lib.version, "strategies": items}, sort_keys=False, allow_unicode=True)
+    from coachlab.library.export import generic_strategies, jsonl_lines, markdown_document, prompt_block, write_skill
+
+    if status not in ("approved", "proposed", "rejected", "all"):
+        raise UsageError(f"--status {status}: use approved, proposed, rejected or all.")
+    if fmt in ("prompt", "skill") and status != "approved":
+        raise UsageError(
+            f"--format {fmt} is what an agent reads in production: approved strategies only (drop --status)."
+        )
+    lib = _store(run_dir).load(version)
+    items = [s for s in lib.strategies if status == "all" or s.status.value == status]
+    if fmt == "skill":
+        slug = re.sub(r"[^a-z0-9]+", "-", run_dir.resolve().name.lower()).strip("-")
+        path = write_skill(lib, out or Path("."), name=name or f"coachlab-{slug or 'library'}")
+        console.print(
+            f"Wrote {path} ({len(lib.with_status(AuditStatus.APPROVED))} approved strategies, library v{lib.version})."
+        )
+        return
+    if fmt == "prompt":
+        chosen = size or _generic_size(run_dir)
+        items = generic_strategies(lib.strategies, chosen)
+        text = prompt_block(lib, size=chosen)
+        if not text:
+            raise UsageError(f"library v{lib.version} has no approved strategy: nothing to put in a prompt.")
+        text += "\n"
+    elif fmt == "markdown":
+        text = markdown_document(lib, items, title=str(run_dir))
+    elif fmt == "jsonl":
+        text = jsonl_lines(items)
+    else:
+        data = {"library_version": lib.version, "strategies": [s.model_dump(mode="json") for s in items]}
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     if out is None:
-        console.print(text, markup=False)
+        typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        console.print(f"Wrote {len(items)} strategies to {out}.")
+        console.print(f"Wrote {len(items)} strategies ({fmt}, library v{lib.version}) to {out}.")

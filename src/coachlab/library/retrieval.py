@@ -1,9 +1,11 @@
 """Retrieval at deployment: which approved strategies fit the service agent's situation now.
 
-The situation is what the agent itself knows: the scenario's title and domain and the dialogue so
-far (never the persona's private fields). `LexicalRetriever` (BM25) needs nothing installed and is
-the fallback; `EmbeddingRetriever` (`coachlab.library.dense`) plugs in through the same `Retriever`
-protocol, and `make_retriever` picks one by name.
+The situation is the conversation alone, the last lines of the dialogue (`situation_text`): what a
+deployed agent has too (production traffic has no scenario title, and never the persona's private
+fields), so what simulation measures is what `coachlab.library.coaching` runs in production.
+`LexicalRetriever` (BM25) needs nothing installed and is the fallback; `EmbeddingRetriever`
+(`coachlab.library.dense`) plugs in through the same `Retriever` protocol, and `make_retriever`
+picks one by name.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from coachlab.library.openai_embedder import OpenAIEmbedderConfig
 from coachlab.schema import AuditStatus, Guidance, Scenario, Strategy
 
 __all__ = [
+    "MAX_LINE_CHARS",
     "AsyncRetriever",
     "LexicalRetriever",
     "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
+    "default_floor",
     "embedding_unavailable",
     "make_retriever",
     "resolve_retriever_kind",
@@ -52,10 +56,20 @@ def _tokens(text: str) -> list[str]:
     return [w.rstrip("'s") or w for w in _WORD.findall(text.lower()) if w not in _STOP]
 
 
-def situation_text(scenario: Scenario, dialogue: Sequence[tuple[str, str]], *, last: int = 4) -> str:
-    """The service agent's situation: scenario title, domain and the last `last` lines."""
-    lines = [f"{who}: {text}" for who, text in dialogue[-last:]]
-    return "\n".join([f"{scenario.domain}: {scenario.title}", *lines])
+MAX_LINE_CHARS = 1000
+"""A line of the situation is cut here (a 1 MB message must not cost a 1 MB query)."""
+
+
+def situation_text(dialogue: Sequence[tuple[str, str]], *, last: int = 4) -> str:
+    """The retrieval query: the last `last` lines of the dialogue, `who: text` one a line.
+
+    `who` is `customer` or `agent`. The same function builds the query in simulation (per agent
+    turn) and in production (`coachlab.library.coaching.situation_from_messages`), so what was
+    measured is what runs. Whitespace inside a line is collapsed to single spaces and a line is
+    cut at `MAX_LINE_CHARS`.
+    """
+    recent = dialogue[-last:] if last > 0 else ()
+    return "\n".join(f"{who}: {' '.join(text.split())[:MAX_LINE_CHARS]}" for who, text in recent)
 
 
 class Retriever(Protocol):
@@ -132,8 +146,8 @@ def retrieval_guidance(
     An `AsyncRetriever` is awaited (`asearch`); a plain `Retriever` is called (`search`).
     """
 
-    async def provide(scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
-        situation = situation_text(scenario, dialogue)
+    async def provide(_: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+        situation = situation_text(dialogue)
         if isinstance(retriever, AsyncRetriever):
             hits = await retriever.asearch(situation, k=k, floor=floor)
         else:
@@ -238,6 +252,11 @@ def make_retriever(
     return EmbeddingRetriever(strategies, load_embedder(model))
 
 
+def default_floor(retriever: Retriever) -> float:
+    """The floor `RetrievalConfig` uses when none is set: 0.1 for BM25 (share of words), 0.4 for cosines."""
+    return 0.1 if isinstance(retriever, LexicalRetriever) else 0.4
+
+
 class RetrievalConfig(BaseModel):
     """The `retrieval:` section of an experiment: how the service agent finds strategies per turn."""
 
@@ -278,5 +297,5 @@ class RetrievalConfig(BaseModel):
     ) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
         """A per-turn guidance provider over `strategies`, with the floor of the kind actually used."""
         retriever = self.retriever(strategies)
-        floor = self.floor_for("lexical" if isinstance(retriever, LexicalRetriever) else "embedding")
+        floor = self.floor if self.floor is not None else default_floor(retriever)
         return retrieval_guidance(retriever, k=self.k, floor=floor)

@@ -110,10 +110,12 @@ class _Log:
     errors: list[str] = field(default_factory=list[str])
     faults: Counter[str] = field(default_factory=Counter[str])
     items: deque[StubRequest] = field(init=False)
+    bodies: deque[bytes] = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.items = deque(maxlen=self.keep)
+        self.bodies = deque(maxlen=self.keep)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,16 @@ class OpenAIStub:
         """The last `keep` requests received, oldest first."""
         with self._log.lock:
             return list(self._log.items)
+
+    @property
+    def response_bodies(self) -> list[bytes]:
+        """The bodies of the last `keep` chat-completions responses sent whole, oldest first.
+
+        Each is the body as a client reads it: the JSON, or a stream's `data:` events without the
+        chunked framing. A proxy in front of the stub can be checked byte for byte against them.
+        """
+        with self._log.lock:
+            return list(self._log.bodies)
 
     @property
     def errors(self) -> list[str]:
@@ -327,6 +339,9 @@ class OpenAIStub:
                 if reply.drop == "before_response":
                     return  # closed with no byte of a response
                 data = _http_response(reply, keep_alive=keep_alive and reply.drop is None)
+                if reply.drop is None and target.split("?", 1)[0].rstrip("/").endswith("/chat/completions"):
+                    with self._log.lock:
+                        self._log.bodies.append(_entity(reply))
                 writer.write(data[: _cut(reply, data)] if reply.drop == "mid_body" else data)
                 await writer.drain()
                 if not keep_alive or reply.drop is not None:
@@ -462,6 +477,13 @@ def _reason(status: int) -> str:
 
 def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _entity(reply: _Reply) -> bytes:
+    """The body a client reads: the JSON, or the stream's events (before chunked framing)."""
+    if reply.events is not None:
+        return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in reply.events) + b"data: [DONE]\n\n"
+    return json.dumps(reply.payload).encode()
 
 
 def _http_response(reply: _Reply, *, keep_alive: bool) -> bytes:
