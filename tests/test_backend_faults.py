@@ -277,7 +277,7 @@ def test_evaluate_retry_failed_reruns_exactly_the_infrastructure_errors(tmp_path
         experiment = write_experiment(tmp_path, stub)
         first = coachlab("evaluate", str(experiment))
         assert first.exit_code == 0, first.output
-        assert "| 1 / 0 |" in first.output and "Not scored: 3 episode(s)" in first.output
+        assert "| 1 / 0 / 0 |" in first.output and "Not scored: 3 episode(s)" in first.output
         log = tmp_path / "run" / "evaluation" / "episodes.jsonl"
         failed = sorted(i for i, e in EpisodeLog(log).read().items() if e.termination is INFRA)
         injected = stub.faults_injected
@@ -289,7 +289,7 @@ def test_evaluate_retry_failed_reruns_exactly_the_infrastructure_errors(tmp_path
         again = coachlab("evaluate", str(experiment), "--resume", "--retry-failed")
     assert again.exit_code == 0, again.output
     assert sorted(episodes_file(log)[len(before) :]) == failed and len(failed) == 3
-    assert "Every episode was judged" in again.output
+    assert "Every episode was scored" in again.output
     episodes: dict[str, Episode] = EpisodeLog(log).read()
     assert Counter(e.condition for e in episodes.values()) == {"baseline": 1, "generic": 1, "library": 1, "teacher": 1}
     print(f"\nevaluate: faults injected {dict(injected)}; 3 re-run by --retry-failed, 4/4 judged")

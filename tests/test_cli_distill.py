@@ -59,7 +59,7 @@ def test_distill_runs_train_then_evaluate_and_says_where_everything_is(tmp_path:
     assert "Tree: 3 nodes" in done.stdout and "| student | library |" in done.stdout
     # the dry-run models play a story: one strategy admitted, one rejected, and the library closes the gap
     assert "strategies admitted: 1" in done.stdout and "rejected: 1" in done.stdout
-    assert "Gap closed by the library for student: 1.00" in done.stdout
+    assert "Gap closed by the library for student (task success): 1.00" in done.stdout
     for shown in ("scenario tree:", "strategy library:", "results:", "transcripts:"):
         assert shown in done.stdout
     assert (out / "tree.json").exists() and (out / "evaluation" / "results.md").exists()

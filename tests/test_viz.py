@@ -241,6 +241,7 @@ def test_report_agrees_with_results_json_and_the_library(run_dir: Path, tmp_path
                 row.condition,
                 row.agent_model,
                 f"{row.judged}/{row.episodes}",
+                str(row.task_success),
                 str(row.satisfaction),
             ]
             assert "| " + " | ".join(cells) + " |" in md
