@@ -110,3 +110,13 @@ def test_the_hindsight_teacher_reads_the_missed_items_and_the_private_goal_and_w
     assert "broke the rule: tells the customer to contact another team" in first and "I can look into it." in first
     assert drafts == [StrategyDraft(**GOOD)]  # the narrated one was refused and re-asked
     assert "Write it as one action" in message_text(client.calls[1][-1])
+
+
+def test_a_strategy_that_copies_the_private_goal_is_refused() -> None:
+    from coachlab.agents import leaked_detail
+
+    case = scenario()
+    goal_words = " ".join(case.persona.goal.split()[:8])
+    copied = StrategyDraft(situation=f"When the customer wants to {goal_words}", guidance="Offer the fix.")
+    assert leaked_detail(copied, case) is not None
+    assert leaked_detail(StrategyDraft(**GOOD), case) is None

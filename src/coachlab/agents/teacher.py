@@ -177,6 +177,27 @@ def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
         d = " ".join(w for w in _WORDS.findall(detail) if w not in _FILLER)
         if len(d) >= 4 and re.search(rf"(?<![\w-]){re.escape(d)}(?![\w-])", text):
             return detail
+    return _copied_private(text, scenario)
+
+
+_SPAN = 4
+"""Content words in a row that a strategy may not copy from a private field of the persona."""
+
+
+def _copied_private(text: str, scenario: Scenario) -> str | None:
+    """A run of `_SPAN` content words copied from the persona's goal, constraints or `satisfied_when`.
+
+    The hindsight teacher reads them; a strategy that repeats them ("a date that fits her deadline and a
+    reference number") is written for this customer, not for a situation the agent can see.
+    """
+    p = scenario.persona
+    words = f" {text} "
+    for field in [p.goal, p.satisfied_when, p.gives_up_when or "", *p.hidden_constraints]:
+        content = [w for w in _WORDS.findall(field.lower()) if w not in _FILLER]
+        for i in range(len(content) - _SPAN + 1):
+            run = " ".join(content[i : i + _SPAN])
+            if f" {run} " in words:
+                return run
     return None
 
 
