@@ -63,10 +63,10 @@ async def grade_checklist(
         shown: set[str] = set()
         for line in lines:
             for criterion in criteria:
-                sim = sims.get((line.turn, criterion.id))
-                if criterion.id in shown or (sim is not None and sim < panel.floor):
+                probe = LineVotes(yes=(), similarity=sims.get((line.turn, criterion.id)))
+                if criterion.id in shown or not probe.gated(panel.floor):
                     continue
-                if sim is not None and panel.sure is not None and sim >= panel.sure:
+                if probe.sure(panel.sure):
                     yes.setdefault((line.turn, criterion.id), [])  # counts without a question
                     shown.add(criterion.id)
                     continue
@@ -110,7 +110,7 @@ def combine_scores(
     def majority(flags: Sequence[bool]) -> bool:
         return 2 * sum(flags) > len(flags)
 
-    policy = policy_followed(criteria, results) if results else None
+    policy = policy_followed(criteria, results)
     return Verdict(
         rationale=middle.rationale,
         satisfaction=middle.satisfaction,
@@ -119,7 +119,7 @@ def combine_scores(
         failure_turn=middle.failure_turn,
         customer_in_role=2 * sum(s.customer_in_role for s in scores) >= len(scores),
         criteria=list(results),
-        task_success=task_success(criteria, results) if results else None,
+        task_success=task_success(criteria, results),
         votes=len(scores),
         satisfaction_votes=[s.satisfaction for s in scores] if len(scores) > 1 else [],
     )

@@ -62,7 +62,7 @@ class EpisodeRunner:
     similarity: Similarity | None = None
 
     async def grade_lines(
-        self, scenario: Scenario, events: Sequence[Event], items: Sequence[Criterion], *, seed: int
+        self, events: Sequence[Event], items: Sequence[Criterion], *, seed: int
     ) -> tuple[list[CriterionResult], RoleUsage]:
         """Grade the agent lines in `events` on `items` with the checklist judge (the experiment's votes and gate).
 

@@ -277,14 +277,14 @@ def _gap_closed(
     return est.model_copy(update={"n": len(keys)})
 
 
-def _paired(
-    baseline: dict[tuple[str, int], float], library: dict[tuple[str, int], float], scale: float, seed: int
-) -> Estimate:
-    """Library minus baseline over the (scenario, trial) keys both scored, with a scenario-clustered CI."""
+def _paired_differences(
+    baseline: dict[tuple[str, int], float], library: dict[tuple[str, int], float], scale: float
+) -> dict[str, list[float]]:
+    """Library minus baseline per scenario, over the (scenario, trial) keys both scored (shared seeds)."""
     diffs: dict[str, list[float]] = defaultdict(list)
     for key in sorted(set(baseline) & set(library)):
         diffs[key[0]].append(scale * (library[key] - baseline[key]))
-    return clustered_bootstrap(diffs, seed=seed)
+    return diffs
 
 
 def summarize_evaluation(
@@ -344,17 +344,18 @@ def summarize_evaluation(
             )
             for on in {primary, "satisfaction"}
         }
-        base, lib = scores("baseline", student), scores("library", student)
-        scale = 1.0 if primary == "task_success" else 0.1
-        for key in sorted(set(base) & set(lib)):
-            paired[key[0]].append(scale * (lib[key] - base[key]))
+        diffs = _paired_differences(
+            scores("baseline", student), scores("library", student), 1.0 if primary == "task_success" else 0.1
+        )
+        for scenario, values in diffs.items():
+            paired[scenario].extend(values)
         students.append(
             StudentResult(
                 student=student,
                 rows=rows,
                 gap_closed=gaps[primary],
                 gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
-                library_minus_baseline=_paired(base, lib, scale, config.seed),
+                library_minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
             )
         )
     rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])

@@ -64,7 +64,7 @@ def calibrate(
     if gate is not None:
         if gate not in ("auto", "embedding", "off"):
             raise UsageError(f"--gate must be auto, embedding or off, not {gate!r}.")
-        kind = gate  # type: ignore[assignment]
+        kind = gate
     labelled = load_calibration_set(cases)
     if only:
         wanted = {s.strip() for s in only.split(",") if s.strip()}

@@ -317,7 +317,7 @@ async def checklist_arm(
     usage: dict[str, RoleUsage] = {}
     for seed in seeds:
         reply, cost = await runner.reply_at(scenario, prefix, agent_model=agent_model, seed=seed, guidance=guidance)
-        results, graded = await runner.grade_lines(scenario, [AgentMessage(turn=0, text=reply)], items, seed=seed)
+        results, graded = await runner.grade_lines([AgentMessage(turn=0, text=reply)], items, seed=seed)
         for role, u in (("agent", cost), ("judge", graded)):
             usage[role] = usage.get(role, RoleUsage()) + u
         by_id = {r.id: r for r in results}

@@ -1,10 +1,11 @@
 """Checklist verdicts without a model: graded lines, the vote count per item, task success.
 
 An item is decided from per-line answers: for each agent line the judge was asked "does the agent
-<item> in this message?". A line counts only when the judge said yes in a majority of votes AND
-(when the gate is on) the line resembles the item's example line. A positive item is met when some
-line counts; a forbidden item is met when no line counts (the counting line is then the evidence
-of the breach). The evidence quote is always the agent's own line, taken from the transcript, so
+<item> in this message?". In one vote a line counts when the judge said yes AND (with the gate on)
+the line resembles the item's example, or when it is so alike that no question is needed. A
+positive item is met in a vote when some line counts, a forbidden item when none does (the
+counting line is then the evidence of the breach); the item is decided by a strict majority of
+votes. The evidence quote is always the agent's own line, taken from the transcript, so
 an item can never be credited with words nobody said.
 """
 
@@ -59,16 +60,16 @@ class JudgeConfig(BaseModel):
         "to plain hand-off lines at 0.75-0.86. 0.75 measured best in benchmarks/checklist_sweep.py.",
     )
 
+    write_criteria: bool = Field(
+        default=True,
+        description="The teacher writes a checklist for scenarios without success_criteria (once, saved in the run).",
+    )
+
     @field_validator("checklist", "gate", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         """YAML 1.1 reads a bare `off` as false: take it as the word."""
         return "off" if value is False else value
-
-    write_criteria: bool = Field(
-        default=True,
-        description="The teacher writes a checklist for scenarios without success_criteria (once, saved in the run).",
-    )
 
 
 @dataclass(frozen=True)

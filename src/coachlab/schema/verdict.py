@@ -51,22 +51,10 @@ class Verdict(SatisfactionScore):
     satisfaction_votes: list[int] = Field(default_factory=list[int], description="Each vote's satisfaction.")
 
     @property
-    def split_items(self) -> int:
-        """Checklist items on which the votes disagreed."""
-        return sum(r.split for r in self.criteria)
-
-    @property
     def items_met(self) -> float | None:
         """The share of checklist items met (forbidden ones included: met = not broken); None without one."""
         decided = [r for r in self.criteria if r.status != "na"]
         return sum(r.status == "met" for r in decided) / len(decided) if decided else None
-
-    @property
-    def outcome(self) -> float:
-        """The episode's primary score: task success as 0/1 when there is a checklist, else satisfaction / 10."""
-        if self.task_success is not None:
-            return float(self.task_success)
-        return self.satisfaction / 10
 
     @property
     def score(self) -> float:
