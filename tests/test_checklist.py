@@ -166,3 +166,51 @@ def test_a_line_very_like_the_example_counts_without_the_judges_yes() -> None:
     assert decide_criterion(HANDOFF, lines_, missed_by_judge, votes=1, floor=0.45).status == "met"  # judge said no
     sure = decide_criterion(HANDOFF, lines_, missed_by_judge, votes=3, floor=0.45, sure=0.7)
     assert sure.status == "not_met" and sure.turn == 0 and sure.votes_met == 0
+
+
+def test_the_expert_keeps_the_candidate_that_shows_most_items_not_yet_shown() -> None:
+    from coachlab.environments import ReplySearch
+
+    handoff = "Please contact our customer service team."
+    # turn 0: three candidates (a hand-off, an apology, the reship); turn 1: the reship again or a reference
+    agent_lines = [
+        handoff,
+        "Sorry about that.",
+        "I can reship it by express.",
+        "I can reship it by express.",
+        "Ref RS-1.",
+    ]
+    customer = ["My parcel is late.", "And?", "Ok. [DONE]"]
+    ags: EpisodeAgents = agents(customer=lines(*customer), agent=lines(*agent_lines))[0]
+    yes = [("reship it by express", "reship"), ("Ref RS-1", "reference number"), ("customer service", "another team")]
+    ags.panel = JudgePanel(
+        judges=[build_judge(model_client=ScriptedChatCompletionClient(lambda m: score_json(7)))],
+        graders=[build_line_grader(model_client=line_judge(yes))],
+    )
+    search_grader = line_judge(yes)
+    ags.agent_search = ReplySearch(
+        candidates=3, panel=JudgePanel(judges=[], graders=[build_line_grader(model_client=search_grader)])
+    )
+    ep = asyncio.run(run_episode(CASE, ags, episode_id="e", seed=1, trial=0))
+    said = [e.text for e in ep.events if isinstance(e, AgentMessage)]
+    # turn 0 keeps the reship (must, 2 points) over the hand-off (breaks a forbidden item) and the apology;
+    # turn 1: the reship is already shown, so the reference (nice, 1 point) wins, found in 2 candidates
+    assert said == ["I can reship it by express.", "Ref RS-1."]
+    v = ep.verdict
+    assert v is not None and v.task_success is True
+    assert {r.id: r.status for r in v.criteria} == {"reship": "met", "reference": "met", "hand-off": "met"}
+
+
+def test_without_a_checklist_the_expert_replies_once() -> None:
+    from coachlab.environments import ReplySearch
+
+    calls: list[int] = []
+
+    def agent_script(messages: Sequence[LLMMessage]) -> str:
+        calls.append(1)
+        return "Let me check that for you."
+
+    ags: EpisodeAgents = agents(customer=lines("My parcel is late.", "Ok. [DONE]"), agent=agent_script)[0]
+    ags.agent_search = ReplySearch(candidates=4, panel=JudgePanel(judges=[], graders=[]))
+    asyncio.run(run_episode(scenario(), ags, episode_id="e", seed=1, trial=0))
+    assert len(calls) == 1

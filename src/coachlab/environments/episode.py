@@ -41,7 +41,7 @@ from coachlab.agents import (
 from coachlab.agents._structured import ask_structured
 from coachlab.agents._text import normalize
 from coachlab.environments.bus import EventBus
-from coachlab.environments.grading import JudgePanel, combine_scores, grade_checklist
+from coachlab.environments.grading import JudgePanel, ReplyScore, combine_scores, grade_checklist, score_reply
 from coachlab.errors import CoachlabError, ModelResponseError
 from coachlab.judging import simulator_fault
 from coachlab.schema import (
@@ -63,8 +63,10 @@ from coachlab.schema import (
 __all__ = [
     "EnvironmentConfig",
     "EpisodeAgents",
+    "ExpertConfig",
     "GuidanceProvider",
     "JudgeResult",
+    "ReplySearch",
     "agent_reply",
     "judge_dialogue",
     "judge_episode",
@@ -89,6 +91,36 @@ class EnvironmentConfig(BaseModel):
     judge_retries: int = Field(default=2, ge=0, le=10, description="Re-asks when the judge's JSON is unreadable.")
 
 
+class ExpertConfig(BaseModel):
+    """How the teacher plays the service agent: evaluate's ceiling, train's expert replies and mentor turns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replies the teacher samples per agent turn; the checklist grader keeps the one that shows the "
+        "most items not yet shown and breaks none (1: no search). Privileged, like the hindsight teacher: it makes a "
+        "small embedded teacher a ceiling worth distilling. The student never searches.",
+    )
+
+
+@dataclass(frozen=True)
+class ReplySearch:
+    """Best of N replies for the expert (the teacher), chosen by the checklist grader.
+
+    Privileged, like the hindsight teacher: the expert's replies are picked by how many checklist
+    items not yet shown they show (must items first) and whether they break a forbidden one. The
+    student never searches; this makes the embedded teacher a ceiling worth distilling.
+    """
+
+    candidates: int
+    panel: JudgePanel
+    """The grader (one vote) and gate that score the candidates."""
+    retries: int = 2
+
+
 @dataclass
 class EpisodeAgents:
     """The agents of one episode (built fresh per episode by the factories)."""
@@ -103,6 +135,10 @@ class EpisodeAgents:
     """Plays the agent turns in `mentor_turns` (the teacher, in the train loop's mixed rollouts)."""
     mentor_turns: frozenset[int] = frozenset()
     """Agent turn indices (counting prefix lines) that the mentor plays instead of the agent."""
+    agent_search: ReplySearch | None = None
+    """Best-of-N for the agent (set when the agent is the expert)."""
+    mentor_search: ReplySearch | None = None
+    """Best-of-N for the mentor's turns."""
 
 
 @dataclass(frozen=True)
@@ -135,17 +171,53 @@ async def _ask(
     raise TypeError(f"agent {agent.name!r} answered with {type(message).__name__}, expected text")
 
 
+async def _reply(
+    agent: AssistantAgent,
+    scenario: Scenario,
+    view: list[LLMMessage],
+    token: CancellationToken,
+    search: ReplySearch | None = None,
+    shown: set[str] | None = None,
+) -> str:
+    """One agent line; with `search`, the best of its candidates on the items not in `shown` (updated)."""
+    name = scenario.persona.name
+    todo = [c for c in scenario.success_criteria if c.forbidden or c.id not in (shown or set())]
+    if search is None or search.candidates < 2 or not todo:
+        return parse_agent_line(str((await _ask(agent, view, token)).content), customer_name=name)
+    best: tuple[str, ReplyScore] | None = None
+    wanted = {c.id for c in todo if not c.forbidden}
+    for _ in range(search.candidates):
+        text = parse_agent_line(str((await _ask(agent, view, token)).content), customer_name=name)
+        if not text:
+            continue
+        score = await score_reply(search.panel, todo, text, retries=search.retries, cancellation_token=token)
+        if best is None or score.value > best[1].value:
+            best = (text, score)
+        if score.shows >= wanted and not score.breaks:
+            break  # nothing left to gain
+    if best is None:
+        return ""
+    if shown is not None:
+        shown |= best[1].shows
+    logger.debug("expert reply: best of %d shows %s", search.candidates, sorted(best[1].shows))
+    return best[0]
+
+
 async def agent_reply(
     agent: AssistantAgent,
     scenario: Scenario,
     dialogue: list[tuple[str, str]],
     *,
     guidance: Sequence[Guidance] = (),
+    search: ReplySearch | None = None,
     cancellation_token: CancellationToken | None = None,
 ) -> str:
-    """The service agent's next line after `dialogue` (the teacher's reply at a failure point)."""
-    message = await _ask(agent, service_view(scenario, dialogue, guidance), cancellation_token or CancellationToken())
-    return parse_agent_line(str(message.content), customer_name=scenario.persona.name)
+    """The service agent's next line after `dialogue` (the teacher's reply at a failure point).
+
+    With `search` (the expert), the best of several candidates on the scenario's checklist.
+    """
+    view = service_view(scenario, dialogue, guidance)
+    return await _reply(agent, scenario, view, cancellation_token or CancellationToken(), search)
 
 
 async def judge_dialogue(
@@ -278,6 +350,7 @@ async def run_episode(
     repeats = {"customer": 0, "agent": 0}
     counts = {"customer": 0, "agent": 0}
     name = scenario.persona.name
+    shown_items: set[str] = set()  # checklist items the expert's searched lines showed
 
     def emit(event: Event) -> None:
         events.append(event)
@@ -331,8 +404,8 @@ async def run_episode(
                     reason, detail = TerminationReason.LOOP_DETECTED, "the customer repeated itself"
                 next_speaker = "agent"
             elif agents.mentor is not None and counts["agent"] in agents.mentor_turns:
-                message = await _ask(agents.mentor, service_view(scenario, dialogue, ()), token)
-                text = parse_agent_line(str(message.content), customer_name=name)
+                view = service_view(scenario, dialogue, ())
+                text = await _reply(agents.mentor, scenario, view, token, agents.mentor_search, shown_items)
                 if say("agent", text or "...", origin="mentor"):
                     reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"
                 next_speaker = "customer"
@@ -348,8 +421,8 @@ async def run_episode(
                                 scores=[g.score for g in shown],
                             )
                         )
-                message = await _ask(agents.agent, service_view(scenario, dialogue, shown), token)
-                text = parse_agent_line(str(message.content), customer_name=name)
+                view = service_view(scenario, dialogue, shown)
+                text = await _reply(agents.agent, scenario, view, token, agents.agent_search, shown_items)
                 if say("agent", text or "..."):
                     reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"
                 next_speaker = "customer"

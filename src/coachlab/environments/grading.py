@@ -17,9 +17,9 @@ from coachlab.agents.checklist import ask_line
 from coachlab.errors import ModelResponseError
 from coachlab.judging import LineVotes, decide_criterion, graded_lines, policy_followed, task_success
 from coachlab.judging.gate import Similarity
-from coachlab.schema import Criterion, CriterionResult, Event, SatisfactionScore, Verdict
+from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, SatisfactionScore, Verdict
 
-__all__ = ["JudgePanel", "combine_scores", "grade_checklist"]
+__all__ = ["JudgePanel", "ReplyScore", "combine_scores", "grade_checklist", "score_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,39 @@ async def grade_checklist(
         }
         results.append(decide_criterion(criterion, lines, answers, votes=votes, floor=panel.floor, sure=panel.sure))
     return results
+
+
+@dataclass(frozen=True)
+class ReplyScore:
+    """What one candidate reply shows of a checklist (the expert's best-of-N search)."""
+
+    shows: frozenset[str]
+    """Positive items the reply shows."""
+    breaks: frozenset[str]
+    """Forbidden items the reply breaks."""
+    value: int
+    """Must items shown count 2, nice ones 1, a broken forbidden item -4."""
+
+
+async def score_reply(
+    panel: JudgePanel,
+    criteria: Sequence[Criterion],
+    reply: str,
+    *,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> ReplyScore:
+    """Grade one candidate agent reply on `criteria` (the items still to show, and the forbidden ones).
+
+    The same per-line questions and gate as a verdict, asked about this one line.
+    """
+    line = AgentMessage(turn=0, text=reply, origin="model")
+    results = await grade_checklist(panel, criteria, [line], retries=retries, cancellation_token=cancellation_token)
+    by_id = {c.id: c for c in criteria}
+    shows = frozenset(r.id for r in results if r.status == "met" and not by_id[r.id].forbidden)
+    breaks = frozenset(r.id for r in results if r.status == "not_met" and by_id[r.id].forbidden)
+    value = sum(2 if by_id[i].level == "must" else 1 for i in shows) - 4 * len(breaks)
+    return ReplyScore(shows=shows, breaks=breaks, value=value)
 
 
 def combine_scores(

@@ -26,7 +26,9 @@ from coachlab.environments.bus import EventBus
 from coachlab.environments.episode import (
     EnvironmentConfig,
     EpisodeAgents,
+    ExpertConfig,
     GuidanceProvider,
+    ReplySearch,
     agent_reply,
     run_episode,
 )
@@ -52,6 +54,8 @@ class EpisodeRunner:
         bus: Where events are published, or None.
         judging: Votes and checklist grading (the experiment's `judge:` section).
         similarity: The checklist's similarity gate, or None to grade without it.
+        expert: How the expert plays the agent (best-of-N search).
+        experts: The model entries that are experts (the teacher): they search, no other model does.
     """
 
     backends: Mapping[str, Backend]
@@ -60,6 +64,22 @@ class EpisodeRunner:
     bus: EventBus | None = None
     judging: JudgeConfig = field(default_factory=JudgeConfig)
     similarity: Similarity | None = None
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    experts: frozenset[str] = frozenset()
+
+    def search(self, model: str | None, *, seed: int, trial: int) -> tuple[ReplySearch | None, list[RoleClient]]:
+        """The best-of-N search for `model` when it is an expert (else None), and its grader's client."""
+        if model not in self.experts or self.expert.candidates < 2 or self.judging.checklist != "per_line":
+            return None, []
+        client = RoleClient(
+            self.backends["judge"], role="judge-search", seed=seed_for(seed, "search"), trial=trial, cache=self.cache
+        )
+        panel = JudgePanel(
+            judges=[], graders=[build_line_grader(model_client=client)], similarity=self.similarity,
+            floor=self.judging.gate_floor, sure=self.judging.gate_sure,
+        )  # fmt: skip
+        search = ReplySearch(candidates=self.expert.candidates, panel=panel, retries=self.environment.judge_retries)
+        return search, [client]
 
     async def grade_lines(
         self, events: Sequence[Event], items: Sequence[Criterion], *, seed: int
@@ -126,10 +146,14 @@ class EpisodeRunner:
         }
 
         panel, judge_clients = self.panel(seed=seed, trial=trial)
+        agent_search, agent_graders = self.search(agent_model, seed=seed, trial=trial)
+        mentor_search, mentor_graders = self.search(mentor_model if "mentor" in roles else None, seed=seed, trial=trial)
 
         def usage() -> dict[str, RoleUsage]:
             spent = {name: client.usage for name, client in roles.items()}
             spent["judge"] = sum((c.usage for c in judge_clients), RoleUsage())
+            if agent_graders or mentor_graders:
+                spent["search"] = sum((c.usage for c in [*agent_graders, *mentor_graders]), RoleUsage())
             return spent
 
         agents = EpisodeAgents(
@@ -138,6 +162,8 @@ class EpisodeRunner:
             panel=panel,
             mentor=build_service_agent(model_client=roles["mentor"], name="mentor") if "mentor" in roles else None,
             mentor_turns=mentor_turns if "mentor" in roles else frozenset(),
+            agent_search=agent_search,
+            mentor_search=mentor_search,
         )
         return await run_episode(
             scenario,
@@ -164,12 +190,16 @@ class EpisodeRunner:
     ) -> tuple[str, RoleUsage]:
         """One reply of `agent_model` as the service agent after `dialogue`, and what it cost.
 
+        An expert model (the teacher) gives the best of `expert.candidates` replies on the checklist.
+
         Raises:
             BackendError: The model's backend failed for good (the caller decides what that costs).
         """
         client = RoleClient(self.backends[agent_model], role="agent", seed=seed, trial=0, cache=self.cache)
-        text = await agent_reply(build_service_agent(model_client=client), scenario, dialogue, guidance=guidance)
-        return text, client.usage
+        search, graders = self.search(agent_model, seed=seed, trial=0)
+        agent = build_service_agent(model_client=client)
+        text = await agent_reply(agent, scenario, dialogue, guidance=guidance, search=search)
+        return text, sum((c.usage for c in graders), client.usage)
 
     async def compare_at(
         self, scenario: Scenario, dialogue: list[tuple[str, str]], first: str, second: str, *, seed: int

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from coachlab.environments import EnvironmentConfig
+from coachlab.environments import EnvironmentConfig, ExpertConfig
 from coachlab.envref import literal_secrets
 from coachlab.errors import ConfigError
 from coachlab.experiments.evaluate import EvaluateConfig
@@ -76,6 +76,10 @@ class ExperimentConfig(BaseModel):
     judge: JudgeConfig = Field(
         default_factory=JudgeConfig, description="How verdicts are made: votes, checklist grading, the similarity gate."
     )
+    expert: ExpertConfig = Field(
+        default_factory=ExpertConfig,
+        description="How the teacher plays the service agent (the ceiling, expert replies, mentor turns).",
+    )
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     train: TrainConfig | None = Field(default=None, description="The distillation loop (coachlab train).")
@@ -130,6 +134,13 @@ class Experiment:
         """
         judge = self.config.judge
         return load_gate(judge.gate) if judge.checklist != "off" else None
+
+    def experts(self) -> frozenset[str]:
+        """The model entries that play the expert (the teacher of `train:` and `evaluate:`)."""
+        names = {self.config.train.teacher} if self.config.train else set[str]()
+        if self.config.evaluate:
+            names.add(self.config.evaluate.teacher)
+        return frozenset(names)
 
     def where(self, field_path: str) -> str:
         """'file: field' for error messages."""

@@ -162,7 +162,8 @@ async def train_experiment(
     cache = _cache(experiment, layout.root) if use_cache else None
     runner = EpisodeRunner(
         backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]),
-        judging=experiment.config.judge, similarity=experiment.judge_gate(),
+        judging=experiment.config.judge, similarity=experiment.judge_gate(), expert=experiment.config.expert,
+        experts=experiment.experts(),
     )  # fmt: skip
     try:
         before = dict(experiment.scenarios)

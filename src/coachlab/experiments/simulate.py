@@ -192,6 +192,8 @@ class Simulation:
             bus=self.bus,
             judging=experiment.config.judge,
             similarity=experiment.judge_gate(),
+            expert=experiment.config.expert,
+            experts=experiment.experts(),
         )
 
     def pending(self, plans: Sequence[EpisodePlan], *, resume: bool, retry_failed: bool = False) -> list[EpisodePlan]:
