@@ -12,8 +12,9 @@ the same file), so the same episodes can run on the embedded models and on a ser
     python benchmarks/throughput.py --experiment experiments/quickstart.yaml \\
         --experiment experiments/local-server.yaml          # side by side, each in its own process
 
-It prints episodes per hour (model loading excluded, printed apart), peak RSS of the process (a
-server's own memory is not in it), and per role (customer, student, teacher, judge): calls, prompt
+It prints episodes per hour (model loading excluded, printed apart), peak RSS of the process and
+its PSS at the end (a server's own memory is in neither; RSS counts weights that two roles map from
+one file twice, PSS once), and per role (customer, student, teacher, judge): calls, prompt
 tokens sent, prompt tokens processed (what the engine could not take from its prompt cache: the
 KV prefix llama.cpp kept, a server's prompt cache), tokens generated and seconds in the model.
 Each run is saved as DIR/<experiment>/throughput.json, with its episodes and transcripts.
@@ -93,6 +94,16 @@ def commit_of(package_file: str) -> str | None:
     return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
+def pss_mb() -> int | None:
+    """The process's proportional set size now (Linux), in MB: shared pages counted once."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), None)
+    return None if kb is None else round(kb / 1024)
+
+
 def role_totals(episodes: Iterable[Any]) -> dict[str, dict[str, float | int | None]]:
     """Per role: calls, prompt sent / processed, generated, seconds (None where not recorded)."""
     totals: dict[str, dict[str, float | int | None]] = {}
@@ -146,6 +157,7 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
     started = time.perf_counter()
     try:
         finished = await sim.run(plans, concurrency=concurrency)
+        pss = pss_mb()  # while the models are still open
     finally:
         wall = time.perf_counter() - started
         sim.close()
@@ -164,6 +176,7 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
         "wall_s": round(wall, 1),
         "episodes_per_hour": round(len(finished) / wall * 3600, 2) if wall > 0 else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "pss_mb": pss,
         "terminations": dict(Counter(e.termination.value for e in finished)),
         "roles": role_totals(finished),
     }
@@ -205,6 +218,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         )
     )
     rows.append(("peak RSS, MB", [f"{r['peak_rss_mb']:,}" for r in results]))
+    rows.append(("PSS at the end, MB", [_int(r.get("pss_mb")) for r in results]))
     rows.append(("endings", [", ".join(f"{k} {v}" for k, v in sorted(r["terminations"].items())) for r in results]))
     present = [role for role in ROLES if any(role in r["roles"] for r in results)]
     present += sorted({role for r in results for role in r["roles"]} - set(present))

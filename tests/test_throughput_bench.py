@@ -29,6 +29,7 @@ def test_the_benchmark_reports_sent_processed_and_generated_per_role_and_compare
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "tp" / experiment.stem / "throughput.json").read_text())
     assert result["episodes"] == 3 and result["episodes_per_hour"] > 0
+    assert result["peak_rss_mb"] > 0 and (result["pss_mb"] is None or 0 < result["pss_mb"] <= result["peak_rss_mb"])
     assert set(result["roles"]) == {"customer", "student", "teacher", "judge"}  # the teacher played episode 3
     for name in ("customer", "student", "judge"):
         role = result["roles"][name]
@@ -37,7 +38,8 @@ def test_the_benchmark_reports_sent_processed_and_generated_per_role_and_compare
     assert "episodes per hour" in done.stdout and "prompt tokens processed" in done.stdout
 
     # A run by a coachlab that did not record the engine's figures yet: n/a, not zero.
-    old = {**result, "roles": {r: {**v, "prompt_processed": None, "seconds": None} for r, v in result["roles"].items()}}
+    roles = {r: {**v, "prompt_processed": None, "seconds": None} for r, v in result["roles"].items()}
+    old = {**result, "pss_mb": None, "roles": roles}
     old_run = tmp_path / "old"
     old_run.mkdir()
     (old_run / "throughput.json").write_text(json.dumps({**old, "episodes_per_hour": result["episodes_per_hour"] / 2}))

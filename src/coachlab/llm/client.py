@@ -288,6 +288,11 @@ class RoleClient(WholeReplyClient):
         if key is not None and self.cache is not None and result.finish_reason != "unknown":
             result = self.cache.put(key, result)  # an overlapping identical call's answer, if it came first
         self._count(result)
+        logger.debug(
+            "%s (%s): %d prompt tokens sent, %s processed, %d generated, %s s", self.backend.name, self.role,
+            result.usage.prompt_tokens, getattr(result, "prompt_processed", None), result.usage.completion_tokens,
+            getattr(result, "model_seconds", None),
+        )  # fmt: skip
         return result
 
     async def _call_with_retries(
