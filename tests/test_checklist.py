@@ -106,6 +106,35 @@ def test_votes_ask_every_grader_and_take_the_median_satisfaction() -> None:
     assert {r.id: r.votes_met for r in v.criteria}["reship"] == 3
 
 
+def test_the_votes_on_one_statement_are_asked_one_after_another_each_vote_as_alone() -> None:
+    """Their prompts are identical (an engine with a prompt cache processes them once); a vote stops on its own yes."""
+    asked: list[tuple[int, str, str]] = []
+
+    def grader(vote: int) -> ScriptedChatCompletionClient:
+        def answer(messages: Sequence[LLMMessage]) -> str:
+            ask = message_text(messages[-1])
+            line = "first" if "reshipped" in ask else "second"
+            item = next(c.id for c in (RESHIP, REFERENCE, HANDOFF) if c.text in ask)
+            asked.append((vote, line, item))
+            said = (vote, line, item) in {(0, "first", "reship"), (1, "second", "reship")}
+            return json.dumps({"answer": "yes" if said else "no"})
+
+        return ScriptedChatCompletionClient(answer)
+
+    customer = lines("My parcel is late.", "And?", "Ok. [DONE]")
+    ags: EpisodeAgents = agents(customer=customer, agent=lines("I've reshipped it.", "It is on its way."))[0]
+    ags.panel = JudgePanel(
+        judges=[build_judge(model_client=ScriptedChatCompletionClient(lambda m: score_json(7)))],
+        graders=[build_line_grader(model_client=grader(vote)) for vote in range(3)],
+    )
+    ep = asyncio.run(run_episode(CASE, ags, episode_id="e", seed=1, trial=0))
+    items = ("reship", "reference", "hand-off")
+    first = [(vote, "first", item) for item in items for vote in range(3)]
+    second = [(vote, "second", item) for item in items for vote in range(3) if (vote, item) != (0, "reship")]
+    assert asked == first + second  # vote 0 saw the reship on the first line: it asks no more about it
+    assert ep.verdict is not None and {r.id: r.votes_met for r in ep.verdict.criteria}["reship"] == 2
+
+
 def test_prefix_and_mentor_lines_are_never_graded() -> None:
     events = [
         AgentMessage(turn=0, text="prefix line", origin="prefix"),

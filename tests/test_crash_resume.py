@@ -3,8 +3,8 @@
 The run is `tests/crash_run.py`: what `coachlab distill --dry-run --resume` runs, with a little
 latency per model call. The final tree, every library version, the evaluation results, the
 episodes and the transcripts must equal those of an uninterrupted run: byte-equal, except
-wall-clock fields (audit and version timestamps, episode durations) and line order where the
-order is free.
+wall-clock fields (audit and version timestamps, episode durations, seconds in the model) and line
+order where the order is free.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "crash_run.py"
@@ -47,9 +48,18 @@ def finished_episodes(run_dir: Path) -> int:
     return total
 
 
+def timeless(value: Any) -> Any:
+    """`value` (parsed JSON) without the wall-clock seconds of model calls (`model_seconds`)."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in cast("dict[str, Any]", value).items() if k != "model_seconds"}
+    if isinstance(value, list):
+        return [timeless(v) for v in cast("list[Any]", value)]
+    return value
+
+
 def records(path: Path) -> list[dict[str, object]]:
     """Episode records sorted by id, wall-clock durations dropped; duplicates would show."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [timeless(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
     for row in rows:
         row.pop("duration_s")
     return sorted(rows, key=lambda r: str(r["id"]))
@@ -72,9 +82,9 @@ def snapshot(run_dir: Path) -> dict[str, object]:
         (run_dir / "evaluation" / "transcripts").glob("*.md")
     )
     return {
-        "tree": (run_dir / "tree.json").read_bytes(),
+        "tree": timeless(json.loads((run_dir / "tree.json").read_bytes())),
         "library": library(run_dir),
-        "results": (run_dir / "evaluation" / "results.json").read_bytes(),
+        "results": timeless(json.loads((run_dir / "evaluation" / "results.json").read_bytes())),
         "results.md": (run_dir / "evaluation" / "results.md").read_bytes(),
         "train episodes": records(run_dir / "train" / "episodes.jsonl"),
         "evaluation episodes": records(run_dir / "evaluation" / "episodes.jsonl"),

@@ -74,7 +74,7 @@ def test_cost_per_role_uses_each_role_s_model_price() -> None:
     def costed(condition: str, model: str, trial: int) -> Episode:
         usage = {
             "customer": RoleUsage(calls=2, prompt_tokens=1000, completion_tokens=100),
-            "agent": RoleUsage(calls=2, prompt_tokens=2000, completion_tokens=200),
+            "agent": RoleUsage(calls=2, prompt_tokens=2000, completion_tokens=200, prompt_processed=700),
             "judge": RoleUsage(calls=1, cached_calls=1, prompt_tokens=500, completion_tokens=50),
         }
         return ep("a", condition, model, trial, 6).model_copy(update={"usage": usage})
@@ -94,8 +94,9 @@ def test_cost_per_role_uses_each_role_s_model_price() -> None:
     assert report.teacher is not None and report.teacher.cost["agent"] == (4000 * 10.0 + 400 * 30.0) / 1000
     assert base.tokens_per_episode == 3850
     md = to_markdown(report)
-    assert "| student | baseline | agent | student | 4 | 4,000 | 400 | $0.0000 |" in md
-    assert "| teacher | teacher | agent | teacher | 4 | 4,000 | 400 | $52.00 |" in md
+    assert "| student | baseline | agent | student | 4 | 4,000 | 1,400 | 400 | $0.0000 |" in md
+    assert "| teacher | teacher | agent | teacher | 4 | 4,000 | 1,400 | 400 | $52.00 |" in md
+    assert "| student | baseline | customer | customer | 4 | 2,000 | n/a | 200 | $2.40 |" in md  # not reported
 
 
 def test_task_success_is_primary_and_simulator_faults_are_counted_never_scored() -> None:

@@ -14,7 +14,10 @@ from email.utils import parsedate_to_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RetryPolicy", "backoff", "is_transient", "retry_after"]
+__all__ = ["DEFAULT_TIMEOUT_S", "RetryPolicy", "backoff", "is_transient", "retry_after"]
+
+DEFAULT_TIMEOUT_S = 120.0
+"""The per-call timeout of a remote backend that sets none."""
 
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 _TRANSIENT_NAMES = {"APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError"}
@@ -28,7 +31,14 @@ class RetryPolicy(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=20, description="Retries after the first try.")
     initial_backoff_s: float = Field(default=0.5, ge=0, description="Wait before the first retry.")
     max_backoff_s: float = Field(default=30.0, ge=0, description="Longest wait between tries.")
-    timeout_s: float | None = Field(default=120.0, gt=0, description="Per-call timeout; null for none.")
+    timeout_s: float | None = Field(
+        default=DEFAULT_TIMEOUT_S,
+        gt=0,
+        description=(
+            "Per-call timeout in seconds; null for none. Unset in a model entry, it follows the backend "
+            "(coachlab.llm.components.default_timeout): none in-process, generous for a server on this machine."
+        ),
+    )
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -46,7 +46,7 @@ async def grade_checklist(
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
 ) -> list[CriterionResult]:
-    """Decide every item of `criteria` from per-line questions, one pass per grader (vote).
+    """Decide every item of `criteria` from per-line questions, each grader (vote) asking its own.
 
     Lines outside the gate are never asked, and a vote stops asking about an item once a line has
     shown it. An unreadable answer counts as "no" (logged). A failed backend raises.
@@ -59,16 +59,21 @@ async def grade_checklist(
         scores = await panel.similarity.similarities([(line.text, c.example or "") for line, c in pairs])
         sims = {(line.turn, c.id): s for (line, c), s in zip(pairs, scores, strict=True)}
     yes: dict[tuple[int, str], list[int]] = {}
-    for vote, grader in enumerate(panel.graders):
-        shown: set[str] = set()
-        for line in lines:
-            for criterion in criteria:
-                probe = LineVotes(yes=(), similarity=sims.get((line.turn, criterion.id)))
-                if criterion.id in shown or not probe.gated(panel.floor):
+    shown: list[set[str]] = [set() for _ in panel.graders]  # per vote: items a line has shown
+    # Line, then item, then vote: the questions about one line share their prompt up to the statement,
+    # and the votes on one statement share all of it (an engine with a prompt cache processes it once).
+    # Each vote's grader is asked the same questions in the same order as one vote alone would be.
+    for line in lines:
+        for criterion in criteria:
+            probe = LineVotes(yes=(), similarity=sims.get((line.turn, criterion.id)))
+            if not probe.gated(panel.floor):
+                continue
+            for vote, grader in enumerate(panel.graders):
+                if criterion.id in shown[vote]:
                     continue
                 if probe.sure(panel.sure):
                     yes.setdefault((line.turn, criterion.id), [])  # counts without a question
-                    shown.add(criterion.id)
+                    shown[vote].add(criterion.id)
                     continue
                 try:
                     said_yes = await ask_line(
@@ -80,7 +85,7 @@ async def grade_checklist(
                 votes_so_far = yes.setdefault((line.turn, criterion.id), [])
                 if said_yes:
                     votes_so_far.append(vote)
-                    shown.add(criterion.id)
+                    shown[vote].add(criterion.id)
     results: list[CriterionResult] = []
     for criterion in criteria:
         answers = {

@@ -440,16 +440,19 @@ def to_markdown(report: EvaluationReport) -> str:
         )
     out += [
         "",
-        "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run):",
+        "Tokens and estimated cost per role (cached calls count: they are what the condition costs to run; prompt "
+        "processed: the prompt tokens the engine could not take from its prompt cache, n/a where it does not say):",
         "",
-        "| student | condition | role | model | calls | prompt tokens | completion tokens | est. cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| student | condition | role | model | calls | prompt tokens | prompt processed | completion tokens "
+        "| est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for student, r in rows:
         for role, u in sorted(r.usage.items()):
+            processed = "n/a" if u.prompt_processed is None else f"{u.prompt_processed:,}"
             out.append(
                 f"| {student} | {r.condition} | {role} | {_role_model(role, r.agent_model)} | {u.calls:,} | "
-                f"{u.prompt_tokens:,} | {u.completion_tokens:,} | {_money(r.cost.get(role, 0.0))} |"
+                f"{u.prompt_tokens:,} | {processed} | {u.completion_tokens:,} | {_money(r.cost.get(role, 0.0))} |"
             )
     out.append("")
     measure = "task success" if report.primary == "task_success" else "satisfaction"

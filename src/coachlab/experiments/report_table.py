@@ -63,9 +63,10 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     )
     usage = ", ".join(
         f"{role} {u.calls} calls ({u.cached_calls} cached) {u.prompt_tokens:,}+{u.completion_tokens:,} tok"
+        + (f" ({u.prompt_processed:,} prompt processed)" if u.prompt_processed is not None else "")
         for role, u in sorted(summary.usage.items())
     )
-    console.print(f"Usage: {usage}")
+    console.print(f"Usage (prompt+completion tokens sent): {usage}")
     problems: list[str] = []
     if summary.infrastructure_errors:
         problems.append(f"{summary.infrastructure_errors} infrastructure errors (re-run with --resume --retry-failed)")

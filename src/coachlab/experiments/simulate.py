@@ -144,9 +144,6 @@ def build_backends(
             shared = shared or asyncio.Semaphore(1)
             backend.concurrency = 1
             backend._semaphore = shared  # pyright: ignore[reportPrivateUsage]
-            if "retry" not in entry.model_fields_set:
-                # An in-process call cannot be cut short, and a slow CPU is no transient fault.
-                backend.retry = entry.retry.model_copy(update={"timeout_s": None})
         backends[name] = backend
     return backends
 

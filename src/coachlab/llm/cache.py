@@ -5,7 +5,8 @@ answer to another and make repeated trials identical. Here the key also holds th
 backend identity (`ModelIdentity.key`: provider, model, the endpoint with its variables expanded,
 every sampling setting; never a key), the seed, the trial, the full prompt and the output schema,
 so an exact repeat hits and nothing else does. The store is one SQLite file, safe to reuse across
-runs and resumes; `--replay` opens a recorded run's file read-only.
+runs and resumes; `--replay` opens a recorded run's file read-only. An answer is kept with what it
+cost the engine (a `MeteredResult`), so a cached or replayed call counts what it cost when made.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from autogen_core.models import CreateResult, LLMMessage
 from pydantic import BaseModel
+
+from coachlab.llm.metering import MeteredResult
 
 __all__ = ["CacheKey", "ResponseCache"]
 
@@ -103,19 +106,28 @@ class ResponseCache:
             self.misses += 1
             return None
         self.hits += 1
-        result = CreateResult.model_validate_json(row[0])
+        result = MeteredResult.model_validate_json(row[0])  # None costs in an answer stored before they were kept
         cached = not self.readonly and digest not in self._stored
         return result.model_copy(update={"cached": cached})
 
-    def put(self, key: CacheKey, result: CreateResult) -> None:
-        """Store `result` under `key` (the last write wins; nothing in a read-only cache)."""
+    def put(self, key: CacheKey, result: CreateResult) -> CreateResult:
+        """Store `result` under `key` and return the answer the cache holds for it.
+
+        The first answer stored wins: when two identical calls overlap, both reach the model, and the
+        one that stores second gets the first one's answer back, to use and count, as a replay or a
+        resumed run would. A read-only cache stores nothing and returns `result`.
+        """
         if self.readonly:
-            return
+            return result
         digest = key.digest()
-        self._db.execute(
-            "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)", (digest, result.model_dump_json())
+        stored = self._db.execute(
+            "INSERT OR IGNORE INTO responses (key, result) VALUES (?, ?)", (digest, result.model_dump_json())
         )
         self._stored.add(digest)
+        if stored.rowcount == 1:
+            return result
+        row = self._db.execute("SELECT result FROM responses WHERE key = ?", (digest,)).fetchone()
+        return MeteredResult.model_validate_json(row[0]) if row is not None else result
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])

@@ -3,7 +3,8 @@
 Every model call of every agent goes through a `RoleClient`. It adds what AutoGen's clients
 leave to the caller: a per-backend concurrency limit, retries with backoff on transient errors
 (honouring `Retry-After`), a per-call timeout, a per-trial seed, the role-aware response cache,
-the judge's structured-output mode, and token counts per role.
+the judge's structured-output mode, and per role: calls, tokens sent and generated, prompt tokens
+processed (`coachlab.llm.metering`) and seconds in the model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +34,7 @@ from coachlab.llm._base import WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client
 from coachlab.llm.identity import ModelIdentity, resolve_identity
+from coachlab.llm.metering import MeteredResult, metering
 from coachlab.llm.replay import ReplayMiss, ReplayOnlyClient
 from coachlab.redact import redact
 from coachlab.retry import backoff, is_transient
@@ -116,7 +119,7 @@ class Backend:
             identity=identity.label,
             temperature=entry.temperature,
             concurrency=entry.concurrency,
-            retry=entry.retry,
+            retry=entry.retry.model_copy(update={"timeout_s": entry.call_timeout_s}),
             structured_output=entry.structured_output,
             send_seed=entry.send_seed,
             cost_per_1k_prompt=entry.cost_per_1k_prompt,
@@ -283,8 +286,13 @@ class RoleClient(WholeReplyClient):
             if match:
                 result = result.model_copy(update={"content": match.group(1)})
         if key is not None and self.cache is not None and result.finish_reason != "unknown":
-            self.cache.put(key, result)
+            result = self.cache.put(key, result)  # an overlapping identical call's answer, if it came first
         self._count(result)
+        logger.debug(
+            "%s (%s): %d prompt tokens sent, %s processed, %d generated, %s s", self.backend.name, self.role,
+            result.usage.prompt_tokens, getattr(result, "prompt_processed", None), result.usage.completion_tokens,
+            getattr(result, "model_seconds", None),
+        )  # fmt: skip
         return result
 
     async def _call_with_retries(
@@ -296,23 +304,32 @@ class RoleClient(WholeReplyClient):
         json_output: bool | type[BaseModel] | None,
         args: dict[str, Any],
         cancellation_token: CancellationToken | None,
-    ) -> CreateResult:
+    ) -> MeteredResult:
+        """The backend's answer, with the prompt tokens it processed and the seconds every attempt took."""
         policy = self.backend.retry
         attempt = 0
+        seconds = 0.0
         while True:
             attempt += 1
             try:
                 async with self.backend.semaphore:
-                    call = self.backend.client.create(
-                        messages,
-                        tools=tools,
-                        tool_choice=tool_choice,
-                        json_output=json_output,
-                        extra_create_args=args,
-                        cancellation_token=cancellation_token,
-                    )
-                    async with asyncio.timeout(policy.timeout_s):
-                        return await call
+                    started = time.perf_counter()
+                    try:
+                        with metering() as meter:
+                            call = self.backend.client.create(
+                                messages,
+                                tools=tools,
+                                tool_choice=tool_choice,
+                                json_output=json_output,
+                                extra_create_args=args,
+                                cancellation_token=cancellation_token,
+                            )
+                            async with asyncio.timeout(policy.timeout_s):
+                                result = await call
+                    finally:
+                        seconds += time.perf_counter() - started
+                    fields: dict[str, Any] = {**dict(result), "prompt_processed": meter.prompt_processed}
+                    return MeteredResult.model_construct(None, **fields, model_seconds=round(seconds, 3))
             except (asyncio.CancelledError, CoachlabError):
                 raise  # a user error (missing model, bad config) is not a backend fault
             except Exception as exc:
@@ -336,11 +353,14 @@ class RoleClient(WholeReplyClient):
                 await asyncio.sleep(wait)
 
     def _count(self, result: CreateResult) -> None:
+        metered = result if isinstance(result, MeteredResult) else None
         self.usage = self.usage + RoleUsage(
             calls=1,
             cached_calls=1 if result.cached else 0,
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,
+            prompt_processed=metered.prompt_processed if metered is not None else None,
+            model_seconds=metered.model_seconds if metered is not None else None,
         )
 
     @override

@@ -11,7 +11,9 @@ by `llama_cpp.Llama` in this process, no server. It fixes what AutoGen's own
 - `json_output=SomeModel` becomes a JSON-schema grammar, so a judge's output parses;
 - each client owns one `Llama`, loaded on first use, and serialises calls to it (a `Llama` is
   not thread-safe) while the event loop keeps running. One client per role keeps each role's
-  KV-cache prefix warm; the weights are memory-mapped, so clients share them.
+  KV-cache prefix warm; the weights are memory-mapped, so clients share them;
+- each call reports the prompt tokens llama.cpp actually processed (the prompt minus the KV prefix
+  it kept from the previous call) to `coachlab.llm.metering`.
 
 In YAML::
 
@@ -48,6 +50,7 @@ from typing_extensions import override
 
 from coachlab.errors import UsageError
 from coachlab.llm._base import WholeReplyClient
+from coachlab.llm.metering import report_prompt_processed
 from coachlab.llm.weights import catalog, is_model_reference, resolve_model_file
 
 if TYPE_CHECKING:
@@ -264,6 +267,7 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
         )
         self._llama: Llama | None = None
         self._lock = threading.Lock()
+        self._evaluated: list[int] = []
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.load_seconds: float | None = None
@@ -305,10 +309,29 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
                 )
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"llama.cpp could not open {path}: {exc}") from None
+        self._count_evaluations(llama)
         self._llama = llama
         self.load_seconds = time.perf_counter() - started
         logger.info("Loaded %s in %.2f s (%d threads)", path, self.load_seconds, threads)
         return llama
+
+    def _count_evaluations(self, llama: Llama) -> None:
+        """Record how many tokens each `llama.eval` of a call evaluates.
+
+        `Llama.generate` evaluates the prompt minus the KV prefix it kept (always at least one token
+        unless the whole prompt is cached), then each new token singly; so the first evaluation of a
+        call is the prompt it processed. (llama.cpp's own perf counters were checked and are not
+        reliable for this: they count a one-token prompt remainder as decoding, and undercount the
+        first call.)
+        """
+        evaluate = llama.eval
+        evaluated = self._evaluated
+
+        def counted(tokens: Sequence[int]) -> None:
+            evaluated.append(len(tokens))
+            evaluate(tokens)
+
+        llama.eval = counted  # pyright: ignore[reportAttributeAccessIssue]
 
     def _loaded(self) -> Llama:
         """The model, opened now if needed (blocking)."""
@@ -331,6 +354,7 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
             if token is not None and token.is_cancelled():
                 raise _Cancelled
             llama = self._load_locked()
+            self._evaluated.clear()
             try:
                 response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
             except ValueError as exc:
@@ -339,6 +363,7 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
                         f"{exc}. Shorten the conversation or raise n_ctx (now {self._config.n_ctx})."
                     ) from None
                 raise
+            report_prompt_processed(self._evaluated[0] if self._evaluated else None)
             return cast(dict[str, Any], response)
 
     @override

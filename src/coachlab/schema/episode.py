@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import Field
 
 from coachlab.schema._base import Frozen
@@ -10,27 +12,57 @@ from coachlab.schema.verdict import Verdict
 
 __all__ = ["Episode", "RoleUsage"]
 
+_Amount = TypeVar("_Amount", int, float)
+
 
 class RoleUsage(Frozen):
-    """Model calls and tokens one role spent in an episode."""
+    """Model calls and tokens one role spent in an episode, and what they cost the engine.
+
+    `prompt_tokens` is what was sent; `prompt_processed` is the part the engine had to process (the
+    rest came from its prompt cache: the KV prefix an in-process llama.cpp model kept from its last
+    call, a server's prompt cache). On CPU, processed prompt tokens are most of an episode's time.
+    A call answered from coachlab's response cache counts what it cost when it was made, like its
+    tokens. `None` means unknown: the backend does not report it (or the record predates the field).
+    """
 
     calls: int = 0
     cached_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_processed: int | None = Field(
+        default=None, description="Prompt tokens the engine processed (not from its prompt cache); null: unknown."
+    )
+    model_seconds: float | None = Field(
+        default=None, description="Wall-clock seconds of the model calls (no wait for a free slot); null: unknown."
+    )
 
     def __add__(self, other: RoleUsage) -> RoleUsage:
+        seconds = _plus(self.model_seconds, self.calls, other.model_seconds, other.calls)
         return RoleUsage(
             calls=self.calls + other.calls,
             cached_calls=self.cached_calls + other.cached_calls,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            prompt_processed=_plus(self.prompt_processed, self.calls, other.prompt_processed, other.calls),
+            model_seconds=None if seconds is None else round(seconds, 3),
         )
 
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+def _plus(a: _Amount | None, a_calls: int, b: _Amount | None, b_calls: int) -> _Amount | None:
+    """The sum of two measured amounts; unknown (None) once a side with calls does not know its amount.
+
+    A side without calls adds nothing, known or not, so `RoleUsage()` is the sum's neutral element.
+    """
+    if a is None:
+        return b if a_calls == 0 else None
+    if b is None:
+        return a if b_calls == 0 else None
+    return a + b
 
 
 class Episode(Frozen):

@@ -21,6 +21,10 @@ Example::
     assert stub.request_count == 1 and stub.requests[-1].body["model"] == "stub"
 
 Requests with `"stream": true` are answered as a server-sent event stream, one chunk per word.
+
+With `prompt_cache="openai"` or `"llama.cpp"` the stub also reports a prompt cache the way those
+servers do (`usage.prompt_tokens_details.cached_tokens`, or `timings.prompt_n` / `cache_n`): the
+words a prompt shares from its start with the previous prompt count as cached (one slot).
 """
 
 from __future__ import annotations
@@ -147,6 +151,8 @@ class OpenAIStub:
         port: The port to listen on; 0 picks a free one (read it back from `port` / `url`).
         keep: How many of the last requests to keep in `requests`.
         embed: The vector of one text, for `/v1/embeddings` (hashed word counts by default).
+        prompt_cache: Report a one-slot prompt cache as OpenAI (`"openai"`) or llama.cpp's server
+            (`"llama.cpp"`) does, or nothing (`"none"`, like `llama_cpp.server`).
     """
 
     def __init__(
@@ -158,6 +164,7 @@ class OpenAIStub:
         port: int = 0,
         keep: int = 100,
         embed: EmbedFn = hashed_embedding,
+        prompt_cache: Literal["none", "openai", "llama.cpp"] = "none",
     ) -> None:
         if latency_s < 0:
             raise ValueError("latency_s must be >= 0")
@@ -165,6 +172,8 @@ class OpenAIStub:
         self.latency_s = latency_s
         self.behaviour = behaviour
         self.embed = embed
+        self.prompt_cache = prompt_cache
+        self._last_prompt: list[str] = []
         self.port = port
         self._log = _Log(keep=keep)
         self._thread: threading.Thread | None = None
@@ -403,7 +412,25 @@ class OpenAIStub:
         drop = fault.where if isinstance(fault, Drop) else None
         if parsed.get("stream") is True:
             return _Reply(200, events=_stream_events(index, parsed, text), drop=drop)
-        return _Reply(200, _completion(index, parsed, text), drop=drop)
+        return _Reply(200, self._cache_report(_completion(index, parsed, text), parsed), drop=drop)
+
+    def _cache_report(self, body: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        """`body` with the prompt-cache report `prompt_cache` asks for (prompt words shared with the last prompt)."""
+        if self.prompt_cache == "none":
+            return body
+        words = request_text(request).split()
+        cached = 0
+        for mine, last in zip(words, self._last_prompt, strict=False):
+            if mine != last:
+                break
+            cached += 1
+        self._last_prompt = words
+        usage: dict[str, Any] = body["usage"]
+        if self.prompt_cache == "openai":
+            usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        else:
+            body["timings"] = {"prompt_n": usage["prompt_tokens"] - cached, "cache_n": cached}
+        return body
 
     def _fault(self, request: StubRequest) -> Fault | None:
         fault = self.behaviour(request) if self.behaviour is not None else None

@@ -372,6 +372,10 @@ def _library(run: RunData, doc: Report) -> None:
         doc.bullets(_strategy_lines(s))
 
 
+def _processed(usage: RoleUsage) -> str:
+    return "n/a" if usage.prompt_processed is None else f"{usage.prompt_processed:,}"
+
+
 def _costs(run: RunData, doc: Report) -> None:
     doc.heading(2, "Tokens and cost per role")
     costs = role_costs(run)
@@ -380,16 +384,21 @@ def _costs(run: RunData, doc: Report) -> None:
         return
     rows = [
         [c.phase, c.role, c.model, f"{c.usage.calls:,}", f"{c.usage.cached_calls:,}", f"{c.usage.prompt_tokens:,}",
-         f"{c.usage.completion_tokens:,}", f"{c.tokens:,}", _money(c.cost)]
+         _processed(c.usage), f"{c.usage.completion_tokens:,}", f"{c.tokens:,}", _money(c.cost)]
         for c in sorted(costs, key=lambda c: (c.phase != "train", c.role, c.model))
     ]  # fmt: skip
     total = sum((c.usage for c in costs), RoleUsage())
     priced = [c.cost for c in costs if c.cost is not None]
     all_cost = _money(sum(priced)) if priced else "n/a"
     rows.append(["all", "", "", f"{total.calls:,}", f"{total.cached_calls:,}", f"{total.prompt_tokens:,}",
-                 f"{total.completion_tokens:,}", f"{total.total_tokens:,}", all_cost])  # fmt: skip
-    doc.table(["phase", "role", "model", "calls", "cached", "prompt", "completion", "tokens", "est. cost"], rows)
-    doc.para("Cost is estimated from the cost_per_1k_* prices of the model entries in experiment.yaml (0 when unset).")
+                 _processed(total), f"{total.completion_tokens:,}", f"{total.total_tokens:,}", all_cost])  # fmt: skip
+    doc.table(
+        ["phase", "role", "model", "calls", "cached", "prompt", "processed", "completion", "tokens", "est. cost"], rows
+    )
+    doc.para(
+        "Cost is estimated from the cost_per_1k_* prices of the model entries in experiment.yaml (0 when unset). "
+        "Processed: the prompt tokens the engine could not take from its prompt cache (n/a where it does not say)."
+    )
     doc.image("tokens.png", tokens_chart(costs), "tokens per role")
 
 

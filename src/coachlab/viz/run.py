@@ -193,6 +193,11 @@ def _price(run: RunData, model: str, usage: RoleUsage) -> float | None:
     ) / 1000
 
 
+def _counts(usage: RoleUsage) -> RoleUsage:
+    """`usage` without its seconds: sums of them in another order may differ in the last digit."""
+    return usage.model_copy(update={"model_seconds": None})
+
+
 def role_costs(run: RunData) -> list[RoleCost]:
     """Tokens and cost per (phase, role, model).
 
@@ -221,7 +226,7 @@ def role_costs(run: RunData) -> list[RoleCost]:
         if "agent" in ep.usage:
             agent_by_model[ep.agent_model] += ep.usage["agent"]
     tree_agent = sum((n.usage.get("agent", RoleUsage()) for n in run.tree.nodes()), RoleUsage())
-    if agent_by_model and sum(agent_by_model.values(), RoleUsage()) == tree_agent:
+    if agent_by_model and _counts(sum(agent_by_model.values(), RoleUsage())) == _counts(tree_agent):
         for model, usage in agent_by_model.items():
             totals[("train", "agent", model)] += usage
     elif tree_agent.calls:
