@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
 
 from coachlab.errors import UsageError
 from coachlab.schema import AuditStatus
+
+if TYPE_CHECKING:
+    from coachlab.experiments.effects import StrategyEffect
+    from coachlab.experiments.evaluate import EvaluationReport
 
 __all__ = ["library_app"]
 
@@ -40,24 +44,74 @@ def _store(run_dir: Path):
     return store
 
 
+def _evaluation(run_dir: Path) -> EvaluationReport | None:
+    """The run's latest evaluation results (None when there is none; a note when they cannot be read)."""
+    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.evaluate import EvaluationReport
+
+    path = RunLayout(run_dir).evaluation / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        return EvaluationReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        console.print(f"{path}: not readable evaluation results, so no per-strategy figures ({type(exc).__name__}).")
+        return None
+
+
+def _figures(effects: list[StrategyEffect]) -> tuple[str, str]:
+    """The `retrieved` and `held-out effect` cells of one strategy, a line per student."""
+    many = len(effects) > 1
+    retrieved: list[str] = []
+    effect: list[str] = []
+    for e in effects:
+        who = f"{e.student}: " if many else ""
+        measure = "task success" if e.primary == "task_success" else "satisfaction"
+        retrieved.append(f"{who}{e.episodes} episodes ({e.turns} turns)")
+        verdict = "harmful" if e.harmful else e.direction
+        effect.append(f"{who}{measure} {e.effect}, {verdict}")
+    return "\n".join(retrieved) or "-", "\n".join(effect) or "-"
+
+
 @library_app.command("list")
 def library_list(
     run_dir: RunDir,
-    status: Annotated[str | None, typer.Option(help="Only proposed, approved or rejected.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only proposed, approved, rejected or retired.")] = None,
     version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
 ) -> None:
-    """List the strategies with their status and measured uplift."""
+    """List the strategies: status, measured uplift, and what the latest evaluation measured for each."""
     from rich.table import Table
 
+    from coachlab.experiments.distill import RunLayout
+
+    if status is not None and status not in {s.value for s in AuditStatus}:
+        raise UsageError(f"--status {status}: use one of {', '.join(s.value for s in AuditStatus)}.")
     lib = _store(run_dir).load(version)
+    report = _evaluation(run_dir)
+    effects: dict[str, list[StrategyEffect]] = {}
+    for student in report.students if report is not None else []:
+        for e in student.strategies:
+            effects.setdefault(e.strategy_id, []).append(e)
     table = Table(title=f"library v{lib.version}: {lib.note}")
     for col in ("id", "status", "situation", "guidance", "evidence"):
         table.add_column(col, overflow="fold")
+    if report is not None:  # figures stay on one line each: a reader compares them down the column
+        table.add_column("held out: shown in", no_wrap=True)
+        table.add_column("effect: shown - not shown [95% CI]", no_wrap=True)
     for s in lib.strategies:
         if status and s.status.value != status:
             continue
-        table.add_row(s.id, s.status.value, s.situation, s.guidance, s.evidence.summary if s.evidence else "none")
+        row = [s.id, s.status.value, s.situation, s.guidance, s.evidence.summary if s.evidence else "none"]
+        if report is not None:
+            row += _figures(effects.get(s.id, []))
+        table.add_row(*row)
     console.print(table)
+    if report is not None:
+        retired = f"; it retired {', '.join(report.retired)}" if report.retired else ""
+        console.print(
+            f"Held-out figures: the evaluation of library v{report.library_version} "
+            f"({RunLayout(run_dir).evaluation}/results.md){retired}."
+        )
 
 
 @library_app.command("show")
@@ -145,7 +199,9 @@ def library_export(
     out: Annotated[
         Path | None, typer.Option(help="Write to this file (default: print); for skill, the folder to write it in.")
     ] = None,
-    status: Annotated[str, typer.Option(help="Which strategies: approved, proposed, rejected or all.")] = "approved",
+    status: Annotated[
+        str, typer.Option(help="Which strategies: approved, proposed, rejected, retired or all.")
+    ] = "approved",
     version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
     size: Annotated[
         int | None, typer.Option(min=1, help="prompt: strategies in the block (default: the run's generic_size, or 5).")
@@ -159,8 +215,8 @@ def library_export(
 
     from coachlab.library.export import generic_strategies, jsonl_lines, markdown_document, prompt_block, write_skill
 
-    if status not in ("approved", "proposed", "rejected", "all"):
-        raise UsageError(f"--status {status}: use approved, proposed, rejected or all.")
+    if status not in ("approved", "proposed", "rejected", "retired", "all"):
+        raise UsageError(f"--status {status}: use approved, proposed, rejected, retired or all.")
     if fmt in ("prompt", "skill") and status != "approved":
         raise UsageError(
             f"--format {fmt} is what an agent reads in production: approved strategies only (drop --status)."

@@ -67,7 +67,7 @@ def markdown_document(version: LibraryVersion, strategies: Sequence[Strategy], *
         head,
         "",
         f"Written {version.created_at:%Y-%m-%d %H:%M} UTC ({_md(version.note) or 'no note'}). "
-        + ", ".join(f"{n} {status.value}" for status, n in counts.items())
+        + ", ".join(f"{n} {status.value}" for status, n in counts.items() if n or status is not AuditStatus.RETIRED)
         + f"; {len(strategies)} shown here.",
         "",
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,12 +154,24 @@ class LibraryStore:
 
     def set_status(self, strategy_id: str, status: AuditStatus, *, by: str, why: str = "") -> LibraryVersion:
         """A new version in which one strategy's audit status changed."""
+        return self.set_statuses({strategy_id: why}, status, by=by, note=f"{status.value} {strategy_id} by {by}")
+
+    def set_statuses(self, decisions: Mapping[str, str], status: AuditStatus, *, by: str, note: str) -> LibraryVersion:
+        """One new version in which every strategy of `decisions` (id -> why) gets `status`.
+
+        Raises:
+            UsageError: An id is not in the latest version.
+        """
         latest = self.load()
-        target = latest.get(strategy_id)
-        updated = target.with_status(status, by=by, at=datetime.now(UTC), why=why)
+        for strategy_id in decisions:
+            latest.get(strategy_id)
+        now = datetime.now(UTC)
         return self.commit(
-            [updated if s.id == strategy_id else s for s in latest.strategies],
-            note=f"{status.value} {strategy_id} by {by}",
+            [
+                s.with_status(status, by=by, at=now, why=decisions[s.id]) if s.id in decisions else s
+                for s in latest.strategies
+            ],
+            note=note,
         )
 
     def edit(

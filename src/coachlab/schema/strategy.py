@@ -13,11 +13,16 @@ __all__ = ["Attempt", "AuditEntry", "AuditStatus", "Evidence", "Guidance", "Prov
 
 
 class AuditStatus(StrEnum):
-    """Where a strategy stands with the people who ship it."""
+    """Where a strategy stands with the people who ship it.
+
+    `retired`: held-out evaluation measured it doing harm (`coachlab evaluate`); like `rejected`, it
+    is kept with its evidence and never served, and a person can approve it again.
+    """
 
     PROPOSED = "proposed"
     APPROVED = "approved"
     REJECTED = "rejected"
+    RETIRED = "retired"
 
 
 class AuditEntry(Frozen):
