@@ -119,6 +119,14 @@ def library_show(run_dir: RunDir, strategy_id: StrategyId) -> None:
     """Show one strategy: text, provenance, evidence and audit trail."""
     s = _store(run_dir).load().get(strategy_id)
     console.print_json(s.model_dump_json())
+    if s.provenance is not None:
+        origins = f"Origins: {s.provenance.node_id or s.provenance.scenario_id} (this text)"
+        if s.merged:
+            origins += "; merged: " + ", ".join(
+                m.candidate_id + (f" from {m.provenance.node_id or m.provenance.scenario_id}" if m.provenance else "")
+                for m in s.merged
+            )
+        console.print(origins, markup=False, highlight=False)
     console.print(f"Approve: coachlab library approve {run_dir} {s.id} --by NAME --why '...'")
     console.print(f"Reject:  coachlab library reject {run_dir} {s.id} --by NAME --why '...'")
 
