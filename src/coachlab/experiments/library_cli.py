@@ -1,4 +1,4 @@
-"""Commands: `coachlab library list|show|approve|reject|edit|diff|export RUN_DIR`: audit a run's strategy library.
+"""Commands: `coachlab library list|show|approve|reject|edit|verify|diff|export RUN_DIR`: audit a run's library.
 
 Registered in the main app (`coachlab.experiments.cli`) with `app.add_typer(library_app, name="library")`.
 Every change writes a new library version with the decision in each strategy's audit trail.
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["library_app"]
 
 library_app = typer.Typer(
-    help="Audit the strategy library of a run: list, show, approve, reject, edit, diff, export.", no_args_is_help=True
+    help="Audit the strategy library of a run: list, show, approve, reject, edit, verify, diff, export.",
+    no_args_is_help=True,
 )
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -160,9 +161,72 @@ def library_edit(
     situation: Annotated[str | None, typer.Option(help="New situation text.")] = None,
     guidance: Annotated[str | None, typer.Option(help="New guidance text.")] = None,
 ) -> None:
-    """Edit a strategy's text; it goes back to proposed until someone approves it."""
+    """Edit a strategy's text; it goes back to proposed, without evidence, until verified and approved."""
     v = _store(run_dir).edit(strategy_id, by=by, situation=situation, guidance=guidance)
     console.print(f"{strategy_id}: edited by {by}, now proposed (library v{v.version}).")
+    console.print(
+        f"Its evidence measured the old text (kept in its attempts): measure the new one with "
+        f"coachlab library verify {run_dir} {strategy_id} --by {by}",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _trained_with(run_dir: Path) -> Path:
+    """The experiment file the run's library was trained with (resolved.json's train record)."""
+    from coachlab.experiments.resolved import RESOLVED_FILE, load_record
+
+    record = load_record(run_dir)
+    if record is None or record.train is None:
+        raise UsageError(f"{run_dir}: no train record ({RESOLVED_FILE}); pass the experiment file with --experiment.")
+    return Path(record.train.source)
+
+
+@library_app.command("verify")
+def library_verify(
+    run_dir: RunDir,
+    strategy_id: StrategyId,
+    by: By,
+    experiment: Annotated[
+        Path | None,
+        typer.Option(help="The experiment file the run was trained with (default: the one its resolved.json names)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Scripted models: for a run trained with --dry-run.")] = False,
+) -> None:
+    """Verify a strategy again on the node it came from: an edit must earn its own evidence (runs the models)."""
+    from coachlab.experiments.cli import run_closing
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.library_verify import verify_strategy
+    from coachlab.experiments.simulate import build_backends
+    from coachlab.testing import dry_run_clients
+
+    _store(run_dir)
+    exp = load_experiment(experiment or _trained_with(run_dir))
+    train = exp.config.train
+    if train is None:
+        raise UsageError(f"{exp.path}: no `train:` section; verify uses its `verify:` settings.")
+    if dry_run:  # as coachlab train --dry-run: scripted lines resemble no checklist example
+        exp.config = exp.config.model_copy(update={"judge": exp.config.judge.model_copy(update={"gate": "off"})})
+    names = ["customer", "judge", train.student, train.teacher]
+    clients = dry_run_clients(names, strong=[train.teacher]) if dry_run else None
+    backends = build_backends(exp, names, clients=clients)
+    console.print(f"Verifying {strategy_id} again ({train.verify.criterion}, {train.verify.trials} trials per arm)...")
+    outcome = run_closing(
+        backends,
+        verify_strategy(exp, backends, run_dir=run_dir, strategy_id=strategy_id, by=by, use_cache=not dry_run),
+    )
+    s = outcome.strategy
+    evidence = s.evidence.summary if s.evidence is not None else "none"
+    console.print(
+        f"{strategy_id}: {'accepted' if outcome.accepted else 'rejected'} on node {outcome.node_id} ({evidence}); "
+        f"now {s.status.value} (library v{outcome.library_version}).",
+        markup=False,
+        soft_wrap=True,
+    )
+    if outcome.accepted and s.status is not AuditStatus.APPROVED:
+        console.print(
+            f"Approve: coachlab library approve {run_dir} {strategy_id} --by NAME --why '...'", soft_wrap=True
+        )
 
 
 @library_app.command("diff")

@@ -36,7 +36,7 @@ from coachlab.agents import (
     refine_strategy,
 )
 from coachlab.environments import EpisodeRunner, GuidanceProvider
-from coachlab.errors import ModelResponseError
+from coachlab.errors import ModelResponseError, UsageError
 from coachlab.explorer.config import TrainConfig
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import (
@@ -541,17 +541,25 @@ class Trainer:
         raise AssertionError("the last verification round always returns")
 
     async def _verify(
-        self, node: TreeNode, candidate: Guidance, bench: _Bench, guidance: GuidanceProvider | None, id_prefix: str
+        self,
+        node: TreeNode,
+        candidate: Guidance,
+        bench: _Bench,
+        guidance: GuidanceProvider | None,
+        id_prefix: str,
+        *,
+        criterion: str | None = None,
     ) -> VerificationResult:
-        """One verification of `candidate` by the configured criterion, reusing the node's `without` arm."""
+        """One verification of `candidate` by `criterion` (default: the configured one), reusing the `without` arm."""
         cfg = self.config
-        if cfg.verify.criterion == "checklist" and bench.missed:
+        criterion = criterion or cfg.verify.criterion
+        if criterion == "checklist" and bench.missed:
             result, bench.checklist_without = await verify_checklist(
                 self.runner, node.scenario, candidate, bench.prefix, bench.missed, agent_model=cfg.student,
                 seeds=bench.seeds, config=cfg.verify, base=bench.base, without=bench.checklist_without,
             )  # fmt: skip
             return result
-        if cfg.verify.criterion == "imitation":
+        if criterion == "imitation":
             result, bench.imitation_without = await verify_imitation(
                 self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
                 teacher_reply=bench.teacher_reply, seeds=bench.seeds, config=cfg.verify, base=bench.base,
@@ -563,6 +571,38 @@ class Trainer:
             id_prefix=id_prefix, without=bench.without, base=guidance, mentor_model=cfg.teacher,
             student_share=cfg.share_at(node.depth),
         )  # fmt: skip
+
+    async def reverify(self, strategy: Strategy, failure: Episode | None, *, tag: str) -> VerificationResult:
+        """Verify `strategy` again, as train verifies a candidate, on the node it came from and fresh seeds.
+
+        Both arms retrieve the library's other approved strategies (as on the node). `failure` is the
+        failed rollout the strategy was written from: its failure point is where the `checklist` and
+        `imitation` criteria reply (without it, they fall back to `uplift` episodes of the whole
+        scenario). `tag` makes the seeds and episode ids (`<node>/reverify/<id>/<tag>/...`) its own.
+
+        Raises:
+            UsageError: The strategy has no source node in this run's tree.
+        """
+        cfg = self.config
+        node_id = strategy.provenance.node_id if strategy.provenance is not None else None
+        if node_id is None:
+            raise UsageError(f"strategy {strategy.id!r} records no source node: nothing to verify it on.")
+        node = self.tree.node(node_id)
+        others = [s for s in self.library.load().strategies if s.id != strategy.id]
+        guidance = self.retrieval.provider(others) if any(s.status is AuditStatus.APPROVED for s in others) else None
+        prefix = self._failure_point(failure)[0] if failure is not None else []
+        seeds = [seed_for(cfg.seed, node.id, "reverify", tag, t) for t in range(cfg.verify.trials)]
+        criterion = cfg.verify.criterion if failure is not None else "uplift"
+        teacher_reply = ""
+        if criterion == "imitation":
+            teacher_reply, _ = await self.runner.reply_at(node.scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
+        bench = _Bench(
+            prefix=prefix, teacher_reply=teacher_reply, seeds=seeds,
+            missed=missed_items(node.scenario, failure) if failure is not None else [],
+            base=list(await guidance(node.scenario, prefix)) if guidance is not None else [],
+        )  # fmt: skip
+        id_prefix = f"{node.id}/reverify/{strategy.id}/{tag}"
+        return await self._verify(node, strategy.as_guidance(), bench, guidance, id_prefix, criterion=criterion)
 
     async def _children(
         self,

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coachlab.errors import ConfigError, UsageError
-from coachlab.schema import AuditStatus, Strategy
+from coachlab.schema import Attempt, AuditStatus, Strategy
 
 __all__ = ["LibraryDiff", "LibraryStore", "LibraryVersion"]
 
@@ -177,12 +177,20 @@ class LibraryStore:
     def edit(
         self, strategy_id: str, *, by: str, situation: str | None = None, guidance: str | None = None
     ) -> LibraryVersion:
-        """A new version with a strategy's text changed; it goes back to `proposed` for review."""
+        """A new version with a strategy's text changed; it goes back to `proposed` for review.
+
+        The evidence measured the old text, so it moves with that text into `attempts`: the edited
+        strategy has none until `coachlab library verify` measures the new text.
+        """
         latest = self.load()
         target = latest.get(strategy_id)
-        changes = {k: v for k, v in (("situation", situation), ("guidance", guidance)) if v is not None}
+        changes: dict[str, object] = {
+            k: v for k, v in (("situation", situation), ("guidance", guidance)) if v is not None
+        }
         if not changes:
             raise UsageError("edit: give --situation and/or --guidance.")
+        old = Attempt(situation=target.situation, guidance=target.guidance, evidence=target.evidence)
+        changes |= {"evidence": None, "attempts": [*target.attempts, old]}
         edited = Strategy.model_validate({**target.model_dump(), **changes})
         edited = edited.with_status(AuditStatus.PROPOSED, by=by, at=datetime.now(UTC), why="edited")
         return self.commit(
