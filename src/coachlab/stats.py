@@ -21,8 +21,10 @@ __all__ = [
     "SignTest",
     "bootstrap_mean",
     "clustered_bootstrap",
+    "clustered_difference",
     "gap_closed",
     "min_detectable_difference",
+    "paired_differences",
     "paired_uplift",
     "pass_hat_k",
     "seed_for",
@@ -205,6 +207,51 @@ def clustered_bootstrap(
     return Estimate(
         mean=point, low=values[int(tail * (len(values) - 1))], high=values[int((1 - tail) * (len(values) - 1))], n=n
     )
+
+
+def clustered_difference(
+    a: Mapping[str, Sequence[float]],
+    b: Mapping[str, Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """The mean of group `a` minus the mean of group `b`, both observed in the same clusters (scenarios).
+
+    The CI comes from `clustered_bootstrap`: a resample draws clusters, then values within each
+    drawn cluster from both groups' values together, so a group's size varies as it would in
+    another run; resamples in which either group is empty are skipped. `n` counts both groups' values.
+    """
+    values: list[tuple[bool, float]] = []
+    clusters: dict[str, list[float]] = {}
+    for key in sorted(set(a) | set(b)):
+        start = len(values)
+        values += [(True, x) for x in a.get(key, ())] + [(False, x) for x in b.get(key, ())]
+        clusters[key] = [float(i) for i in range(start, len(values))]
+
+    def difference(sample: Mapping[str, Sequence[float]]) -> float | None:
+        drawn = [values[int(i)] for indices in sample.values() for i in indices]
+        first = [x for in_a, x in drawn if in_a]
+        second = [x for in_a, x in drawn if not in_a]
+        if not first or not second:
+            return None
+        return sum(first) / len(first) - sum(second) / len(second)
+
+    return clustered_bootstrap(clusters, statistic=difference, confidence=confidence, resamples=resamples, seed=seed)
+
+
+def paired_differences(
+    before: Mapping[tuple[str, int], float], after: Mapping[tuple[str, int], float], *, scale: float = 1.0
+) -> dict[str, list[float]]:
+    """`scale * (after - before)` per cluster, over the (cluster, trial) keys both hold (trials share their seed).
+
+    The result is what `clustered_bootstrap` (a CI) and `min_detectable_difference(paired=True)` take.
+    """
+    diffs: dict[str, list[float]] = {}
+    for key in sorted(set(before) & set(after)):
+        diffs.setdefault(key[0], []).append(scale * (after[key] - before[key]))
+    return diffs
 
 
 def min_detectable_difference(

@@ -12,6 +12,7 @@ from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.criteria import criteria_path, ensure_criteria, load_criteria
+from coachlab.experiments.effects import only_retired_since, retire_harmful
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
 from coachlab.experiments.guard import record_run
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
@@ -21,7 +22,7 @@ from coachlab.explorer.train import Trainer, TrainSummary
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import EmbeddingEndpointError, LibraryStore
 from coachlab.llm import Backend, ResponseCache
-from coachlab.schema import Scenario
+from coachlab.schema import AuditStatus, Scenario
 
 __all__ = [
     "RunLayout",
@@ -29,6 +30,7 @@ __all__ = [
     "cache_path",
     "evaluate_experiment",
     "evaluated_version",
+    "evaluation_current",
     "train_experiment",
     "train_roots",
 ]
@@ -68,6 +70,19 @@ def evaluated_version(layout: RunLayout) -> int | None:
         return int(stamp.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def evaluation_current(layout: RunLayout) -> bool:
+    """True when the run's evaluation measured the latest library (evaluate's own retirements aside).
+
+    An evaluation that retires harmful strategies writes a new library version; its numbers still
+    describe the library it ran, so it is not stale for that.
+    """
+    was = evaluated_version(layout)
+    store = LibraryStore(layout.library)
+    if was is None or was not in store.versions():
+        return False
+    return only_retired_since(store.load(was), store.load())
 
 
 def cache_path(experiment: Experiment, root: Path) -> Path:
@@ -205,13 +220,17 @@ async def evaluate_experiment(
     config = experiment.config.evaluate
     if config is None:
         raise UsageError(f"{experiment.path}: no `evaluate:` section; add one to run coachlab evaluate.")
-    library = LibraryStore(layout.library).load()
+    store = LibraryStore(layout.library)
+    library = store.load()
     stamp = layout.evaluation / "library_version.txt"
-    if resume and stamp.exists() and stamp.read_text().strip() != str(library.version):
-        raise UsageError(
-            f"{layout.evaluation} was run against library v{stamp.read_text().strip()}, the latest is "
-            f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
-        )
+    was = evaluated_version(layout)
+    if resume and stamp.exists() and was != library.version:
+        if was is None or not evaluation_current(layout):
+            raise UsageError(
+                f"{layout.evaluation} was run against library v{stamp.read_text().strip()}, the latest is "
+                f"v{library.version}: pass --overwrite to evaluate the new library from nothing."
+            )
+        library = store.load(was)  # since then only this evaluation's retirements: it goes on measuring that library
     retrieval = experiment.config.retrieval.resolved()  # `auto` decided once: what is recorded is what runs
     saved_criteria(experiment, [experiment.scenarios[s] for s in config.scenarios], layout.root)
     record = functools.partial(
@@ -251,7 +270,17 @@ async def evaluate_experiment(
         experiment=experiment.path.read_text(encoding="utf-8"),
         prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
         calibration=load_calibration(layout.root),
+        strategy_ids=[s.id for s in library.with_status(AuditStatus.APPROVED)],
     ).model_copy(update={"fingerprint": run.fingerprint})
+    if config.retire:
+        effects = [e for s in report.students for e in s.strategies]
+        retire_harmful(store, effects, evaluated=library)
+        latest = {s.id: s for s in store.load().strategies}
+        retired = {
+            e.strategy_id for e in effects
+            if e.harmful and e.strategy_id in latest and latest[e.strategy_id].status is AuditStatus.RETIRED
+        }  # fmt: skip
+        report = report.model_copy(update={"retired": sorted(retired)})
     write_json_atomic(layout.evaluation / "results.json", report)
     write_text_atomic(layout.evaluation / "results.md", to_markdown(report))
     return report

@@ -10,7 +10,9 @@ the scenarios have no checklist).
 Confidence intervals resample scenarios, then trials within each drawn scenario (episodes of one
 scenario are not independent), jointly across conditions for gap closed. Episodes the simulated
 customer spoiled are counted in every row and never scored. The report also gives the smallest
-difference in task success the run could detect (80% power, 95% confidence).
+difference in task success the run could detect (80% power, 95% confidence), and per strategy what
+it did where it was shown (`coachlab.experiments.effects`; with `ablate`, a leave-one-out run of the
+library without each approved strategy, conditions `ablate-<id>`, beside it).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
+from coachlab.experiments.effects import StrategyEffect, ablation_condition, effects_markdown, strategy_effects
 from coachlab.experiments.simulate import EpisodePlan
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import RetrievalConfig
 from coachlab.schema import AuditStatus, Episode, Guidance, RoleUsage, Scenario, Strategy, TerminationReason, Verdict
-from coachlab.stats import Estimate, clustered_bootstrap, min_detectable_difference, seed_for
+from coachlab.stats import Estimate, clustered_bootstrap, min_detectable_difference, paired_differences, seed_for
 
 __all__ = [
     "CONDITIONS",
@@ -62,6 +65,17 @@ class EvaluateConfig(BaseModel):
     generic_size: int = Field(default=5, ge=1, description="Strategies in the generic condition's fixed list.")
     threshold: int = Field(default=7, ge=1, le=10, description="pass^k threshold.")
     seed: int = 0
+    ablate: bool = Field(
+        default=False,
+        description="Also run the library without each approved strategy (leave-one-out) on every scenario and trial: "
+        "one more library run per strategy.",
+    )
+    retire: bool = Field(
+        default=True, description="Mark strategies that did harm on these scenarios `retired` in the library."
+    )
+    retire_min_episodes: int = Field(
+        default=4, ge=1, description="Scored episodes a strategy must have been shown in before it can be retired."
+    )
 
 
 def generic_guidance(strategies: Sequence[Strategy], size: int) -> GuidanceProvider:
@@ -82,15 +96,26 @@ def evaluation_plans(
     strategies: Sequence[Strategy],
     retrieval: RetrievalConfig | None = None,
 ) -> list[EpisodePlan]:
-    """Every (scenario, trial) under every condition and student; the teacher once per (scenario, trial)."""
-    library = (retrieval or RetrievalConfig()).provider(strategies)
+    """Every (scenario, trial) under every condition and student; the teacher once per (scenario, trial).
+
+    With `ablate` (and the `library` condition), each approved strategy adds a condition
+    `ablate-<id>`: the library without it, on the same seeds.
+    """
+    settings = retrieval or RetrievalConfig()
+    library = settings.provider(strategies)
     generic = generic_guidance(strategies, config.generic_size)
     guidance: dict[str, GuidanceProvider | None] = {"baseline": None, "generic": generic, "library": library}
+    conditions: list[str] = list(config.conditions)
+    if config.ablate and "library" in config.conditions:
+        for s in strategies:
+            if s.status is AuditStatus.APPROVED:
+                conditions.append(ablation_condition(s.id))
+                guidance[ablation_condition(s.id)] = settings.provider([x for x in strategies if x.id != s.id])
     plans: list[EpisodePlan] = []
     for trial in range(config.trials):
         for scenario in scenarios:
             seed = seed_for(config.seed, "evaluate", scenario.id, trial)
-            for condition in config.conditions:
+            for condition in conditions:
                 if condition == "teacher":
                     plans.append(EpisodePlan(scenario, config.teacher, "teacher", trial, seed))
                     continue
@@ -157,6 +182,10 @@ class StudentResult(BaseModel):
         description="Paired by (scenario, trial) seed: the library's primary outcome minus the baseline's, with a "
         "CI that resamples scenarios, then trials (above 0 at its lower bound: the library helped).",
     )
+    strategies: list[StrategyEffect] = Field(
+        default_factory=list[StrategyEffect],
+        description="Per strategy: retrieved how often in the library condition, and its effect (see effects).",
+    )
 
 
 class EvaluationReport(BaseModel):
@@ -169,7 +198,13 @@ class EvaluationReport(BaseModel):
     infrastructure_errors: int = Field(default=0, description="All rows' episodes that ended on infrastructure errors.")
     judge_errors: int = Field(default=0, description="All rows' episodes the judge could not score.")
     simulator_faults: int = Field(default=0, description="All rows' episodes the simulated customer spoiled.")
-    primary: str = Field(default="satisfaction", description="The outcome gap closed is computed on.")
+    primary: Literal["task_success", "satisfaction"] = Field(
+        default="satisfaction", description="The outcome gap closed is computed on."
+    )
+    retired: list[str] = Field(
+        default_factory=list[str],
+        description="Strategies this evaluation retired in the library (harmful; evidence in their audit trail).",
+    )
     min_detectable_difference: float | None = Field(
         default=None, description="Smallest difference in the primary outcome this run's size could detect."
     )
@@ -277,16 +312,6 @@ def _gap_closed(
     return est.model_copy(update={"n": len(keys)})
 
 
-def _paired_differences(
-    baseline: dict[tuple[str, int], float], library: dict[tuple[str, int], float], scale: float
-) -> dict[str, list[float]]:
-    """Library minus baseline per scenario, over the (scenario, trial) keys both scored (shared seeds)."""
-    diffs: dict[str, list[float]] = defaultdict(list)
-    for key in sorted(set(baseline) & set(library)):
-        diffs[key[0]].append(scale * (library[key] - baseline[key]))
-    return diffs
-
-
 def summarize_evaluation(
     episodes: Sequence[Episode],
     config: EvaluateConfig,
@@ -296,11 +321,13 @@ def summarize_evaluation(
     experiment: str,
     prices: Mapping[str, Price] | None = None,
     calibration: CalibrationReport | None = None,
+    strategy_ids: Sequence[str] = (),
 ) -> EvaluationReport:
-    """The evaluation table: per student and condition, and gap closed.
+    """The evaluation table: per student and condition, gap closed, and per-strategy effects.
 
     `prices` maps model entry names to their price per 1,000 prompt / completion tokens (default 0);
-    `calibration` is the judge's measured agreement with labels, printed beside the results.
+    `calibration` is the judge's measured agreement with labels, printed beside the results;
+    `strategy_ids` are the strategies the library condition could show, listed even when never shown.
     """
     prices = prices or {}
     by: dict[tuple[str, str], list[Episode]] = defaultdict(list)
@@ -308,7 +335,7 @@ def summarize_evaluation(
         by[(e.condition, e.agent_model)].append(e)
 
     checklist = any(e.verdict is not None and e.verdict.task_success is not None for e in episodes)
-    primary = "task_success" if checklist else "satisfaction"
+    primary: Literal["task_success", "satisfaction"] = "task_success" if checklist else "satisfaction"
 
     def scores(condition: str, model: str, *, on: str = primary) -> dict[tuple[str, int], float]:
         out: dict[tuple[str, int], float] = {}
@@ -344,11 +371,17 @@ def summarize_evaluation(
             )
             for on in {primary, "satisfaction"}
         }
-        diffs = _paired_differences(
-            scores("baseline", student), scores("library", student), 1.0 if primary == "task_success" else 0.1
+        diffs = paired_differences(
+            scores("baseline", student), scores("library", student), scale=1.0 if primary == "task_success" else 0.1
         )
         for scenario, values in diffs.items():
             paired[scenario].extend(values)
+        effects: list[StrategyEffect] = []
+        if "library" in config.conditions:
+            effects = strategy_effects(
+                episodes, student=student, primary=primary, strategy_ids=strategy_ids,
+                min_episodes=config.retire_min_episodes, seed=config.seed,
+            )  # fmt: skip
         students.append(
             StudentResult(
                 student=student,
@@ -356,6 +389,7 @@ def summarize_evaluation(
                 gap_closed=gaps[primary],
                 gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
                 library_minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
+                strategies=effects,
             )
         )
     rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])
@@ -471,5 +505,21 @@ def to_markdown(report: EvaluationReport) -> str:
             f"Smallest difference in {measure} this run could detect (80% power, 95% confidence, scenarios as "
             f"clusters): {report.min_detectable_difference:.2f}{scale}."
         )
+    effects = [e for s in report.students for e in s.strategies]
+    if effects:
+        out += [
+            "",
+            "Per strategy, in the library condition (effect: shown minus not shown; task success on a 0-1 scale, "
+            "satisfaction in points; 95% CIs over scenarios, then episodes):",
+            "",
+            *effects_markdown(effects, retired=report.retired),
+            "",
+        ]
+    if report.retired:
+        out += [
+            f"Retired by this evaluation (harmful with confidence; the numbers are in each one's audit trail): "
+            f"{', '.join(report.retired)}.",
+            "",
+        ]
     out.append(f"Library version {report.library_version}; coachlab {report.package_version}.")
     return "\n".join(out) + "\n"

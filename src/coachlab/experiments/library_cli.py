@@ -1,4 +1,4 @@
-"""Commands: `coachlab library list|show|approve|reject|edit|diff|export RUN_DIR`: audit a run's strategy library.
+"""Commands: `coachlab library list|show|approve|reject|edit|verify|diff|export RUN_DIR`: audit a run's library.
 
 Registered in the main app (`coachlab.experiments.cli`) with `app.add_typer(library_app, name="library")`.
 Every change writes a new library version with the decision in each strategy's audit trail.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -17,10 +17,15 @@ from rich.console import Console
 from coachlab.errors import UsageError
 from coachlab.schema import AuditStatus
 
+if TYPE_CHECKING:
+    from coachlab.experiments.effects import StrategyEffect
+    from coachlab.experiments.evaluate import EvaluationReport
+
 __all__ = ["library_app"]
 
 library_app = typer.Typer(
-    help="Audit the strategy library of a run: list, show, approve, reject, edit, diff, export.", no_args_is_help=True
+    help="Audit the strategy library of a run: list, show, approve, reject, edit, verify, diff, export.",
+    no_args_is_help=True,
 )
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -40,24 +45,74 @@ def _store(run_dir: Path):
     return store
 
 
+def _evaluation(run_dir: Path) -> EvaluationReport | None:
+    """The run's latest evaluation results (None when there is none; a note when they cannot be read)."""
+    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.evaluate import EvaluationReport
+
+    path = RunLayout(run_dir).evaluation / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        return EvaluationReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        console.print(f"{path}: not readable evaluation results, so no per-strategy figures ({type(exc).__name__}).")
+        return None
+
+
+def _figures(effects: list[StrategyEffect]) -> tuple[str, str]:
+    """The `retrieved` and `held-out effect` cells of one strategy, a line per student."""
+    many = len(effects) > 1
+    retrieved: list[str] = []
+    effect: list[str] = []
+    for e in effects:
+        who = f"{e.student}: " if many else ""
+        measure = "task success" if e.primary == "task_success" else "satisfaction"
+        retrieved.append(f"{who}{e.episodes} episodes ({e.turns} turns)")
+        verdict = "harmful" if e.harmful else e.direction
+        effect.append(f"{who}{measure} {e.effect}, {verdict}")
+    return "\n".join(retrieved) or "-", "\n".join(effect) or "-"
+
+
 @library_app.command("list")
 def library_list(
     run_dir: RunDir,
-    status: Annotated[str | None, typer.Option(help="Only proposed, approved or rejected.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only proposed, approved, rejected or retired.")] = None,
     version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
 ) -> None:
-    """List the strategies with their status and measured uplift."""
+    """List the strategies: status, measured uplift, and what the latest evaluation measured for each."""
     from rich.table import Table
 
+    from coachlab.experiments.distill import RunLayout
+
+    if status is not None and status not in {s.value for s in AuditStatus}:
+        raise UsageError(f"--status {status}: use one of {', '.join(s.value for s in AuditStatus)}.")
     lib = _store(run_dir).load(version)
+    report = _evaluation(run_dir)
+    effects: dict[str, list[StrategyEffect]] = {}
+    for student in report.students if report is not None else []:
+        for e in student.strategies:
+            effects.setdefault(e.strategy_id, []).append(e)
     table = Table(title=f"library v{lib.version}: {lib.note}")
     for col in ("id", "status", "situation", "guidance", "evidence"):
         table.add_column(col, overflow="fold")
+    if report is not None:  # figures stay on one line each: a reader compares them down the column
+        table.add_column("held out: shown in", no_wrap=True)
+        table.add_column("effect: shown - not shown [95% CI]", no_wrap=True)
     for s in lib.strategies:
         if status and s.status.value != status:
             continue
-        table.add_row(s.id, s.status.value, s.situation, s.guidance, s.evidence.summary if s.evidence else "none")
+        row = [s.id, s.status.value, s.situation, s.guidance, s.evidence.summary if s.evidence else "none"]
+        if report is not None:
+            row += _figures(effects.get(s.id, []))
+        table.add_row(*row)
     console.print(table)
+    if report is not None:
+        retired = f"; it retired {', '.join(report.retired)}" if report.retired else ""
+        console.print(
+            f"Held-out figures: the evaluation of library v{report.library_version} "
+            f"({RunLayout(run_dir).evaluation}/results.md){retired}."
+        )
 
 
 @library_app.command("show")
@@ -65,6 +120,14 @@ def library_show(run_dir: RunDir, strategy_id: StrategyId) -> None:
     """Show one strategy: text, provenance, evidence and audit trail."""
     s = _store(run_dir).load().get(strategy_id)
     console.print_json(s.model_dump_json())
+    if s.provenance is not None:
+        origins = f"Origins: {s.provenance.node_id or s.provenance.scenario_id} (this text)"
+        if s.merged:
+            origins += "; merged: " + ", ".join(
+                m.candidate_id + (f" from {m.provenance.node_id or m.provenance.scenario_id}" if m.provenance else "")
+                for m in s.merged
+            )
+        console.print(origins, markup=False, highlight=False)
     console.print(f"Approve: coachlab library approve {run_dir} {s.id} --by NAME --why '...'")
     console.print(f"Reject:  coachlab library reject {run_dir} {s.id} --by NAME --why '...'")
 
@@ -98,9 +161,72 @@ def library_edit(
     situation: Annotated[str | None, typer.Option(help="New situation text.")] = None,
     guidance: Annotated[str | None, typer.Option(help="New guidance text.")] = None,
 ) -> None:
-    """Edit a strategy's text; it goes back to proposed until someone approves it."""
+    """Edit a strategy's text; it goes back to proposed, without evidence, until verified and approved."""
     v = _store(run_dir).edit(strategy_id, by=by, situation=situation, guidance=guidance)
     console.print(f"{strategy_id}: edited by {by}, now proposed (library v{v.version}).")
+    console.print(
+        f"Its evidence measured the old text (kept in its attempts): measure the new one with "
+        f"coachlab library verify {run_dir} {strategy_id} --by {by}",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _trained_with(run_dir: Path) -> Path:
+    """The experiment file the run's library was trained with (resolved.json's train record)."""
+    from coachlab.experiments.resolved import RESOLVED_FILE, load_record
+
+    record = load_record(run_dir)
+    if record is None or record.train is None:
+        raise UsageError(f"{run_dir}: no train record ({RESOLVED_FILE}); pass the experiment file with --experiment.")
+    return Path(record.train.source)
+
+
+@library_app.command("verify")
+def library_verify(
+    run_dir: RunDir,
+    strategy_id: StrategyId,
+    by: By,
+    experiment: Annotated[
+        Path | None,
+        typer.Option(help="The experiment file the run was trained with (default: the one its resolved.json names)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Scripted models: for a run trained with --dry-run.")] = False,
+) -> None:
+    """Verify a strategy again on the node it came from: an edit must earn its own evidence (runs the models)."""
+    from coachlab.experiments.cli import run_closing
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.library_verify import verify_strategy
+    from coachlab.experiments.simulate import build_backends
+    from coachlab.testing import dry_run_clients
+
+    _store(run_dir)
+    exp = load_experiment(experiment or _trained_with(run_dir))
+    train = exp.config.train
+    if train is None:
+        raise UsageError(f"{exp.path}: no `train:` section; verify uses its `verify:` settings.")
+    if dry_run:  # as coachlab train --dry-run: scripted lines resemble no checklist example
+        exp.config = exp.config.model_copy(update={"judge": exp.config.judge.model_copy(update={"gate": "off"})})
+    names = ["customer", "judge", train.student, train.teacher]
+    clients = dry_run_clients(names, strong=[train.teacher]) if dry_run else None
+    backends = build_backends(exp, names, clients=clients)
+    console.print(f"Verifying {strategy_id} again ({train.verify.criterion}, {train.verify.trials} trials per arm)...")
+    outcome = run_closing(
+        backends,
+        verify_strategy(exp, backends, run_dir=run_dir, strategy_id=strategy_id, by=by, use_cache=not dry_run),
+    )
+    s = outcome.strategy
+    evidence = s.evidence.summary if s.evidence is not None else "none"
+    console.print(
+        f"{strategy_id}: {'accepted' if outcome.accepted else 'rejected'} on node {outcome.node_id} ({evidence}); "
+        f"now {s.status.value} (library v{outcome.library_version}).",
+        markup=False,
+        soft_wrap=True,
+    )
+    if outcome.accepted and s.status is not AuditStatus.APPROVED:
+        console.print(
+            f"Approve: coachlab library approve {run_dir} {strategy_id} --by NAME --why '...'", soft_wrap=True
+        )
 
 
 @library_app.command("diff")
@@ -145,7 +271,9 @@ def library_export(
     out: Annotated[
         Path | None, typer.Option(help="Write to this file (default: print); for skill, the folder to write it in.")
     ] = None,
-    status: Annotated[str, typer.Option(help="Which strategies: approved, proposed, rejected or all.")] = "approved",
+    status: Annotated[
+        str, typer.Option(help="Which strategies: approved, proposed, rejected, retired or all.")
+    ] = "approved",
     version: Annotated[int | None, typer.Option(help="A past version (default: the latest).")] = None,
     size: Annotated[
         int | None, typer.Option(min=1, help="prompt: strategies in the block (default: the run's generic_size, or 5).")
@@ -159,8 +287,8 @@ def library_export(
 
     from coachlab.library.export import generic_strategies, jsonl_lines, markdown_document, prompt_block, write_skill
 
-    if status not in ("approved", "proposed", "rejected", "all"):
-        raise UsageError(f"--status {status}: use approved, proposed, rejected or all.")
+    if status not in ("approved", "proposed", "rejected", "retired", "all"):
+        raise UsageError(f"--status {status}: use approved, proposed, rejected, retired or all.")
     if fmt in ("prompt", "skill") and status != "approved":
         raise UsageError(
             f"--format {fmt} is what an agent reads in production: approved strategies only (drop --status)."

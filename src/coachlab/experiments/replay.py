@@ -18,6 +18,7 @@ from pathlib import Path
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.resolved import RESOLVED_FILE, RunRecord, load_record
+from coachlab.library import LibraryStore
 from coachlab.llm import Backend, ModelIdentity, ResponseCache
 
 __all__ = ["Replay", "open_replay", "replay_folder", "run_folder"]
@@ -135,7 +136,24 @@ class Replay:
             shutil.copyfile(self.source / "calibration.json", root / "calibration.json")
         if library and (self.source / "library").is_dir():
             shutil.copytree(self.source / "library", root / "library")
+            self._evaluated_library(root / "library")
         self._prepared = root
+
+    def _evaluated_library(self, folder: Path) -> None:
+        """Drop the copied versions written after the one the recorded evaluation ran against.
+
+        They came later (evaluate's retirements, a person's decisions): the replay evaluates what the
+        recording evaluated, and retires what it retired.
+        """
+        stamp = self.source / "evaluation" / "library_version.txt"
+        try:
+            evaluated = int(stamp.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        store = LibraryStore(folder)
+        for version in store.versions():
+            if version > evaluated:
+                store.path(version).unlink()
 
     def close(self) -> None:
         """Close the recorded cache."""

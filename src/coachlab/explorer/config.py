@@ -36,6 +36,18 @@ class TrainConfig(BaseModel):
     children_per_failure: int = Field(default=2, ge=0, le=5)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     admit_as: Literal["approved", "proposed"] = Field(default="approved", description="Status of verified strategies.")
+    merge_duplicates: bool = Field(
+        default=True,
+        description="Merge an admitted strategy into an approved or proposed one it nearly repeats, keeping both "
+        "origins (coachlab.library.duplicates).",
+    )
+    merge_similarity: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Merge at or above this similarity of situation + guidance; default per retriever: 0.9 cosine "
+        "with the retriever's embedder, 0.7 content-word Jaccard with the lexical retriever.",
+    )
     max_nodes: int = Field(default=20, ge=1, description="Budget: nodes in the tree.")
     max_depth: int = Field(default=2, ge=0, description="Budget: depth of children.")
     max_iterations: int = Field(default=3, ge=1, description="Budget: passes over the frontier.")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coachlab.agents import (
     ChildScenario,
@@ -35,7 +36,7 @@ from coachlab.agents import (
     refine_strategy,
 )
 from coachlab.environments import EpisodeRunner, GuidanceProvider
-from coachlab.errors import ModelResponseError
+from coachlab.errors import ModelResponseError, UsageError
 from coachlab.explorer.config import TrainConfig
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import (
@@ -48,6 +49,7 @@ from coachlab.explorer.verify import (
     verify_imitation,
 )
 from coachlab.library import EmbeddingEndpointError, LibraryStore, RetrievalConfig
+from coachlab.library.duplicates import embedder_for, find_duplicate, merge_into
 from coachlab.llm import BackendError, RoleClient
 from coachlab.schema import (
     AgentMessage,
@@ -65,6 +67,9 @@ from coachlab.schema import (
 )
 from coachlab.stats import seed_for
 
+if TYPE_CHECKING:
+    from coachlab.library.dense import Embedder
+
 __all__ = ["TrainConfig", "TrainSummary", "Trainer"]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +84,8 @@ class TrainSummary:
     failed: int = 0
     accepted: list[str] = field(default_factory=lambda: [])
     rejected: int = 0
+    merged: dict[str, str] = field(default_factory=lambda: {})
+    """Admitted candidates merged into a strategy they nearly repeat: candidate id -> that strategy's id."""
     stopped_by: str = ""
     tokens: int = 0
     errors: list[str] = field(default_factory=lambda: [])
@@ -139,6 +146,7 @@ class Trainer:
         for scenario in roots:
             self.tree.add_root(scenario)
         self.tokens = sum(_tokens(n.usage) for n in self.tree.nodes())
+        self._embedder: Embedder | None = None
 
     def _guidance(self) -> GuidanceProvider | None:
         # A strategy from a node still on the frontier was written by a run killed before that node was
@@ -230,12 +238,25 @@ class Trainer:
             return
         # Only a node processed to the end changes the library and the tree.
         decided, proposals, prefix = outcome.strategies, outcome.children, outcome.prefix
+        produced = [s.id for s in decided]
         if decided:
+            try:
+                written, merged = await self._merge_duplicates(node, decided)
+            except EmbeddingEndpointError as exc:  # nothing was written yet: the node is redone on --retry-failed
+                logger.warning("node %s: infrastructure error while merging duplicates: %s", node.id, exc)
+                summary.errors.append(node.id)
+                self.tree.update(node.id, status=NodeStatus.ERROR, error=str(exc), episode_ids=episode_ids, usage=usage)
+                return
             # Rejected candidates are kept too (status rejected, with their numbers): every decision is auditable.
-            accepted = [s.id for s in decided if s.status is not AuditStatus.REJECTED]
+            accepted = [s.id for s in decided if s.status is not AuditStatus.REJECTED and s.id not in merged]
             summary.accepted += accepted
-            summary.rejected += len(decided) - len(accepted)
-            self.library.add(decided, note=f"node {node.id}: admitted {', '.join(accepted) or 'none'}")
+            summary.rejected += sum(s.status is AuditStatus.REJECTED for s in decided)
+            summary.merged.update(merged)
+            note = f"node {node.id}: admitted {', '.join(accepted) or 'none'}"
+            if merged:
+                note += "; merged " + ", ".join(f"{c} into {t}" for c, t in merged.items())
+            self.library.add(written, note=note)
+            produced = list(dict.fromkeys(merged.get(i, i) for i in produced))
         children = 0
         for proposal in proposals:
             if len(self.tree) >= self.config.max_nodes:
@@ -250,8 +271,46 @@ class Trainer:
             node.id, status=status, student_mean=outcome.student_mean, teacher_mean=outcome.teacher_mean,
             student_success=outcome.student_success, teacher_success=outcome.teacher_success,
             simulator_faults=outcome.simulator_faults, episode_ids=episode_ids, failure_turn=outcome.failure_turn,
-            strategy_ids=[s.id for s in decided], usage=usage,
+            strategy_ids=produced, usage=usage,
         )  # fmt: skip
+
+    async def _merge_duplicates(self, node: TreeNode, decided: list[Strategy]) -> tuple[list[Strategy], dict[str, str]]:
+        """What to write to the library for `decided`, and which admitted candidates were merged into which strategy.
+
+        An admitted candidate that nearly repeats an approved or proposed strategy (or one admitted
+        just before it) is not added: the strategy it repeats records its origin and evidence.
+        Strategies this node wrote before a kill are not compared with (the node is being redone).
+        """
+        if not self.config.merge_duplicates or not any(s.status is not AuditStatus.REJECTED for s in decided):
+            return decided, {}
+        if self._embedder is None and self.retrieval.kind != "lexical":
+            self._embedder = embedder_for(self.retrieval)
+        ours = {s.id for s in decided}
+        pool = [
+            s for s in self.library.load().strategies
+            if s.status in (AuditStatus.APPROVED, AuditStatus.PROPOSED) and s.id not in ours
+            and (s.provenance is None or s.provenance.node_id != node.id)
+        ]  # fmt: skip
+        kept: list[Strategy] = []
+        updated: dict[str, Strategy] = {}
+        merged: dict[str, str] = {}
+        for s in decided:
+            if s.status is AuditStatus.REJECTED:
+                kept.append(s)
+                continue
+            match = await find_duplicate(
+                s, [updated.get(p.id, p) for p in pool], embedder=self._embedder, threshold=self.config.merge_similarity
+            )
+            if match is None:
+                kept.append(s)
+                pool.append(s)
+                continue
+            target, similarity = match
+            updated[target.id] = merge_into(target, s, similarity)
+            merged[s.id] = target.id
+            logger.info("node %s: %s repeats %s (similarity %.2f): merged", node.id, s.id, target.id, similarity)
+        written = [updated.pop(s.id, s) for s in kept]
+        return [*written, *updated.values()], merged
 
     async def _learn(
         self,
@@ -482,17 +541,25 @@ class Trainer:
         raise AssertionError("the last verification round always returns")
 
     async def _verify(
-        self, node: TreeNode, candidate: Guidance, bench: _Bench, guidance: GuidanceProvider | None, id_prefix: str
+        self,
+        node: TreeNode,
+        candidate: Guidance,
+        bench: _Bench,
+        guidance: GuidanceProvider | None,
+        id_prefix: str,
+        *,
+        criterion: str | None = None,
     ) -> VerificationResult:
-        """One verification of `candidate` by the configured criterion, reusing the node's `without` arm."""
+        """One verification of `candidate` by `criterion` (default: the configured one), reusing the `without` arm."""
         cfg = self.config
-        if cfg.verify.criterion == "checklist" and bench.missed:
+        criterion = criterion or cfg.verify.criterion
+        if criterion == "checklist" and bench.missed:
             result, bench.checklist_without = await verify_checklist(
                 self.runner, node.scenario, candidate, bench.prefix, bench.missed, agent_model=cfg.student,
                 seeds=bench.seeds, config=cfg.verify, base=bench.base, without=bench.checklist_without,
             )  # fmt: skip
             return result
-        if cfg.verify.criterion == "imitation":
+        if criterion == "imitation":
             result, bench.imitation_without = await verify_imitation(
                 self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
                 teacher_reply=bench.teacher_reply, seeds=bench.seeds, config=cfg.verify, base=bench.base,
@@ -504,6 +571,38 @@ class Trainer:
             id_prefix=id_prefix, without=bench.without, base=guidance, mentor_model=cfg.teacher,
             student_share=cfg.share_at(node.depth),
         )  # fmt: skip
+
+    async def reverify(self, strategy: Strategy, failure: Episode | None, *, tag: str) -> VerificationResult:
+        """Verify `strategy` again, as train verifies a candidate, on the node it came from and fresh seeds.
+
+        Both arms retrieve the library's other approved strategies (as on the node). `failure` is the
+        failed rollout the strategy was written from: its failure point is where the `checklist` and
+        `imitation` criteria reply (without it, they fall back to `uplift` episodes of the whole
+        scenario). `tag` makes the seeds and episode ids (`<node>/reverify/<id>/<tag>/...`) its own.
+
+        Raises:
+            UsageError: The strategy has no source node in this run's tree.
+        """
+        cfg = self.config
+        node_id = strategy.provenance.node_id if strategy.provenance is not None else None
+        if node_id is None:
+            raise UsageError(f"strategy {strategy.id!r} records no source node: nothing to verify it on.")
+        node = self.tree.node(node_id)
+        others = [s for s in self.library.load().strategies if s.id != strategy.id]
+        guidance = self.retrieval.provider(others) if any(s.status is AuditStatus.APPROVED for s in others) else None
+        prefix = self._failure_point(failure)[0] if failure is not None else []
+        seeds = [seed_for(cfg.seed, node.id, "reverify", tag, t) for t in range(cfg.verify.trials)]
+        criterion = cfg.verify.criterion if failure is not None else "uplift"
+        teacher_reply = ""
+        if criterion == "imitation":
+            teacher_reply, _ = await self.runner.reply_at(node.scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
+        bench = _Bench(
+            prefix=prefix, teacher_reply=teacher_reply, seeds=seeds,
+            missed=missed_items(node.scenario, failure) if failure is not None else [],
+            base=list(await guidance(node.scenario, prefix)) if guidance is not None else [],
+        )  # fmt: skip
+        id_prefix = f"{node.id}/reverify/{strategy.id}/{tag}"
+        return await self._verify(node, strategy.as_guidance(), bench, guidance, id_prefix, criterion=criterion)
 
     async def _children(
         self,

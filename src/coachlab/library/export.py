@@ -67,7 +67,7 @@ def markdown_document(version: LibraryVersion, strategies: Sequence[Strategy], *
         head,
         "",
         f"Written {version.created_at:%Y-%m-%d %H:%M} UTC ({_md(version.note) or 'no note'}). "
-        + ", ".join(f"{n} {status.value}" for status, n in counts.items())
+        + ", ".join(f"{n} {status.value}" for status, n in counts.items() if n or status is not AuditStatus.RETIRED)
         + f"; {len(strategies)} shown here.",
         "",
     ]
@@ -86,6 +86,15 @@ def markdown_document(version: LibraryVersion, strategies: Sequence[Strategy], *
             where = f"scenario `{p.scenario_id}`" + (f", node `{p.node_id}`" if p.node_id else "")
             turn = f", failure at turn {p.failure_turn}" if p.failure_turn is not None else ""
             lines.append(f"- Written by: `{_md(p.teacher_model)}` (iteration {p.iteration}) for {where}{turn}")
+        for m in s.merged:
+            found = f" for scenario `{m.provenance.scenario_id}`" if m.provenance else ""
+            if m.provenance and m.provenance.node_id:
+                found += f", node `{m.provenance.node_id}`"
+            evidence = _md(m.evidence.summary) if m.evidence else "none recorded"
+            lines.append(
+                f"- Found again{found}: merged as a near-duplicate (similarity {m.similarity:.2f}: "
+                f"{_md(m.situation)} / {_md(m.guidance)}); its evidence: {evidence}"
+            )
         for entry in s.audit:
             why = f": {_md(entry.why)}" if entry.why else ""
             lines.append(f"- {entry.at:%Y-%m-%d %H:%M} {entry.status.value} by {_md(entry.by)}{why}")

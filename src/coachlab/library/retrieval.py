@@ -33,6 +33,7 @@ __all__ = [
     "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
+    "content_words",
     "default_floor",
     "embedding_unavailable",
     "make_retriever",
@@ -54,6 +55,11 @@ _STOP = frozenset(_STOP_WORDS.split())
 
 def _tokens(text: str) -> list[str]:
     return [w.rstrip("'s") or w for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+def content_words(text: str) -> set[str]:
+    """The words BM25 retrieval matches on: lower-cased, stop words dropped, a trailing 's' cut."""
+    return set(_tokens(text))
 
 
 MAX_LINE_CHARS = 1000

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coachlab.errors import ConfigError, UsageError
-from coachlab.schema import AuditStatus, Strategy
+from coachlab.schema import Attempt, AuditStatus, Strategy
 
 __all__ = ["LibraryDiff", "LibraryStore", "LibraryVersion"]
 
@@ -154,23 +154,43 @@ class LibraryStore:
 
     def set_status(self, strategy_id: str, status: AuditStatus, *, by: str, why: str = "") -> LibraryVersion:
         """A new version in which one strategy's audit status changed."""
+        return self.set_statuses({strategy_id: why}, status, by=by, note=f"{status.value} {strategy_id} by {by}")
+
+    def set_statuses(self, decisions: Mapping[str, str], status: AuditStatus, *, by: str, note: str) -> LibraryVersion:
+        """One new version in which every strategy of `decisions` (id -> why) gets `status`.
+
+        Raises:
+            UsageError: An id is not in the latest version.
+        """
         latest = self.load()
-        target = latest.get(strategy_id)
-        updated = target.with_status(status, by=by, at=datetime.now(UTC), why=why)
+        for strategy_id in decisions:
+            latest.get(strategy_id)
+        now = datetime.now(UTC)
         return self.commit(
-            [updated if s.id == strategy_id else s for s in latest.strategies],
-            note=f"{status.value} {strategy_id} by {by}",
+            [
+                s.with_status(status, by=by, at=now, why=decisions[s.id]) if s.id in decisions else s
+                for s in latest.strategies
+            ],
+            note=note,
         )
 
     def edit(
         self, strategy_id: str, *, by: str, situation: str | None = None, guidance: str | None = None
     ) -> LibraryVersion:
-        """A new version with a strategy's text changed; it goes back to `proposed` for review."""
+        """A new version with a strategy's text changed; it goes back to `proposed` for review.
+
+        The evidence measured the old text, so it moves with that text into `attempts`: the edited
+        strategy has none until `coachlab library verify` measures the new text.
+        """
         latest = self.load()
         target = latest.get(strategy_id)
-        changes = {k: v for k, v in (("situation", situation), ("guidance", guidance)) if v is not None}
+        changes: dict[str, object] = {
+            k: v for k, v in (("situation", situation), ("guidance", guidance)) if v is not None
+        }
         if not changes:
             raise UsageError("edit: give --situation and/or --guidance.")
+        old = Attempt(situation=target.situation, guidance=target.guidance, evidence=target.evidence)
+        changes |= {"evidence": None, "attempts": [*target.attempts, old]}
         edited = Strategy.model_validate({**target.model_dump(), **changes})
         edited = edited.with_status(AuditStatus.PROPOSED, by=by, at=datetime.now(UTC), why="edited")
         return self.commit(

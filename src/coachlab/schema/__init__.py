@@ -15,7 +15,16 @@ from coachlab.schema.events import (
 )
 from coachlab.schema.persona import Patience, Persona
 from coachlab.schema.scenario import DialogueTurn, Scenario, ScenarioSpec, Speaker
-from coachlab.schema.strategy import Attempt, AuditEntry, AuditStatus, Evidence, Guidance, Provenance, Strategy
+from coachlab.schema.strategy import (
+    Attempt,
+    AuditEntry,
+    AuditStatus,
+    Evidence,
+    Guidance,
+    MergedOrigin,
+    Provenance,
+    Strategy,
+)
 from coachlab.schema.verdict import Satisfaction, SatisfactionScore, Verdict
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "Event",
     "Evidence",
     "Guidance",
+    "MergedOrigin",
     "Patience",
     "Persona",
     "Provenance",

@@ -9,15 +9,20 @@ from pydantic import Field
 
 from coachlab.schema._base import Frozen, Slug, Text
 
-__all__ = ["Attempt", "AuditEntry", "AuditStatus", "Evidence", "Guidance", "Provenance", "Strategy"]
+__all__ = ["Attempt", "AuditEntry", "AuditStatus", "Evidence", "Guidance", "MergedOrigin", "Provenance", "Strategy"]
 
 
 class AuditStatus(StrEnum):
-    """Where a strategy stands with the people who ship it."""
+    """Where a strategy stands with the people who ship it.
+
+    `retired`: held-out evaluation measured it doing harm (`coachlab evaluate`); like `rejected`, it
+    is kept with its evidence and never served, and a person can approve it again.
+    """
 
     PROPOSED = "proposed"
     APPROVED = "approved"
     REJECTED = "rejected"
+    RETIRED = "retired"
 
 
 class AuditEntry(Frozen):
@@ -105,6 +110,17 @@ class Attempt(Frozen):
     evidence: Evidence | None = None
 
 
+class MergedOrigin(Frozen):
+    """A near-duplicate candidate that train folded into an existing strategy instead of adding it."""
+
+    candidate_id: str = Field(description="The id the candidate would have had.")
+    situation: str = Field(description="The candidate's own text (the strategy keeps its existing text).")
+    guidance: str
+    similarity: float = Field(description="Its similarity to the strategy it was merged into (see merge_similarity).")
+    provenance: Provenance | None = None
+    evidence: Evidence | None = None
+
+
 class Strategy(Frozen):
     """A situation ("when the customer ...") and the guidance that helps there."""
 
@@ -115,7 +131,12 @@ class Strategy(Frozen):
     evidence: Evidence | None = None
     audit: list[AuditEntry] = Field(default_factory=list[AuditEntry], description="Status changes, oldest first.")
     attempts: list[Attempt] = Field(
-        default_factory=list[Attempt], description="Earlier verified versions (refinement rounds), oldest first."
+        default_factory=list[Attempt],
+        description="Earlier versions (refinement rounds, text an edit replaced) with their evidence, oldest first.",
+    )
+    merged: list[MergedOrigin] = Field(
+        default_factory=list[MergedOrigin],
+        description="Near-duplicates from other failures merged into this strategy: their origins and evidence.",
     )
 
     @property
