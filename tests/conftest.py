@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +24,13 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError(f"test tried to reach the network ({address!r}); use a scripted model client")
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test, so an unclosed socket or file fails the test that leaked it, not a later one."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
