@@ -243,3 +243,25 @@ def test_without_a_checklist_the_expert_replies_once() -> None:
     ags.agent_search = ReplySearch(candidates=4, panel=JudgePanel(judges=[], graders=[]))
     asyncio.run(run_episode(scenario(), ags, episode_id="e", seed=1, trial=0))
     assert len(calls) == 1
+
+
+def test_a_pattern_decides_without_the_judge_and_a_bad_one_names_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from coachlab.experiments.criteria import load_criteria
+
+    handoff = HANDOFF.model_copy(update={"pattern": r"\bplease contact\b[^.]*\bteam\b"})
+    case = CASE.model_copy(update={"success_criteria": [RESHIP, REFERENCE, handoff]})
+    said = "Please contact the customer service team at Brightwave Mobile for assistance."
+    ep = episode_with([said], [], case=case)  # the judge says "no" to everything
+    v = ep.verdict
+    assert v is not None
+    by = {r.id: r for r in v.criteria}
+    assert by["hand-off"].status == "not_met" and by["hand-off"].quote == said  # broken, on the pattern alone
+    assert v.task_success is False and v.policy_followed is False
+    assert handoff.matches("PLEASE CONTACT our billing team") and not handoff.matches("I've asked our team to call you")
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "scenario: x\nsuccess_criteria:\n  - id: ok\n    text: gives a reference\n    pattern: '(unclosed'\n"
+    )
+    with pytest.raises(ConfigError, match=r"c\.yaml:5: success_criteria\.0\.pattern.*regular expression"):
+        load_criteria(path)

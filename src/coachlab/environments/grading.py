@@ -65,7 +65,9 @@ async def grade_checklist(
     # Each vote's grader is asked the same questions in the same order as one vote alone would be.
     for line in lines:
         for criterion in criteria:
-            probe = LineVotes(yes=(), similarity=sims.get((line.turn, criterion.id)))
+            probe = LineVotes(
+                yes=(), similarity=sims.get((line.turn, criterion.id)), matched=criterion.matches(line.text)
+            )
             if not probe.gated(panel.floor):
                 continue
             for vote, grader in enumerate(panel.graders):
@@ -90,7 +92,9 @@ async def grade_checklist(
     for criterion in criteria:
         answers = {
             line.turn: LineVotes(
-                yes=tuple(yes[(line.turn, criterion.id)]), similarity=sims.get((line.turn, criterion.id))
+                yes=tuple(yes[(line.turn, criterion.id)]),
+                similarity=sims.get((line.turn, criterion.id)),
+                matched=criterion.matches(line.text),
             )
             for line in lines
             if (line.turn, criterion.id) in yes

@@ -101,13 +101,17 @@ class LineVotes:
     """The votes (by index) in which the judge said yes about this line; votes not asked are absent."""
     similarity: float | None = None
     """Cosine between the line and the criterion's example; None when the gate is off."""
+    matched: bool = False
+    """The criterion's `pattern` matches the line."""
 
     def gated(self, floor: float) -> bool:
-        """The line may count: the gate is off, or it resembles the example."""
-        return self.similarity is None or self.similarity >= floor
+        """The line may count: the gate is off, it resembles the example, or the pattern matches."""
+        return self.matched or self.similarity is None or self.similarity >= floor
 
     def sure(self, threshold: float | None) -> bool:
-        """The line is so close to the example that it counts without the judge's yes."""
+        """The line counts without the judge's yes: the pattern matches, or it is that close to the example."""
+        if self.matched:
+            return True
         return threshold is not None and self.similarity is not None and self.similarity >= threshold
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from coachlab.schema._base import Frozen, Slug, Text
 
@@ -22,7 +23,10 @@ class Criterion(Frozen):
     agent must not do ("promises an exact delivery day"): it is met when no agent line does it. A
     `policy` item is a company rule: breaking it breaks policy, and task success needs every policy
     item met. `example` is one agent line that does the thing (for a forbidden item: one that
-    breaks it); coachlab only believes a judge's "yes" for a line that resembles it.
+    breaks it); coachlab only believes a judge's "yes" for a line that resembles it. A `pattern`
+    (a regular expression, case-insensitive) decides without the judge: a line it matches shows the
+    item. Use it for what words alone give away ("contact (our|the) .* team" for a hand-off), since
+    the small judge misses some plain cases.
     """
 
     id: Slug = Field(description="Identifier, unique within the scenario.")
@@ -33,6 +37,24 @@ class Criterion(Frozen):
     example: Text | None = Field(
         default=None, description="One agent line that does it (for a forbidden item: one that breaks it)."
     )
+    pattern: str | None = Field(
+        default=None,
+        description="A regular expression (case-insensitive): an agent line it matches shows the item, no judge asked.",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    def matches(self, line: str) -> bool:
+        """True when `pattern` is set and finds a match in `line`."""
+        return self.pattern is not None and re.search(self.pattern, line, re.IGNORECASE) is not None
 
 
 class CriterionResult(Frozen):
