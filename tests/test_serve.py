@@ -68,8 +68,21 @@ def proxy(live: LiveLibrary, config: ProxyConfig, key: str | None = None) -> Ite
         sock.close()
 
 
+_CLIENTS: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close every client a test made (an open connection pool leaks its socket into a later test)."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def client(base_url: str, key: str = CALLER_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20)
+    made = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20)
+    _CLIENTS.append(made)
+    return made
 
 
 def test_chat_is_coached_and_the_answer_comes_back_byte_for_byte(tmp_path: Path) -> None:
