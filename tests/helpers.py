@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 from autogen_core.models import LLMMessage
 
@@ -99,3 +100,12 @@ def agents(
         ),
         clients,
     )
+
+
+def timeless(value: Any) -> Any:
+    """`value` (parsed JSON) without the wall-clock seconds of model calls (`model_seconds`)."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in cast("dict[str, Any]", value).items() if k != "model_seconds"}
+    if isinstance(value, list):
+        return [timeless(v) for v in cast("list[Any]", value)]
+    return value

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+
+from helpers import timeless
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "crash_run.py"
@@ -46,15 +47,6 @@ def finished_episodes(run_dir: Path) -> int:
         if path.exists():
             total += path.read_bytes().count(b"\n")
     return total
-
-
-def timeless(value: Any) -> Any:
-    """`value` (parsed JSON) without the wall-clock seconds of model calls (`model_seconds`)."""
-    if isinstance(value, dict):
-        return {k: timeless(v) for k, v in cast("dict[str, Any]", value).items() if k != "model_seconds"}
-    if isinstance(value, list):
-        return [timeless(v) for v in cast("list[Any]", value)]
-    return value
 
 
 def records(path: Path) -> list[dict[str, object]]:

@@ -11,7 +11,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
 
 import networkx as nx
 import pytest
@@ -26,7 +25,7 @@ from coachlab.explorer.verify import VerifyConfig
 from coachlab.llm import Backend
 from coachlab.schema import AuditStatus, Episode
 from coachlab.testing import ScriptedChatCompletionClient, message_text
-from helpers import scenario, verdict
+from helpers import scenario, timeless, verdict
 
 GOOD_REPLY = "I've reshipped it by express: it arrives Friday, reference R-1."
 HELPFUL = {"situation": "When the customer says a parcel is late again", "guidance": "Name the next step and its date."}
@@ -128,15 +127,6 @@ def test_children_grow_only_under_failed_nodes_and_the_budget_stops_growth(tmp_p
     assert trainer.tree.node("late-parcel").status is NodeStatus.FAILED
     trainer, summary = train(tmp_path / "b", CONFIG.model_copy(update={"max_tokens": 1}))
     assert summary.stopped_by.startswith("token budget")  # type: ignore[attr-defined]
-
-
-def timeless(value: Any) -> Any:
-    """`value` (JSON data) without the wall-clock seconds of model calls (`model_seconds`)."""
-    if isinstance(value, dict):
-        return {k: timeless(v) for k, v in cast("dict[str, Any]", value).items() if k != "model_seconds"}
-    if isinstance(value, list):
-        return [timeless(v) for v in cast("list[Any]", value)]
-    return value
 
 
 def test_a_killed_run_resumes_to_the_same_tree_and_library(tmp_path: Path) -> None:
