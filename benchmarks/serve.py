@@ -11,7 +11,9 @@ proxy, and prints per level the latency percentiles of both, what the proxy adde
 throughput of both. Clients start spread over one model latency, so requests do not arrive in
 lockstep. Every request is a different conversation (a ticket number changes), so the proxy's
 query cache never helps: each request is retrieved afresh. The proxy's log gives the time spent
-retrieving.
+retrieving, and the proxy process's CPU time (Linux `/proc`) per request is printed beside it: on
+a shared machine the wall-clock figures depend on what else runs, the CPU cost much less, so the
+load average is printed before and after.
 
 Run:
     .venv/bin/python benchmarks/serve.py                       # three retrievers, 1 s model latency, ~3 min
@@ -170,12 +172,26 @@ def start_proxy(run: Path, upstream: str, port: int, log: Path) -> subprocess.Po
             time.sleep(0.2)
 
 
-def row(kind: str, level: int, direct: Run, proxied: Run, retrieval: float) -> str:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), or NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""
+
+
+def row(kind: str, level: int, direct: Run, proxied: Run, retrieval: float, cpu: float) -> str:
     added = (proxied.pct(0.5) - direct.pct(0.5), proxied.pct(0.99) - direct.pct(0.99))
     return (
         f"{kind:<10}{level:>8}{direct.pct(0.5):>11.1f}/{direct.pct(0.99):<8.1f}"
         f"{proxied.pct(0.5):>10.1f}/{proxied.pct(0.99):<8.1f}{added[0]:>10.1f}/{added[1]:<8.1f}"
         f"{direct.rate:>10.1f}{proxied.rate:>9.1f}{proxied.rate / direct.rate:>8.1%}{retrieval:>12.1f} ms"
+        f"{cpu * 1000:>11.1f} ms"
     )
 
 
@@ -200,10 +216,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="Duration of each measured run.")
     args = parser.parse_args()
 
-    print(f"stub latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs, {args.seconds:g} s per run")
+    print(f"stub latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs, {args.seconds:g} s per run, {load()}")
     print(
         f"{'retriever':<10}{'clients':>8}{'direct p50/p99 ms':>20}{'proxy p50/p99 ms':>19}{'added p50/p99 ms':>19}"
-        f"{'direct/s':>10}{'proxy/s':>9}{'ratio':>8}{'retrieval p50':>15}"
+        f"{'direct/s':>10}{'proxy/s':>9}{'ratio':>8}{'retrieval p50':>15}{'proxy CPU/req':>14}"
     )
     with tempfile.TemporaryDirectory() as tmp, OpenAIStub(latency_s=args.latency, keep=8) as stub:
         start = 0
@@ -217,13 +233,16 @@ def main() -> None:
                     start += 10**6
                     direct = asyncio.run(drive(stub.port, level, args.seconds, start, spread=args.latency))
                     skip = sum(1 for _ in log.open()) if log.exists() else 0
+                    cpu = cpu_seconds(proxy.pid)
                     proxied = asyncio.run(drive(port, level, args.seconds, start + 10**5, spread=args.latency))
+                    cpu = (cpu_seconds(proxy.pid) - cpu) / max(len(proxied.latencies), 1)
                     lines = [json.loads(x) for x in log.read_text().splitlines()[skip:]]
                     retrieval = statistics.median(x["retrieval_ms"] for x in lines) if lines else float("nan")
-                    print(row(kind, level, direct, proxied, retrieval))
+                    print(row(kind, level, direct, proxied, retrieval, cpu), flush=True)
             finally:
                 proxy.terminate()
                 proxy.wait(timeout=20)
+    print(load())
 
 
 if __name__ == "__main__":

@@ -213,6 +213,35 @@ def test_aembed_gives_the_same_vectors(tmp_path: Path) -> None:
     np.testing.assert_array_equal(asyncio.run(embedder.aembed(TEXTS)), embedder.embed(TEXTS))
 
 
+def test_concurrent_aembed_calls_share_forward_passes_and_each_gets_its_own_vectors(tmp_path: Path) -> None:
+    """64 conversations asking at once are not 64 forward passes; padding among others changes nothing."""
+    import asyncio
+
+    embedder = BertEmbedder(tiny_bert(tmp_path / "tiny"), workers=1)
+    texts = [TEXTS[i % len(TEXTS)] + " refund" * (i % 7) for i in range(64)]
+    alone = np.stack([embedder.embed([t])[0] for t in texts])
+
+    async def ask_at_once() -> list[NDArray[np.float32]]:
+        return await asyncio.gather(*(embedder.aembed([t]) for t in texts))
+
+    together = np.concatenate(asyncio.run(ask_at_once()))
+    np.testing.assert_allclose(together, alone, atol=2e-6)
+    assert embedder.batcher.calls < len(texts) / 2
+
+
+def test_loading_the_model_runs_openblas_on_one_thread(tmp_path: Path) -> None:
+    """OpenBLAS's own threads fight the embedder's workers (and any other job) for the cores."""
+    from coachlab.library.blas import blas_threads, set_blas_threads
+
+    if blas_threads() is None:
+        pytest.skip("numpy's BLAS here is not OpenBLAS")
+    set_blas_threads(2)
+    BertEmbedder(tiny_bert(tmp_path / "kept"), blas_threads=None)
+    assert blas_threads() == 2, "blas_threads=None leaves the setting alone"
+    BertEmbedder(tiny_bert(tmp_path / "tiny"))
+    assert blas_threads() == 1
+
+
 def test_models_it_cannot_run_are_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="mean pooling"):
         BertEmbedder(tiny_bert(tmp_path / "cls", pooling="cls_token"))

@@ -139,6 +139,19 @@ def test_retrieval_guidance_awaits_an_async_retriever_per_turn() -> None:
     assert embedder.async_calls == 1, "the situation is embedded with aembed, not in the event loop"
 
 
+def test_a_situation_met_again_is_not_embedded_again_and_ranks_the_same() -> None:
+    embedder = TopicEmbedder()
+    retriever = EmbeddingRetriever(LIBRARY, embedder)
+    situation = "customer: my delivery is late, I want a refund"
+    embedder.embedded.clear()
+    first = retriever.search(situation, k=3, floor=0.1)
+    assert asyncio.run(retriever.asearch(situation, k=3, floor=0.1)) == first
+    assert EmbeddingRetriever(LIBRARY, embedder).search(situation, k=3, floor=0.1) == first, "a reloaded library too"
+    assert embedder.embedded == [situation] and embedder.async_calls == 0
+    assert [s.id for s, _ in retriever.search("customer: charged twice", k=1, floor=0.1)] == ["double-charge"]
+    assert embedder.embedded == [situation, "customer: charged twice"]
+
+
 # -- the factory -----------------------------------------------------------------------------------
 
 

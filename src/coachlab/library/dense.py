@@ -26,6 +26,7 @@ from coachlab.schema import AuditStatus, Strategy
 __all__ = ["Embedder", "EmbeddingRetriever", "strategy_situation"]
 
 _CACHE_SIZE = 8192
+_QUERY_CACHE_SIZE = 4096
 
 
 class Embedder(Protocol):
@@ -51,12 +52,31 @@ def strategy_situation(strategy: Strategy) -> str:
 
 
 class _VectorCache:
-    """Strategy vectors by (embedder key, text), so rebuilding a retriever re-embeds only new strategies."""
+    """Vectors by (embedder key, text), least recently used dropped first.
+
+    One holds strategy vectors, so rebuilding a retriever re-embeds only new strategies; one holds
+    query vectors, so a situation met again (the same dialogue prefix in every trial, a retried
+    request, a library reloaded) is not embedded again. Either returns the vector the embedder made.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.items: OrderedDict[tuple[str, str], NDArray[np.float32]] = OrderedDict()
         self.lock = threading.Lock()
+
+    def get(self, key: str, text: str) -> NDArray[np.float32] | None:
+        with self.lock:
+            row = self.items.get((key, text))
+            if row is not None:
+                self.items.move_to_end((key, text))
+            return row
+
+    def put(self, key: str, text: str, row: NDArray[np.float32]) -> None:
+        with self.lock:
+            self.items[key, text] = row
+            self.items.move_to_end((key, text))
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
 
     def embed(self, embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:
         key = embedder.key
@@ -76,6 +96,7 @@ class _VectorCache:
 
 
 _CACHE = _VectorCache(_CACHE_SIZE)
+_QUERIES = _VectorCache(_QUERY_CACHE_SIZE)
 
 
 class EmbeddingRetriever:
@@ -83,8 +104,11 @@ class EmbeddingRetriever:
 
     The strategies are embedded once, when the retriever is built (through a per-process cache,
     so a retriever rebuilt for a grown library embeds only the new ones); each search embeds the
-    situation. `search` calls the embedder in the calling thread; `asearch` (what
-    `retrieval_guidance` uses) does not block the event loop.
+    situation, unless the same situation was embedded lately (a per-process cache of query vectors
+    by embedder and text: the vector is the one the embedder made, so a hit ranks exactly as a
+    miss). `search` calls the embedder in the calling thread; `asearch` (what
+    `retrieval_guidance`, the AutoGen memory and `coachlab serve` use) does not block the event
+    loop, and the offline model batches concurrent searches into shared forward passes.
 
     Scores are cosine similarities (at most 1). Measured with all-MiniLM-L6-v2 on short
     customer-service situations: the matching strategy scored 0.47 to 0.70, other strategies of
@@ -120,10 +144,20 @@ class EmbeddingRetriever:
         """The top `k` approved strategies with a cosine similarity of at least `floor`, best first."""
         if self.matrix is None or k <= 0:
             return []
-        return self._rank(self.embedder.embed([situation])[0], k, floor)
+        key = self.embedder.key
+        query = _QUERIES.get(key, situation)
+        if query is None:
+            query = self.embedder.embed([situation])[0]
+            _QUERIES.put(key, situation, query)
+        return self._rank(query, k, floor)
 
     async def asearch(self, situation: str, *, k: int, floor: float) -> list[tuple[Strategy, float]]:
         """`search` without blocking the event loop (the embedder's `aembed`)."""
         if self.matrix is None or k <= 0:
             return []
-        return self._rank((await self.embedder.aembed([situation]))[0], k, floor)
+        key = self.embedder.key
+        query = _QUERIES.get(key, situation)
+        if query is None:
+            query = (await self.embedder.aembed([situation]))[0]
+            _QUERIES.put(key, situation, query)
+        return self._rank(query, k, floor)

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -32,6 +31,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coachlab.errors import UsageError
+from coachlab.library.batching import MicroBatcher
+from coachlab.library.blas import set_blas_threads
 from coachlab.library.safetensors_file import read_safetensors
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "BertConfig", "BertEmbedder", "load_embedder"]
@@ -76,44 +77,53 @@ class _Layer:
     norm2: tuple[NDArray[np.float32], NDArray[np.float32]]
 
 
-def _layer_norm(x: NDArray[np.float32], norm: tuple[NDArray[np.float32], NDArray[np.float32]], eps: float) -> Any:
-    centred = x - x.mean(axis=-1, keepdims=True)
-    variance = np.square(centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(variance + np.float32(eps)) * norm[0] + norm[1]
+def _layer_norm_(x: NDArray[np.float32], norm: tuple[NDArray[np.float32], NDArray[np.float32]], eps: float) -> Any:
+    """Layer norm of the rows of a 2-D array, in place (one pass fewer than the textbook form)."""
+    x -= x.mean(axis=-1, keepdims=True)
+    scale = np.einsum("ij,ij->i", x, x)[:, None]  # sum of squares per row, without a squared copy
+    scale *= np.float32(1 / x.shape[1])
+    scale += np.float32(eps)
+    np.sqrt(scale, out=scale)
+    np.reciprocal(scale, out=scale)
+    x *= scale
+    x *= norm[0]
+    x += norm[1]
+    return x
 
 
-_ERF = tuple(np.float32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+# Abramowitz & Stegun 7.1.26 (error below 1.5e-7, i.e. float32 rounding), halved: Phi(-a) = poly(t) exp(-a^2 / 2)
+_PHI = tuple(np.float32(c / 2) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+_PHI_T = np.float32(0.3275911 / math.sqrt(2))
 _GELU_ROWS = 256  # rows per slice: the temporaries stay small and are reused (3x faster than whole arrays)
 
 
 def _gelu_(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Exact (erf) GELU of a 2-D array, in place.
 
-    erf from Abramowitz & Stegun 7.1.26 (error below 1.5e-7, i.e. float32 rounding).
+    gelu(x) = x Phi(x) = max(x, 0) - |x| Phi(-|x|), with Phi(-a) = poly(t) exp(-a^2/2) and
+    t = 1 / (1 + p a / sqrt 2) from Abramowitz & Stegun 7.1.26 (erf to 1.5e-7, float32 rounding).
     """
-    z, t, q = (np.empty((_GELU_ROWS, x.shape[1]), dtype=np.float32) for _ in range(3))
+    rows = min(_GELU_ROWS, x.shape[0])
+    a, t, q = (np.empty((rows, x.shape[1]), dtype=np.float32) for _ in range(3))
     for start in range(0, x.shape[0], _GELU_ROWS):
         v = x[start : start + _GELU_ROWS]
         n = v.shape[0]
-        zz, tt, qq = z[:n], t[:n], q[:n]
-        np.abs(v, out=zz)
-        zz *= np.float32(1 / math.sqrt(2))
-        np.multiply(zz, np.float32(0.3275911), out=tt)
+        aa, tt, qq = a[:n], t[:n], q[:n]
+        np.abs(v, out=aa)
+        np.multiply(aa, _PHI_T, out=tt)
         tt += 1
         np.reciprocal(tt, out=tt)
-        np.multiply(tt, _ERF[0], out=qq)
-        for c in _ERF[1:]:
+        np.multiply(tt, _PHI[0], out=qq)
+        for c in _PHI[1:]:
             qq += c
             qq *= tt
-        np.square(zz, out=zz)
-        np.negative(zz, out=zz)
-        np.exp(zz, out=zz)
-        qq *= zz  # 1 - erf(|v| / sqrt 2)
-        np.subtract(1, qq, out=qq)
-        np.copysign(qq, v, out=qq)  # erf(v / sqrt 2)
-        qq += 1
-        qq *= np.float32(0.5)
-        v *= qq
+        np.multiply(v, v, out=tt)
+        tt *= np.float32(-0.5)
+        np.exp(tt, out=tt)
+        qq *= tt
+        qq *= aa  # |v| Phi(-|v|)
+        np.maximum(v, 0, out=v)
+        v -= qq
     return x
 
 
@@ -122,25 +132,42 @@ class BertEmbedder:
 
     Texts are tokenized with the model's `tokenizer.json`, cut at `max_tokens`, sorted by length
     and run in padded batches; the vectors come back in the input order, one unit row per text,
-    so a dot product is the cosine similarity. Thread-safe: `aembed` runs `embed` in a worker
-    thread (numpy releases the GIL in its matrix products).
+    so a dot product is the cosine similarity. Thread-safe. `embed` runs in the calling thread;
+    `aembed` (what retrieval uses, in simulation and in production alike) queues its texts for the
+    embedder's worker threads, one per core, and a worker embeds the texts of every request
+    waiting in one forward pass (`coachlab.library.batching.MicroBatcher`), so concurrent
+    conversations share passes instead of queueing one each.
 
-    Speed (2-core machine, ~60-word situations, ~75 tokens): about 40 texts/s per core, 27 ms for
-    one situation. When other work holds the cores (the embedded chat model, other episodes),
-    OpenBLAS's own threads fight for them: one situation then took 150 ms instead of 27 ms;
-    run with `OPENBLAS_NUM_THREADS=1` there.
+    Cost: a forward pass is about 21 MFLOP per token, 1.2 GFLOP for a 57-token, three-line
+    situation; OpenBLAS reaches about 100 GFLOP/s on one core for these shapes, so the matrix
+    products alone take 12 ms. Measured (thread CPU time, shared 2-core AMD EPYC): 20 ms for one
+    situation alone, 16 ms each in passes of 16. OpenBLAS's own threads only get in the way: with
+    two of them, while other processes held the cores, one situation took 130-300 ms; so the
+    embedder sets OpenBLAS to `blas_threads` (1) for the process when it loads, and runs its own
+    workers instead.
 
     Args:
         folder: A sentence-transformers model folder (see the module docstring).
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass (also the most texts `aembed` joins into one pass).
         max_tokens: Token limit per text; `sentence_bert_config.json`'s `max_seq_length` when omitted.
+        workers: Worker threads of `aembed`, at most (default: the cores this process may use).
+        blas_threads: Threads OpenBLAS runs each matrix product on, set for the whole process when
+            the model loads (`coachlab.library.blas`); None leaves the setting alone.
 
     Raises:
         UsageError: A file is missing or damaged, the model is not a BERT this code can run, or the
             `tokenizers` package is not installed.
     """
 
-    def __init__(self, folder: Path, *, batch_size: int = 32, max_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        workers: int | None = None,
+        blas_threads: int | None = 1,
+    ) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -171,6 +198,11 @@ class BertEmbedder:
         self.tokenizer.no_padding()  # tokenizer.json may pin a fixed padding; batches pad to their longest text
         self.tokenizer.enable_truncation(max_length=self.max_tokens)  # pyright: ignore[reportUnknownMemberType]
         self._load_weights(read_safetensors(self.folder / "model.safetensors"))
+        if blas_threads is not None:
+            set_blas_threads(blas_threads)
+        self.batcher = MicroBatcher(
+            self.embed, workers=workers or _cores(), max_texts=batch_size, name="coachlab-embed"
+        )
 
     @property
     def dimensions(self) -> int:
@@ -257,25 +289,45 @@ class BertEmbedder:
         return out
 
     async def aembed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """`embed` in a worker thread, so the event loop keeps serving other episodes."""
-        return await asyncio.to_thread(self.embed, texts)
+        """`embed` in the embedder's worker threads, batched with concurrent requests; the event loop keeps running."""
+        return await self.batcher.run(texts)
 
     def _forward(self, ids: NDArray[np.int64], mask: NDArray[np.float32]) -> NDArray[np.float32]:
         b, t = ids.shape
         h, heads, eps = self.dimensions, self.config.num_attention_heads, self.config.layer_norm_eps
-        x = _layer_norm(self.word[ids] + self.position[:t] + self.token_type, self.norm, eps).reshape(b * t, h)
+        x = (self.word[ids] + self.position[:t] + self.token_type).reshape(b * t, h)
+        x = _layer_norm_(x, self.norm, eps)
         padding = ((1 - mask) * _MASKED)[:, None, None, :]
         for layer in self.layers:
-            qkv = (x @ layer.qkv_w + layer.qkv_b).reshape(b, t, 3, heads, h // heads).transpose(2, 0, 3, 1, 4)
-            scores = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) + padding  # (b, heads, t, t)
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            qkv = x @ layer.qkv_w
+            qkv += layer.qkv_b
+            qkv = qkv.reshape(b, t, 3, heads, h // heads).transpose(2, 0, 3, 1, 4)
+            scores = qkv[0] @ qkv[1].transpose(0, 1, 3, 2)  # (b, heads, t, t)
+            scores += padding
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ qkv[2]).transpose(0, 2, 1, 3).reshape(b * t, h)
-            x = _layer_norm(context @ layer.out_w + layer.out_b + x, layer.norm1, eps)
-            inner = _gelu_(x @ layer.up_w + layer.up_b)
-            x = _layer_norm(inner @ layer.down_w + layer.down_b + x, layer.norm2, eps)
+            y = context @ layer.out_w
+            y += layer.out_b
+            y += x
+            x = _layer_norm_(y, layer.norm1, eps)
+            inner = x @ layer.up_w
+            inner += layer.up_b
+            y = _gelu_(inner) @ layer.down_w
+            y += layer.down_b
+            y += x
+            x = _layer_norm_(y, layer.norm2, eps)
         pooled = (mask[:, None, :] @ x.reshape(b, t, h))[:, 0, :] / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 _CONFIG_FILES = ("config.json", "sentence_bert_config.json", "1_Pooling/config.json")
