@@ -33,6 +33,7 @@ __all__ = [
     "evaluate_experiment",
     "evaluated_version",
     "evaluation_current",
+    "evaluation_outdated",
     "train_experiment",
     "train_roots",
 ]
@@ -85,6 +86,15 @@ def evaluation_current(layout: RunLayout) -> bool:
     if was is None or was not in store.versions():
         return False
     return only_retired_since(store.load(was), store.load())
+
+
+def evaluation_outdated(layout: RunLayout) -> bool:
+    """True when the run folder holds an evaluation of another library than its latest one.
+
+    Training changed the library since (a node redone by `--retry-failed`), so the old numbers
+    measure another library: a resumed `distill` evaluates from the start instead of continuing them.
+    """
+    return evaluated_version(layout) is not None and not evaluation_current(layout)
 
 
 def cache_path(experiment: Experiment, root: Path) -> Path:
