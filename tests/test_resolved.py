@@ -137,6 +137,21 @@ def test_the_fingerprint_ignores_operational_settings_and_follows_everything_els
     assert "train" not in fingerprint_payload(resolve_run(exp, backends, command="simulate"))["experiment"]
 
 
+def test_labelling_scenarios_with_a_situation_lets_a_run_in_progress_resume() -> None:
+    exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
+    backends = build_backends(exp, NAMES, clients=dry_run_clients(NAMES))
+    base = resolve_run(exp, backends, command="train")
+    # a record written before scenarios had the field: no `situation` key at all
+    old = base.model_copy(
+        update={"scenarios": {k: {f: v for f, v in s.items() if f != "situation"} for k, s in base.scenarios.items()}}
+    )
+    exp.scenarios = {k: s.model_copy(update={"situation": "late-parcel"}) for k, s in exp.scenarios.items()}
+    labelled = resolve_run(exp, backends, command="train")
+    assert labelled.scenarios["retail-late-delivery"]["situation"] == "late-parcel"  # recorded, not fingerprinted
+    assert labelled.fingerprint == base.fingerprint == old.with_fingerprint().fingerprint
+    assert compare_runs(old, labelled) == []
+
+
 # -- the resume guard, as a user meets it ---------------------------------------------------------------------
 
 

@@ -90,7 +90,8 @@ CONFIG = TrainConfig(
 
 def train(run_dir: Path, config: TrainConfig = CONFIG, fail_after: int | None = None) -> tuple[Trainer, object]:
     episodes: list[Episode] = []
-    trainer = Trainer(runner(fail_after), config, [scenario()], run_dir=run_dir, record=episodes.append)
+    root = scenario(situation="stalled-tracking")
+    trainer = Trainer(runner(fail_after), config, [root], run_dir=run_dir, record=episodes.append)
     return trainer, asyncio.run(trainer.run())
 
 
@@ -115,6 +116,7 @@ def test_the_loop_admits_the_strategy_that_helps_and_grows_a_child(tmp_path: Pat
     (child,) = tree.children("late-parcel")
     assert child.mutation == "angrier and in a hurry" and child.scenario.persona.mood == "furious"
     assert child.scenario.prefix and child.scenario.prefix[0].role == "customer"
+    assert child.scenario.situation == "stalled-tracking"  # a harder case of the same situation
     # the child runs with the library: the student now names the next step and passes
     assert child.status is NodeStatus.PASSED and (child.student_mean or 0) >= 8
     assert nx.is_arborescence(tree.graph)

@@ -500,7 +500,7 @@ def _distill(
     start: float,
 ) -> None:
     """Run `distill`: train, then evaluate, then say where everything is."""
-    from coachlab.experiments.distill import RunLayout, evaluated_version, evaluation_current
+    from coachlab.experiments.distill import RunLayout, evaluated_version, evaluation_outdated
     from coachlab.experiments.simulate import elapsed
     from coachlab.library import LibraryStore
 
@@ -512,7 +512,7 @@ def _distill(
     console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
     layout = RunLayout(root)
     was, now = evaluated_version(layout), LibraryStore(layout.library).load().version
-    stale = resume and was is not None and not evaluation_current(layout)
+    stale = resume and evaluation_outdated(layout)
     if stale:  # training changed the library (a node redone by --retry-failed): the old numbers measure another one
         console.print(f"The library changed since the last evaluation (v{was} -> v{now}): evaluating from the start.")
     _evaluate(

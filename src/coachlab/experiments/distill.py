@@ -15,10 +15,12 @@ from coachlab.experiments.criteria import criteria_path, ensure_criteria, load_c
 from coachlab.experiments.effects import only_retired_since, retire_harmful
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
 from coachlab.experiments.guard import record_run
+from coachlab.experiments.hit_rate import learned_situations, situations_by_origin
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
 from coachlab.experiments.simulate import Simulation, keep_experiment_copy
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer, TrainSummary
+from coachlab.explorer.tree import ScenarioTree
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import EmbeddingEndpointError, LibraryStore
 from coachlab.llm import Backend, ResponseCache
@@ -31,6 +33,7 @@ __all__ = [
     "evaluate_experiment",
     "evaluated_version",
     "evaluation_current",
+    "evaluation_outdated",
     "train_experiment",
     "train_roots",
 ]
@@ -83,6 +86,15 @@ def evaluation_current(layout: RunLayout) -> bool:
     if was is None or was not in store.versions():
         return False
     return only_retired_since(store.load(was), store.load())
+
+
+def evaluation_outdated(layout: RunLayout) -> bool:
+    """True when the run folder holds an evaluation of another library than its latest one.
+
+    Training changed the library since (a node redone by `--retry-failed`), so the old numbers
+    measure another library: a resumed `distill` evaluates from the start instead of continuing them.
+    """
+    return evaluated_version(layout) is not None and not evaluation_current(layout)
 
 
 def cache_path(experiment: Experiment, root: Path) -> Path:
@@ -201,6 +213,12 @@ async def train_experiment(
             cache.close()
 
 
+def _origins(experiment: Experiment, layout: RunLayout) -> dict[str, str]:
+    """Situation by scenario id and tree node id, for the strategies' provenance (the run's tree when it has one)."""
+    tree = ScenarioTree.load(layout.tree) if layout.tree.exists() else None
+    return situations_by_origin(experiment.scenarios.values(), tree)
+
+
 async def evaluate_experiment(
     experiment: Experiment,
     backends: dict[str, Backend],
@@ -271,6 +289,8 @@ async def evaluate_experiment(
         prices={name: (b.cost_per_1k_prompt, b.cost_per_1k_completion) for name, b in backends.items()},
         calibration=load_calibration(layout.root),
         strategy_ids=[s.id for s in library.with_status(AuditStatus.APPROVED)],
+        situations={s.id: s.situation for s in scenarios if s.situation is not None},
+        learned_in=learned_situations(library.strategies, _origins(experiment, layout)),
     ).model_copy(update={"fingerprint": run.fingerprint})
     if config.retire:
         effects = [e for s in report.students for e in s.strategies]

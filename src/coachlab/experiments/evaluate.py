@@ -12,19 +12,21 @@ scenario are not independent), jointly across conditions for gap closed. Episode
 customer spoiled are counted in every row and never scored. The report also gives the smallest
 difference in task success the run could detect (80% power, 95% confidence), and per strategy what
 it did where it was shown (`coachlab.experiments.effects`; with `ablate`, a leave-one-out run of the
-library without each approved strategy, conditions `ablate-<id>`, beside it).
+library without each approved strategy, conditions `ablate-<id>`, beside it), and how often retrieval
+showed a strategy learned on the held-out scenario's own situation (`coachlab.experiments.hit_rate`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
 from coachlab.experiments.effects import StrategyEffect, ablation_condition, effects_markdown, strategy_effects
+from coachlab.experiments.hit_rate import RetrievalHitRate, hit_rate_line, retrieval_hit_rate
 from coachlab.experiments.simulate import EpisodePlan
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.library import RetrievalConfig
@@ -186,6 +188,11 @@ class StudentResult(BaseModel):
         default_factory=list[StrategyEffect],
         description="Per strategy: retrieved how often in the library condition, and its effect (see effects).",
     )
+    retrieval: RetrievalHitRate | None = Field(
+        default=None,
+        description="Retrieval hit rate on the held-out scenarios with a situation (see hit_rate); None when none "
+        "has one or the library condition did not run.",
+    )
 
 
 class EvaluationReport(BaseModel):
@@ -322,12 +329,16 @@ def summarize_evaluation(
     prices: Mapping[str, Price] | None = None,
     calibration: CalibrationReport | None = None,
     strategy_ids: Sequence[str] = (),
+    situations: Mapping[str, str] | None = None,
+    learned_in: Mapping[str, Collection[str]] | None = None,
 ) -> EvaluationReport:
-    """The evaluation table: per student and condition, gap closed, and per-strategy effects.
+    """The evaluation table: per student and condition, gap closed, per-strategy effects and retrieval hit rate.
 
     `prices` maps model entry names to their price per 1,000 prompt / completion tokens (default 0);
     `calibration` is the judge's measured agreement with labels, printed beside the results;
-    `strategy_ids` are the strategies the library condition could show, listed even when never shown.
+    `strategy_ids` are the strategies the library condition could show, listed even when never shown;
+    `situations` are the held-out scenarios' situations by scenario id and `learned_in` the situations each
+    strategy was learned on (`coachlab.experiments.hit_rate`): together they give the retrieval hit rate.
     """
     prices = prices or {}
     by: dict[tuple[str, str], list[Episode]] = defaultdict(list)
@@ -377,10 +388,15 @@ def summarize_evaluation(
         for scenario, values in diffs.items():
             paired[scenario].extend(values)
         effects: list[StrategyEffect] = []
+        hit_rate: RetrievalHitRate | None = None
         if "library" in config.conditions:
             effects = strategy_effects(
                 episodes, student=student, primary=primary, strategy_ids=strategy_ids,
                 min_episodes=config.retire_min_episodes, seed=config.seed,
+            )  # fmt: skip
+            hit_rate = retrieval_hit_rate(
+                episodes, student=student, situations=situations or {}, learned_in=learned_in or {},
+                strategy_ids=strategy_ids,
             )  # fmt: skip
         students.append(
             StudentResult(
@@ -390,6 +406,7 @@ def summarize_evaluation(
                 gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
                 library_minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
                 strategies=effects,
+                retrieval=hit_rate,
             )
         )
     rows = [r for s in students for r in s.rows] + ([teacher_row] if teacher_row is not None else [])
@@ -505,6 +522,9 @@ def to_markdown(report: EvaluationReport) -> str:
             f"Smallest difference in {measure} this run could detect (80% power, 95% confidence, scenarios as "
             f"clusters): {report.min_detectable_difference:.2f}{scale}."
         )
+    for s in report.students:
+        if any(r.condition == "library" for r in s.rows):
+            out.append(hit_rate_line(s.student, s.retrieval))
     effects = [e for s in report.students for e in s.strategies]
     if effects:
         out += [

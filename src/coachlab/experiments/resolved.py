@@ -42,6 +42,7 @@ from coachlab.redact import MASK
 __all__ = [
     "HARMLESS",
     "RESOLVED_FILE",
+    "SCENARIO_LABELS",
     "Command",
     "ResolvedModel",
     "ResolvedRetrieval",
@@ -73,6 +74,10 @@ HARMLESS: tuple[tuple[str, ...], ...] = (
 """Experiment fields that cannot change results (the personas and scenarios are compared by content,
 not by the paths they are read from; model entries by their identity, so their `concurrency` and
 `retry` are free too)."""
+
+SCENARIO_LABELS: tuple[str, ...] = ("situation",)
+"""Scenario fields no agent ever sees (labels for the report): left out of the fingerprint, so labelling the
+scenarios of a run in progress does not stop it from resuming."""
 
 _SECTIONS_NOT_USED: dict[Command, tuple[str, ...]] = {
     "simulate": ("train", "evaluate", "retrieval"),
@@ -327,8 +332,8 @@ def fingerprint_payload(run: ResolvedRun) -> dict[str, Any]:
 
     The experiment without its operational fields (`HARMLESS`), its model entries and retrieval
     section (compared as resolved instead: identities and prices, the retriever used) and the
-    sections the command does not use; the scenarios it ran (with their personas); its models; its
-    retriever; the coachlab version.
+    sections the command does not use; the scenarios it ran (with their personas, without the labels no
+    agent sees: `SCENARIO_LABELS`); its models; its retriever; the coachlab version.
     """
     experiment = copy.deepcopy(run.experiment)
     for path in (*HARMLESS, ("models",), ("retrieval",), *((s,) for s in _SECTIONS_NOT_USED[run.command])):
@@ -338,7 +343,11 @@ def fingerprint_payload(run: ResolvedRun) -> dict[str, Any]:
     return {
         "command": run.command,
         "experiment": experiment,
-        "scenarios": {sid: run.scenarios[sid] for sid in ids if sid in run.scenarios},
+        "scenarios": {
+            sid: {k: v for k, v in run.scenarios[sid].items() if k not in SCENARIO_LABELS}
+            for sid in ids
+            if sid in run.scenarios
+        },
         "models": {name: m.model_dump(mode="json") for name, m in run.models.items()},
         "retrieval": run.retrieval.model_dump(mode="json") if run.retrieval is not None else None,
         "judge_gate": run.judge_gate,

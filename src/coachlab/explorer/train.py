@@ -679,7 +679,11 @@ def _best(rejected: Strategy) -> Strategy:
 
 
 def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[tuple[str, str]]) -> Scenario:
-    """The child scenario: the parent's with the persona changed, starting from the failure point."""
+    """The child scenario: the parent's with the persona changed, starting from the failure point.
+
+    Everything else is the parent's: the facts, the policy, the checklist and the `situation` (a harder
+    case of the same situation, so strategies learned on it count for that situation's hit rate).
+    """
     persona = scenario.persona
     patience = child.patience if child.patience in ("very low", "low", "medium", "high") else persona.patience
     constraints = [*persona.hidden_constraints, *([child.extra_constraint] if child.extra_constraint else [])]

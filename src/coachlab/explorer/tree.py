@@ -124,6 +124,21 @@ class ScenarioTree:
         """The children of a node."""
         return [self.node(c) for c in self.graph.successors(node_id)]
 
+    def root_of(self, node_id: str) -> TreeNode:
+        """The root (training scenario) a node grew from; a root is its own.
+
+        Raises:
+            UsageError: No such node.
+        """
+        current = self.node(node_id).id
+        seen = {current}
+        while True:
+            parents = [p for p in self.graph.predecessors(current) if p not in seen]
+            if not parents:
+                return self.node(current)
+            current = parents[0]
+            seen.add(current)
+
     def is_tree(self) -> bool:
         """True when the graph is a forest of arborescences (every node has at most one parent, no cycles)."""
         return len(self) == 0 or (

@@ -39,6 +39,13 @@ class _ScenarioFields(Frozen):
     )
     difficulty: Text | None = Field(default=None, description="Notes on what makes this scenario hard.")
     tags: list[Slug] = Field(default_factory=list[str], description="Free labels (hard, policy-conflict...).")
+    situation: Slug | None = Field(
+        default=None,
+        description="The recurring customer-service situation this scenario is a case of (stalled-tracking, "
+        "bill-shock...): scenarios of one situation share it, so evaluate can tell whether a held-out scenario "
+        "retrieved a strategy learned on a training scenario of the same situation (retrieval hit rate). Child "
+        "scenarios keep their parent's.",
+    )
     success_criteria: list[Criterion] = Field(
         default_factory=list[Criterion],
         description="The checklist the judge grades: observable must/nice items (written by the teacher when empty).",
