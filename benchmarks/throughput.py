@@ -19,6 +19,11 @@ tokens sent, prompt tokens processed (what the engine could not take from its pr
 KV prefix llama.cpp kept, a server's prompt cache), tokens generated and seconds in the model.
 Each run is saved as DIR/<experiment>/throughput.json, with its episodes and transcripts.
 
+Episodes run in the order `Simulation` picks for the models: on embedded models each scenario's
+episodes back to back, so the roles' KV caches keep what consecutive episodes share (`--order`
+overrides it). To see that, give each scenario several trials: `--scenarios a,b --episodes 4`.
+Prompt tokens processed are counts, not timings: compare them across runs on a busy machine too.
+
 Before and after a change: the script needs nothing newer than `Simulation`, `build_backends` and
 `load_experiment`, so it runs from an older commit's worktree as it is; figures that coachlab did not
 record yet (prompt processed, seconds) print as n/a. Then print both runs side by side:
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
@@ -53,12 +59,19 @@ RESULT = "throughput.json"
 # -- running one experiment ---------------------------------------------------------------------
 
 
-def fixed_plans(exp: Any, episodes: int, *, teacher_every: int, seed: int) -> list[Any]:
-    """The first `episodes` plans of the fixed set (see the module docstring)."""
+def fixed_plans(
+    exp: Any, episodes: int, *, teacher_every: int, seed: int, scenarios: Sequence[str] | None = None
+) -> list[Any]:
+    """The first `episodes` plans of the fixed set (see the module docstring), over `scenarios` when given."""
     from coachlab.experiments.simulate import EpisodePlan, episode_seed
 
     cfg = exp.config
     ids: list[str] = list(dict.fromkeys([*(cfg.simulate.scenarios or []), *(cfg.train.scenarios if cfg.train else [])]))
+    if scenarios:
+        unknown = [s for s in scenarios if s not in exp.scenarios]
+        if unknown:
+            raise SystemExit(f"unknown scenario {unknown[0]!r}; known: {', '.join(exp.scenarios)}")
+        ids = list(scenarios)
     if not ids:
         ids = sorted(exp.scenarios)
     student = cfg.train.student if cfg.train else cfg.simulate.agents[0]
@@ -134,7 +147,9 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
 
     episodes_exp = load_experiment(args.episodes_from)
     models_exp = episodes_exp if models == args.episodes_from else load_experiment(models)
-    plans = fixed_plans(episodes_exp, args.episodes, teacher_every=args.teacher_every, seed=args.seed)
+    plans = fixed_plans(
+        episodes_exp, args.episodes, teacher_every=args.teacher_every, seed=args.seed, scenarios=args.scenarios
+    )
     names = list(dict.fromkeys(["customer", "judge", *(p.agent_model for p in plans)]))
     missing = [n for n in names if n not in models_exp.config.models]
     if missing:
@@ -144,16 +159,30 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
     shutil.rmtree(out, ignore_errors=True)
     backends = build_backends(models_exp, names)
     started = time.perf_counter()
-    for backend in backends.values():  # open the models now: a fresh run pays this once, not per episode
-        load = getattr(backend.client, "load", None)
+    clients = [backend.client for backend in backends.values()]
+    if "judge" in backends and hasattr(backends["judge"], "client_for"):  # the checklist grader's context
+        from coachlab.environments import CHECKLIST_CONTEXT
+
+        clients.append(backends["judge"].client_for(CHECKLIST_CONTEXT))
+    for client in clients:  # open the models now: a fresh run pays this once, not per episode
+        load = getattr(client, "load", None)
         if load is not None:
             await load()
     gate = episodes_exp.judge_gate() if hasattr(episodes_exp, "judge_gate") else None
     if gate is not None:
         await gate.similarities([("warm up", "the embedding model")])
     load_s = time.perf_counter() - started
-    sim = Simulation(episodes_exp, backends, out_dir=out, use_cache=False)
-    print(f"{models}: {len(plans)} episodes, concurrency {concurrency}; coachlab from {Path(coachlab.__file__).parent}")
+    if args.order == "auto":
+        sim = Simulation(episodes_exp, backends, out_dir=out, use_cache=False)
+    else:
+        if "order" not in inspect.signature(Simulation).parameters:
+            raise SystemExit("this coachlab runs episodes as planned: leave --order out")
+        sim = Simulation(episodes_exp, backends, out_dir=out, use_cache=False, order=args.order)
+    order = getattr(sim, "order", "as planned")  # a coachlab before episode orders ran them as planned (interleaved)
+    print(
+        f"{models}: {len(plans)} episodes, concurrency {concurrency}, order {order}; "
+        f"coachlab from {Path(coachlab.__file__).parent}"
+    )
     started = time.perf_counter()
     try:
         finished = await sim.run(plans, concurrency=concurrency)
@@ -172,6 +201,7 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
         "cpus": os.cpu_count(),
         "episodes": len(finished),
         "concurrency": concurrency,
+        "order": order,
         "load_s": round(load_s, 1),
         "wall_s": round(wall, 1),
         "episodes_per_hour": round(len(finished) / wall * 3600, 2) if wall > 0 else None,
@@ -203,6 +233,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ("models from", [Path(r["experiment"]).name for r in results]),
         ("coachlab", [f"{r['commit'] or '?'} {r['coachlab']}" for r in results]),
         ("episodes (concurrency)", [f"{r['episodes']} ({r['concurrency']})" for r in results]),
+        ("episode order", [r.get("order", "as planned") for r in results]),
         ("model loading, s", [f"{r['load_s']:.1f}" for r in results]),
         ("wall, s", [f"{r['wall_s']:.1f}" for r in results]),
     ]
@@ -275,6 +306,14 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="Base seed of the episodes.")
     parser.add_argument(
+        "--scenarios", type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        help="Comma-separated scenario ids to draw the episodes from (default: simulate's and train's).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--order", choices=["auto", "grouped", "interleaved"], default="auto",
+        help="Episode order (default auto: what the backends call for; see coachlab.experiments.simulate).",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=Path("runs/throughput"), help="Folder for the runs (default runs/throughput)."
     )
     parser.add_argument(
@@ -299,7 +338,8 @@ def main() -> None:
             child = [sys.executable, __file__, "--experiment", str(experiment), "--out", str(args.out)]
             child += ["--label", folder.name]
             child += ["--episodes", str(args.episodes), "--episodes-from", str(args.episodes_from)]
-            child += ["--teacher-every", str(args.teacher_every), "--seed", str(args.seed)]
+            child += ["--teacher-every", str(args.teacher_every), "--seed", str(args.seed), "--order", args.order]
+            child += ["--scenarios", ",".join(args.scenarios)] if args.scenarios else []
             child += ["--concurrency", str(args.concurrency)] if args.concurrency else []
             subprocess.run(child, check=True)
             results.append(json.loads((folder / RESULT).read_text()))

@@ -12,7 +12,7 @@ from autogen_core.models import LLMMessage
 
 from coachlab.errors import UsageError
 from coachlab.experiments.config import load_experiment
-from coachlab.experiments.simulate import Simulation, build_backends, plan_episodes
+from coachlab.experiments.simulate import Simulation, build_backends, order_episodes, plan_episodes
 from coachlab.schema import TerminationReason
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_clients, message_text
 
@@ -126,3 +126,57 @@ def test_trials_get_distinct_seeds_and_fresh_answers(tmp_path: Path) -> None:
     plans = plan_episodes(exp.selected_scenarios(), agents=["student"], trials=4, seed=0)
     assert len({p.seed for p in plans}) == len(plans)
     assert plan_episodes(exp.selected_scenarios(), agents=["student"], trials=4, seed=0) == plans
+
+
+def timeless_records(path: Path) -> list[dict[str, object]]:
+    """The episode records in file order, without wall-clock fields."""
+    rows: list[dict[str, object]] = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        row.pop("duration_s")
+        for usage in row["usage"].values():
+            usage.pop("model_seconds")
+        rows.append(row)
+    return rows
+
+
+def test_on_in_process_models_each_scenarios_episodes_run_back_to_back_and_are_the_same_episodes(
+    tmp_path: Path,
+) -> None:
+    exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")  # embedded models
+    names = ["customer", "judge", "student"]
+    plans = plan_episodes(exp.selected_scenarios(), agents=["student"], trials=3, seed=0)
+    assert [p.scenario.id for p in plans[:2]] != [plans[0].scenario.id] * 2  # planned: trials interleaved
+    runs: dict[str, list[dict[str, object]]] = {}
+    for order in ("grouped", "interleaved"):
+        backends = build_backends(exp, names, clients=dry_run_clients(names))
+        sim = Simulation(
+            exp, backends, out_dir=tmp_path / order, use_cache=False, order=None if order == "grouped" else order
+        )
+        assert sim.order == order  # grouped is what embedded models get by default
+        asyncio.run(sim.run(plans, concurrency=1))
+        runs[order] = timeless_records(tmp_path / order / "episodes.jsonl")
+    grouped = [(r["scenario_id"], r["trial"]) for r in runs["grouped"]]
+    scenarios = list(dict.fromkeys(p.scenario.id for p in plans))
+    assert grouped == [(s, t) for s in scenarios for t in range(3)]
+    assert [r["id"] for r in runs["interleaved"]] == [p.id for p in plans]
+    # Only the order differs: every episode (seed, transcript, verdict, usage) is the same.
+    assert sorted(runs["grouped"], key=lambda r: str(r["id"])) == sorted(
+        runs["interleaved"], key=lambda r: str(r["id"])
+    )
+
+
+def test_on_servers_trials_stay_interleaved_and_grouping_keeps_the_planned_order_within_a_scenario(
+    tmp_path: Path,
+) -> None:
+    exp = load_experiment(ROOT / "experiments" / "openai.yaml")
+    names = ["customer", "judge", "student"]
+    sim = Simulation(exp, build_backends(exp, names, clients=dry_run_clients(names)), out_dir=tmp_path, use_cache=False)
+    assert sim.order == "interleaved"
+    plans = plan_episodes(exp.selected_scenarios()[:2], agents=["student", "teacher"], trials=2, seed=0)
+    assert order_episodes(plans, "interleaved") == plans
+    first, second = plans[0].scenario.id, plans[2].scenario.id
+    assert [(p.scenario.id, p.agent_model, p.trial) for p in order_episodes(plans, "grouped")] == [
+        (first, "student", 0), (first, "teacher", 0), (first, "student", 1), (first, "teacher", 1),
+        (second, "student", 0), (second, "teacher", 0), (second, "student", 1), (second, "teacher", 1),
+    ]  # fmt: skip

@@ -29,6 +29,7 @@ def test_the_benchmark_reports_sent_processed_and_generated_per_role_and_compare
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "tp" / experiment.stem / "throughput.json").read_text())
     assert result["episodes"] == 3 and result["episodes_per_hour"] > 0
+    assert result["order"] == "interleaved"  # a server: trials interleaved, as planned
     assert result["peak_rss_mb"] > 0 and (result["pss_mb"] is None or 0 < result["pss_mb"] <= result["peak_rss_mb"])
     assert set(result["roles"]) == {"customer", "student", "teacher", "judge"}  # the teacher played episode 3
     for name in ("customer", "student", "judge"):

@@ -420,3 +420,35 @@ def test_real_embedded_model_answers_and_follows_a_json_schema() -> None:
         await client.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.embedded
+def test_real_clients_on_one_model_file_load_it_once_and_answer_as_a_lone_client_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not weights.is_fetched("qwen2.5-coder-0.5b"):
+        pytest.skip("run `coachlab models fetch qwen2.5-coder-0.5b` first")
+    from llama_cpp import _internals  # the pinned llama-cpp-python's model class, which coachlab shares
+
+    real_model = _internals.LlamaModel
+    loads: list[str] = []
+
+    def counted(**kwargs: Any) -> Any:
+        loads.append(kwargs["path_model"])
+        return real_model(**kwargs)
+
+    monkeypatch.setattr(_internals, "LlamaModel", counted)
+    chat = [UserMessage(content="Say hello to Dana in five words.", source="customer")]
+    judge = EmbeddedChatCompletionClient("qwen2.5-coder-0.5b", n_ctx=512, max_tokens=12, seed=3)
+    customer = EmbeddedChatCompletionClient("qwen2.5-coder-0.5b", n_ctx=512, max_tokens=12, seed=3)
+
+    async def scenario() -> list[str]:
+        answers = [str((await c.create(chat)).content) for c in (judge, judge.engine_context("checklist"), customer)]
+        await judge.close()  # the customer's context keeps the shared model
+        answers.append(str((await customer.create(chat)).content))
+        await customer.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert len(loads) == 1  # three contexts, one copy of the weights
+    assert len(set(answers)) == 1  # same request and seed, same answer in every context

@@ -7,7 +7,7 @@ import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, SystemMessage, UserMessage
@@ -15,7 +15,7 @@ from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, Syst
 from coachlab.llm import Backend, ModelEntry, ResponseCache, RoleClient
 from coachlab.llm.components import build_chat_client
 from coachlab.llm.embedded import EmbeddedChatCompletionClient
-from coachlab.llm.metering import metering, processed_from_response
+from coachlab.llm.metering import MeteredResult, metering, processed_from_response
 from coachlab.schema import Episode, RoleUsage
 from coachlab.testing import ScriptedChatCompletionClient
 from coachlab.testing.openai_stub import OpenAIStub
@@ -166,14 +166,30 @@ def test_unknown_processed_stays_unknown_in_sums_and_empty_usage_adds_nothing() 
 # -- the in-process engine ----------------------------------------------------------------------
 
 
+class FakeLlamaModel:
+    """Enough of llama-cpp-python's `_internals.LlamaModel`: records which files were loaded and freed."""
+
+    loaded: ClassVar[list[str]] = []
+    freed: ClassVar[list[str]] = []
+
+    def __init__(self, *, path_model: str, params: Any, verbose: bool = True) -> None:
+        self.path_model = path_model
+        FakeLlamaModel.loaded.append(path_model)
+
+    def close(self) -> None:
+        FakeLlamaModel.freed.append(self.path_model)
+
+
 class FakeLlama:
     """Enough of `llama_cpp.Llama` to count like it: it keeps the last prompt's KV prefix.
 
+    Like `Llama`, it loads its model through `llama_cpp._internals.LlamaModel` and closes it when closed.
     Tokens are words. Like `Llama.generate`, it evaluates the prompt minus the prefix it shares with
     what it evaluated last (one token again when the whole prompt is cached), then each new token.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, model_path: str, **kwargs: Any) -> None:
+        self._model = sys.modules["llama_cpp"]._internals.LlamaModel(path_model=model_path, params=None)  # type: ignore[attr-defined]
         self.input_ids: list[str] = []
 
     def eval(self, tokens: Sequence[str]) -> None:
@@ -198,15 +214,20 @@ class FakeLlama:
         }
 
     def close(self) -> None:
-        pass
+        self._model.close()
 
 
 @pytest.fixture
 def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    internals = types.ModuleType("llama_cpp._internals")
+    internals.LlamaModel = FakeLlamaModel  # type: ignore[attr-defined]
     module = types.ModuleType("llama_cpp")
     module.Llama = FakeLlama  # type: ignore[attr-defined]
     module.LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # type: ignore[attr-defined]
+    module._internals = internals  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    monkeypatch.setattr(FakeLlamaModel, "loaded", [])
+    monkeypatch.setattr(FakeLlamaModel, "freed", [])
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 16)
     return model
@@ -243,3 +264,90 @@ def test_role_usage_sums_what_the_embedded_model_processed(fake_llama: Path) -> 
     first_prompt = asyncio.run(dialogue())
     assert role.usage.calls == 2
     assert role.usage.prompt_processed == role.usage.prompt_tokens - first_prompt  # the first prompt, once
+
+
+# -- engine contexts ----------------------------------------------------------------------------
+
+
+def test_clients_on_one_model_file_share_its_loaded_model_and_the_last_one_frees_it(fake_llama: Path) -> None:
+    judge = EmbeddedChatCompletionClient(str(fake_llama), temperature=0.2)
+    customer = EmbeddedChatCompletionClient(str(fake_llama), temperature=0.8)
+    grader = judge.engine_context("checklist")
+    assert grader is judge.engine_context("checklist") and grader is not judge
+    assert grader.config == judge.config
+
+    async def run() -> None:
+        for client in (judge, customer, grader):
+            await client.create(FIRST)
+        assert FakeLlamaModel.loaded == [str(fake_llama)]  # three contexts, one copy of the weights
+        await judge.close()  # closes the grader's context too
+        assert FakeLlamaModel.freed == []  # the customer still uses the model
+        await customer.close()
+        assert FakeLlamaModel.freed == [str(fake_llama)]
+        await customer.create(FIRST)  # reopened on use
+
+    asyncio.run(run())
+    assert FakeLlamaModel.loaded == [str(fake_llama)] * 2
+    asyncio.run(customer.close())
+    scripted = Backend.from_client("judge", ScriptedChatCompletionClient(lambda m: "{}"))
+    assert scripted.client_for("checklist") is scripted.client  # a server keeps its own prompt cache
+
+
+def judge_episode_prompts(dialogue: list[tuple[str, str]]) -> tuple[list[list[LLMMessage]], list[LLMMessage]]:
+    """What the judge backend is asked about one episode: per-line checklist questions, then satisfaction."""
+    from coachlab.agents.checklist import line_view
+    from coachlab.agents.judge import judge_view
+    from coachlab.schema import Criterion
+    from helpers import scenario
+
+    items = [Criterion(id="ref", text="gives a reference number"), Criterion(id="day", text="names the day")]
+    lines = [text for who, text in dialogue if who == "agent"]
+    return [line_view(line, item) for line in lines for item in items], judge_view(scenario(), dialogue)
+
+
+EPISODES = [
+    [("customer", "My parcel is late."), ("agent", "Sorry! It leaves Monday, reference A-1.")],
+    [("customer", "Where is my parcel?"), ("agent", "It ships tomorrow; your reference is B-7.")],
+]
+
+
+@pytest.mark.parametrize("own_context", [True, False], ids=["own context", "shared context"])
+def test_the_checklist_grader_keeps_its_prompt_and_the_judge_its_case_warm_across_episodes(
+    fake_llama: Path, own_context: bool
+) -> None:
+    from coachlab.environments import CHECKLIST_CONTEXT, EnvironmentConfig, EpisodeRunner
+    from coachlab.judging import JudgeConfig
+
+    backend = Backend.from_client("judge", EmbeddedChatCompletionClient(str(fake_llama)))
+    runner = EpisodeRunner({"judge": backend}, EnvironmentConfig(), judging=JudgeConfig(checklist="per_line"))
+    processed: list[tuple[int, int]] = []  # per episode: the grader's first question, the judge's score
+
+    async def episodes() -> None:
+        for trial, dialogue in enumerate(EPISODES):
+            _, (judge, grader) = runner.panel(seed=trial, trial=trial)
+            assert (judge.context, grader.context) == (None, CHECKLIST_CONTEXT)
+            if not own_context:
+                grader = RoleClient(backend, role=grader.role, seed=grader.seed, trial=trial)
+            questions, scoring = judge_episode_prompts(dialogue)
+            first = await grader.create(questions[0])
+            for question in questions[1:]:
+                await grader.create(question)
+            score = await judge.create(scoring)
+            assert isinstance(first, MeteredResult) and isinstance(score, MeteredResult)
+            assert first.prompt_processed is not None and score.prompt_processed is not None
+            processed.append((first.prompt_processed, score.prompt_processed))
+        await backend.close()
+
+    asyncio.run(episodes())
+    questions, scoring = judge_episode_prompts(EPISODES[1])
+    grader_system = len(f"<system> {questions[0][0].content}".split())
+    from_transcript = (
+        len(str(scoring[-1].content).split("<transcript>", 1)[1].split()) + 2
+    )  # + <transcript> <assistant>
+    (_, _), (grader_second, judge_second) = processed
+    if own_context:
+        assert grader_second < grader_system  # the grader's system prompt stayed in its context
+        assert judge_second <= from_transcript  # the judge reads the second transcript; the case stayed
+    else:  # one context: each evicts the other's prefix every episode
+        assert grader_second > grader_system
+        assert judge_second > from_transcript + 50

@@ -14,9 +14,10 @@ from coachlab.environments.episode import (
     run_episode,
 )
 from coachlab.environments.grading import JudgePanel
-from coachlab.environments.runner import EpisodeRunner, mixed_turns
+from coachlab.environments.runner import CHECKLIST_CONTEXT, EpisodeRunner, mixed_turns
 
 __all__ = [
+    "CHECKLIST_CONTEXT",
     "EnvironmentConfig",
     "EpisodeAgents",
     "EpisodeRunner",

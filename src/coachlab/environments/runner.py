@@ -40,7 +40,15 @@ from coachlab.llm import Backend, ResponseCache, RoleClient
 from coachlab.schema import Criterion, CriterionResult, Episode, Event, Guidance, RoleUsage, Scenario
 from coachlab.stats import seed_for
 
-__all__ = ["EpisodeRunner"]
+__all__ = ["CHECKLIST_CONTEXT", "EpisodeRunner"]
+
+CHECKLIST_CONTEXT = "checklist"
+"""The engine context of the checklist grader on the judge's backend (`Backend.client_for`).
+
+The grader's prompts (its own system prompt, one agent line, one item) share no prefix with the
+satisfaction judge's (system prompt, the case, the transcript). On one in-process llama.cpp context
+each would evict the other's KV prefix every episode; in two, both stay warm from episode to episode.
+"""
 
 
 @dataclass
@@ -72,8 +80,9 @@ class EpisodeRunner:
         if model not in self.experts or self.expert.candidates < 2 or self.judging.checklist != "per_line":
             return None, []
         client = RoleClient(
-            self.backends["judge"], role="judge-search", seed=seed_for(seed, "search"), trial=trial, cache=self.cache
-        )
+            self.backends["judge"], role="judge-search", seed=seed_for(seed, "search"), trial=trial, cache=self.cache,
+            context=CHECKLIST_CONTEXT,
+        )  # fmt: skip
         panel = JudgePanel(
             judges=[], graders=[build_line_grader(model_client=client)], similarity=self.similarity,
             floor=self.judging.gate_floor, sure=self.judging.gate_sure,
@@ -96,7 +105,8 @@ class EpisodeRunner:
     def panel(self, *, seed: int, trial: int, role: str = "judge") -> tuple[JudgePanel, list[RoleClient]]:
         """The judges of one episode (one satisfaction judge and one checklist grader per vote) and their clients.
 
-        Vote 0 uses the episode's seed, so a one-vote run asks exactly what it always asked.
+        Vote 0 uses the episode's seed, so a one-vote run asks exactly what it always asked. The graders
+        run in the judge backend's checklist context (`CHECKLIST_CONTEXT`).
         """
         backend = self.backends["judge"]
         clients: list[RoleClient] = []
@@ -108,7 +118,10 @@ class EpisodeRunner:
             clients.append(judge)
             judges.append(build_judge(model_client=judge))
             if self.judging.checklist == "per_line":
-                grader = RoleClient(backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache)
+                grader = RoleClient(
+                    backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache,
+                    context=CHECKLIST_CONTEXT,
+                )  # fmt: skip
                 clients.append(grader)
                 graders.append(build_line_grader(model_client=grader))
         panel = JudgePanel(

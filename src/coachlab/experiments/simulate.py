@@ -3,6 +3,10 @@
 Results are written as each episode finishes (`episodes.jsonl`), so an interrupted run keeps
 what it finished and `resume=True` runs only what is missing (and, with `retry_failed`, what
 ended on an infrastructure error).
+
+Episodes run in an order that follows the backends (`episode_order`): on a model in this process,
+each scenario's episodes back to back, so the engine's KV caches keep the prefixes they share;
+otherwise trials interleaved, so early results span the scenarios.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, GuidanceProvider, Observer
 from coachlab.errors import CoachlabError, UsageError
@@ -28,12 +32,15 @@ if TYPE_CHECKING:
     from coachlab.experiments.config import Experiment
 
 __all__ = [
+    "EpisodeOrder",
     "EpisodePlan",
     "RunPaths",
     "Simulation",
     "build_backends",
+    "episode_order",
     "episode_seed",
     "keep_experiment_copy",
+    "order_episodes",
     "plan_episodes",
 ]
 
@@ -72,13 +79,49 @@ def plan_episodes(
     seed: int,
     condition: str = "baseline",
 ) -> list[EpisodePlan]:
-    """Every (scenario, agent model, trial) combination, trials interleaved so early results span scenarios."""
+    """Every (scenario, agent model, trial) combination, trials interleaved so early results span scenarios.
+
+    `Simulation.run` may run them grouped by scenario instead (`order_episodes`); each keeps its seed.
+    """
     return [
         EpisodePlan(s, a, condition, t, episode_seed(seed, s.id, condition, a, t))
         for t in range(trials)
         for s in scenarios
         for a in agents
     ]
+
+
+EpisodeOrder = Literal["grouped", "interleaved"]
+"""How `Simulation.run` orders episodes: each scenario's back to back, or as planned (trials interleaved)."""
+
+
+def order_episodes(plans: Sequence[EpisodePlan], order: EpisodeOrder) -> list[EpisodePlan]:
+    """`plans` in the order they are started.
+
+    `interleaved`: as planned. `grouped`: each scenario's episodes back to back, the scenarios in the
+    order they first appear and each scenario's episodes in their planned order. An episode depends on
+    its plan only (its seed and id come from its coordinates), never on what ran before it, so either
+    order runs the same episodes.
+    """
+    if order == "interleaved":
+        return list(plans)
+    rank: dict[str, int] = {}
+    for plan in plans:
+        rank.setdefault(plan.scenario.id, len(rank))
+    return sorted(plans, key=lambda plan: rank[plan.scenario.id])  # stable: planned order within a scenario
+
+
+def episode_order(backends: Iterable[Backend]) -> EpisodeOrder:
+    """`grouped` when a backend runs its model in this process, else `interleaved`.
+
+    An in-process engine (the embedded model) answers one call at a time on this machine's CPU, and
+    each role's context keeps the KV prefix of its last prompt: episodes of one scenario back to back
+    reuse the customer's persona prompt, the service agent's system prompt and the judge's case, which
+    an interleaved order evicts every episode. Grouping costs nothing there; its only loss is that an
+    interrupted run covers fewer scenarios. A server with several slots runs episodes at once and keeps
+    its own prompt cache, so the order stays the one that spreads early results.
+    """
+    return "grouped" if any(b.in_process for b in backends) else "interleaved"
 
 
 @dataclass(frozen=True)
@@ -159,6 +202,7 @@ class Simulation:
         use_cache: Use the role-aware response cache.
         environment: Episode settings (default: the experiment's).
         cache_path: The cache file (default: the experiment's `cache.path`, else cache.sqlite in `out_dir`).
+        order: How `run` orders episodes (default: what the backends call for, `episode_order`).
     """
 
     def __init__(
@@ -171,9 +215,11 @@ class Simulation:
         use_cache: bool = True,
         environment: EnvironmentConfig | None = None,
         cache_path: Path | None = None,
+        order: EpisodeOrder | None = None,
     ) -> None:
         self.experiment = experiment
         self.backends = dict(backends)
+        self.order: EpisodeOrder = order or episode_order(self.backends.values())
         self.paths = RunPaths(Path(out_dir))
         self.log = EpisodeLog(self.paths.episodes)
         self.environment = environment or experiment.config.environment
@@ -227,7 +273,7 @@ class Simulation:
         return episode
 
     async def run(self, plans: Sequence[EpisodePlan], *, concurrency: int) -> list[Episode]:
-        """Run `plans` with at most `concurrency` episodes in flight; returns them as they finished."""
+        """Run `plans`, started in `self.order`, at most `concurrency` at once; returns them as they finished."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.log.repair()
         limit = asyncio.Semaphore(concurrency)
@@ -239,7 +285,7 @@ class Simulation:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for plan in plans:
+                for plan in order_episodes(plans, self.order):
                     group.create_task(one(plan))
         except BaseExceptionGroup as group_error:
             # A user error (CoachlabError) or Ctrl-C inside one episode stops the run: surface it as itself.

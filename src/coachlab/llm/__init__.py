@@ -1,6 +1,6 @@
 """The models layer: clients from YAML, the embedded local model, cache, retries, limits."""
 
-from coachlab.llm._base import ModelClient, WholeReplyClient
+from coachlab.llm._base import EngineContexts, ModelClient, WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
 from coachlab.llm.client import Backend, BackendError, RoleClient, close_backends, is_transient
 from coachlab.llm.components import (
@@ -19,6 +19,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "CacheKey",
+    "EngineContexts",
     "ModelClient",
     "ModelEntry",
     "ModelIdentity",

@@ -1,10 +1,10 @@
-"""What coachlab's own model clients share: a non-streaming `create_stream` and `capabilities`."""
+"""What coachlab's own model clients share: a non-streaming `create_stream` and `capabilities`; engine contexts."""
 
 from __future__ import annotations
 
 from abc import ABC
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from autogen_core import CancellationToken
 from autogen_core.models import (
@@ -17,10 +17,23 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from typing_extensions import override
 
-__all__ = ["ModelClient", "WholeReplyClient"]
+__all__ = ["EngineContexts", "ModelClient", "WholeReplyClient"]
 
 ModelClient = ChatCompletionClient
 """Any AutoGen chat completion client: what the rest of coachlab passes around."""
+
+
+@runtime_checkable
+class EngineContexts(Protocol):
+    """A client whose engine keeps one prompt cache (KV cache) per context, all in this process.
+
+    Roles that share a model entry but not their prompts ask for a context each (`Backend.client_for`),
+    so one role's calls do not evict the prefix the other's next call would reuse.
+    """
+
+    def engine_context(self, name: str) -> ChatCompletionClient:
+        """The client of the context `name` (made once; closed with this client)."""
+        ...
 
 
 class WholeReplyClient(ChatCompletionClient, ABC):

@@ -30,9 +30,9 @@ from pydantic import BaseModel, ValidationError
 from typing_extensions import override
 
 from coachlab.errors import CoachlabError
-from coachlab.llm._base import WholeReplyClient
+from coachlab.llm._base import EngineContexts, WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache
-from coachlab.llm.components import ModelEntry, RetryPolicy, build_chat_client
+from coachlab.llm.components import IN_PROCESS_PROVIDERS, ModelEntry, RetryPolicy, build_chat_client
 from coachlab.llm.identity import ModelIdentity, resolve_identity
 from coachlab.llm.metering import MeteredResult, metering
 from coachlab.llm.replay import ReplayMiss, ReplayOnlyClient
@@ -84,6 +84,9 @@ class Backend:
     """What the backend answers with: the cache keys on it and the resolved run config records it."""
     replay: ResponseCache | None = None
     """A recorded run's cache: with it, every answer comes from there and no model is called (`--replay`)."""
+    in_process: bool = False
+    """The entry's model runs in this process (`IN_PROCESS_PROVIDERS`): its calls take turns on this machine's
+    CPU, and its prompt cache is the KV cache of each engine context."""
     _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
     _key: str | None = field(default=None, repr=False)
 
@@ -125,6 +128,7 @@ class Backend:
             cost_per_1k_prompt=entry.cost_per_1k_prompt,
             cost_per_1k_completion=entry.cost_per_1k_completion,
             resolved=identity,
+            in_process=entry.provider_path in IN_PROCESS_PROVIDERS,
         )
 
     @property
@@ -140,6 +144,16 @@ class Backend:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         return self._semaphore
+
+    def client_for(self, context: str | None) -> ChatCompletionClient:
+        """The client that serves calls made in the engine context `context` (None: the main one).
+
+        A client with per-context prompt caches (`EngineContexts`: the embedded model) gives each context
+        its own; any other client serves every context itself (a server keeps its own prompt cache).
+        """
+        if context is None or not isinstance(self.client, EngineContexts):
+            return self.client
+        return self.client.engine_context(context)
 
     async def close(self) -> None:
         """Close the client's connections (call once the run is over, inside an event loop)."""
@@ -177,6 +191,9 @@ class RoleClient(WholeReplyClient):
         seed: The seed sent with every call (when the backend accepts one); part of cache keys.
         trial: The trial index; part of cache keys.
         cache: The response cache, or None. A replaying backend answers from its recording instead.
+        context: The engine context that serves the role (`Backend.client_for`): roles of one backend whose
+            prompts share no prefix take different ones. None: the backend's main context. Not part of
+            cache keys: it decides which engine cache a prompt is processed in, not what is asked.
     """
 
     def __init__(
@@ -187,9 +204,11 @@ class RoleClient(WholeReplyClient):
         seed: int | None = None,
         trial: int | None = None,
         cache: ResponseCache | None = None,
+        context: str | None = None,
     ) -> None:
         self.backend = backend
         self.role = role
+        self.context = context
         self.seed = seed
         self.trial = trial
         self.cache = cache
@@ -316,7 +335,7 @@ class RoleClient(WholeReplyClient):
                     started = time.perf_counter()
                     try:
                         with metering() as meter:
-                            call = self.backend.client.create(
+                            call = self.backend.client_for(self.context).create(
                                 messages,
                                 tools=tools,
                                 tool_choice=tool_choice,

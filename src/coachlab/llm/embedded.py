@@ -9,9 +9,13 @@ by `llama_cpp.Llama` in this process, no server. It fixes what AutoGen's own
 - `n_ctx`, `n_threads` and `n_threads_batch` are set, the model is always opened from a local
   file (never the Hugging Face hub), and `model_info` claims no function calling;
 - `json_output=SomeModel` becomes a JSON-schema grammar, so a judge's output parses;
-- each client owns one `Llama`, loaded on first use, and serialises calls to it (a `Llama` is
-  not thread-safe) while the event loop keeps running. One client per role keeps each role's
-  KV-cache prefix warm; the weights are memory-mapped, so clients share them;
+- each client owns one llama.cpp context (its KV cache), opened on first use, and serialises calls
+  to it (a `Llama` is not thread-safe) while the event loop keeps running. One client per role keeps
+  each role's KV-cache prefix warm, and `engine_context(name)` gives a role that shares a client
+  (the checklist grader on the judge's model entry) a context of its own;
+- every client on one model file shares one loaded llama.cpp model (`_ModelFiles`): the weights,
+  and the copy of them llama.cpp repacks for the CPU (about 600 MB for the 1.5B), are in memory
+  once, and a further context costs its KV cache and compute buffers (about 130 MB at n_ctx 4096);
 - each call reports the prompt tokens llama.cpp actually processed (the prompt minus the KV prefix
   it kept from the previous call) to `coachlab.llm.metering`.
 
@@ -29,6 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
 from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, Image
@@ -91,8 +96,100 @@ _MESSAGE_OVERHEAD_TOKENS = 4  # role markers per message when the GGUF has no ch
 
 # With verbose=False, llama-cpp-python silences a model load by pointing the process's stdout and
 # stderr at /dev/null and back. Two loads overlapping in different threads could restore them in
-# the wrong order and leave the process mute, so loads take turns.
-_LOAD_LOCK = threading.Lock()
+# the wrong order and leave the process mute, so loads take turns. The lock also guards the shared
+# models (`_ModelFiles`); it is re-entrant because a `Llama` that fails half-built releases its model.
+_LOAD_LOCK = threading.RLock()
+
+
+class _SharedModel:
+    """One loaded llama.cpp model (llama-cpp-python's `LlamaModel`) and the contexts that use it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.users = 0
+
+
+class _ModelHandle:
+    """What one `Llama` holds as its model: the shared model, released (freed with its last user) on close."""
+
+    def __init__(self, files: _ModelFiles, key: str, shared: _SharedModel) -> None:
+        self._files = files
+        self._key = key
+        self._shared: _SharedModel | None = shared
+        shared.users += 1
+
+    def __getattr__(self, name: str) -> Any:
+        shared = self.__dict__.get("_shared")  # not self._shared: that would come back here before __init__ ran
+        if shared is None:
+            raise AttributeError(f"{name}: the model was released")
+        return getattr(shared.model, name)
+
+    def close(self) -> None:
+        """Release the shared model; the last user frees it."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            self._files.release(self._key, shared)
+
+
+class _ModelFiles:
+    """The llama.cpp models open in this process, one per model file, each shared by every context opened on it.
+
+    `Llama` loads its own model (weights, and the CPU's repacked copy of them) for every instance.
+    `open` builds a `Llama` whose model is the one already loaded from the same file, so roles that
+    run the same file (customer, teacher, judge, checklist grader) hold one copy of the weights and a
+    context each. The file alone names the model: coachlab opens every file with llama.cpp's default
+    model parameters. Contexts on one model take turns (`lock`): llama.cpp does not promise that two
+    contexts may decode on one model at once, and on a CPU they would only share its cores.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, _SharedModel] = {}
+        self._locks: dict[str, threading.Lock] = {}
+
+    def lock(self, path: Path) -> threading.Lock:
+        """The lock that calls to any context on the model file `path` hold."""
+        with _LOAD_LOCK:
+            return self._locks.setdefault(str(path.resolve()), threading.Lock())
+
+    def open(self, llama_cpp: Any, path: Path, **kwargs: Any) -> Llama:
+        """A `Llama` over `path` (keyword arguments as `Llama` takes them) sharing the model loaded from that file.
+
+        Without llama-cpp-python's model class where this version keeps it (`llama_cpp._internals.LlamaModel`),
+        every `Llama` loads its own model, as `Llama` itself does.
+        """
+        internals = getattr(llama_cpp, "_internals", None)
+        load_model = getattr(internals, "LlamaModel", None)
+        with _LOAD_LOCK:
+            if load_model is None:
+                return cast("Llama", llama_cpp.Llama(model_path=str(path), **kwargs))
+            key = str(path.resolve())
+
+            def shared_model(*, path_model: str, params: Any, verbose: bool = True) -> _ModelHandle:
+                shared = self._open.get(key)
+                if shared is None:
+                    shared = self._open[key] = _SharedModel(
+                        load_model(path_model=path_model, params=params, verbose=verbose)
+                    )
+                return _ModelHandle(self, key, shared)
+
+            internals.LlamaModel = shared_model  # pyright: ignore[reportOptionalMemberAccess]
+            try:
+                return cast("Llama", llama_cpp.Llama(model_path=str(path), **kwargs))
+            finally:
+                internals.LlamaModel = load_model  # pyright: ignore[reportOptionalMemberAccess]
+
+    def release(self, key: str, shared: _SharedModel) -> None:
+        """One context closed: free the model when it was the last on it."""
+        with _LOAD_LOCK:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            if self._open.get(key) is shared:
+                del self._open[key]
+        shared.model.close()
+
+
+_MODEL_FILES = _ModelFiles()
 
 
 class EmbeddedChatCompletionClientConfig(BaseModel):
@@ -216,7 +313,7 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
     """A chat model run in-process by llama.cpp, with sampling defaults applied to every call.
 
     Building a client is cheap: the model file is opened on the first `create` (or
-    `count_tokens`). Calls run in a worker thread, one at a time per client.
+    `count_tokens`). Calls run in a worker thread, one at a time per model file.
 
     Args:
         model: A catalog name (`coachlab models list`) or the path of a .gguf file.
@@ -267,6 +364,8 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
         )
         self._llama: Llama | None = None
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()  # the model file's lock once it is open (`_ModelFiles.lock`)
+        self._contexts: dict[str, EmbeddedChatCompletionClient] = {}
         self._evaluated: list[int] = []
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -298,18 +397,19 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
         threads = self.n_threads
         seed = self._config.seed if self._config.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
         try:
-            with _LOAD_LOCK:
-                llama = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self._config.n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    seed=seed,
-                    verbose=False,
-                )
+            llama = _MODEL_FILES.open(
+                llama_cpp,
+                path,
+                n_ctx=self._config.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"llama.cpp could not open {path}: {exc}") from None
         self._count_evaluations(llama)
+        self._model_lock = _MODEL_FILES.lock(path)
         self._llama = llama
         self.load_seconds = time.perf_counter() - started
         logger.info("Loaded %s in %.2f s (%d threads)", path, self.load_seconds, threads)
@@ -356,7 +456,8 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
             llama = self._load_locked()
             self._evaluated.clear()
             try:
-                response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
+                with self._model_lock:  # contexts on one model take turns (see _ModelFiles)
+                    response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ValueError(
@@ -437,17 +538,35 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
         )
         return result
 
+    def engine_context(self, name: str) -> EmbeddedChatCompletionClient:
+        """A client with these settings and a llama.cpp context of its own, made once per `name`.
+
+        A role that shares this client's model entry but not its prompts (the checklist grader beside
+        the satisfaction judge) keeps its KV-cache prefix there instead of evicting this one's. The
+        context shares the loaded model with this client; `close` closes it too.
+        """
+        context = self._contexts.get(name)
+        if context is None:
+            context = self._contexts[name] = type(self)(**self._config.model_dump())
+        return context
+
     @override
     async def close(self) -> None:
-        """Free the model (after any call still running). The client reloads it if used again."""
+        """Free the context and its model's share (after any call still running), and those of `engine_context`.
+
+        The client reopens it if used again.
+        """
 
         def release() -> None:
             with self._lock:
                 if self._llama is not None:
-                    self._llama.close()
+                    with self._model_lock:
+                        self._llama.close()
                     self._llama = None
 
         await asyncio.to_thread(release)
+        for context in self._contexts.values():
+            await context.close()
 
     # -- accounting -----------------------------------------------------------------------------
 
