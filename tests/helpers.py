@@ -9,7 +9,16 @@ from autogen_core.models import LLMMessage
 
 from coachlab.agents import build_customer, build_judge, build_service_agent
 from coachlab.environments import EpisodeAgents
-from coachlab.schema import Persona, SatisfactionScore, Scenario, Verdict
+from coachlab.schema import (
+    Episode,
+    EpisodeEnded,
+    Event,
+    Persona,
+    SatisfactionScore,
+    Scenario,
+    TerminationReason,
+    Verdict,
+)
 from coachlab.testing import ScriptedChatCompletionClient
 
 SECRET_GOAL = "secretly wants a free upgrade to the platinum plan"
@@ -109,3 +118,21 @@ def timeless(value: Any) -> Any:
     if isinstance(value, list):
         return [timeless(v) for v in cast("list[Any]", value)]
     return value
+
+
+def logged_episode(
+    sid: str, condition: str, trial: int, events: Sequence[Event], end: tuple[int, TerminationReason], v: Verdict
+) -> Episode:
+    """A judged student episode of `sid` as the episode log holds it (seed = trial), ending at `end` (turn, why)."""
+    turns, reason = end
+    return Episode(
+        id=f"{sid}/{condition}/student/{trial}",
+        scenario_id=sid,
+        condition=condition,
+        agent_model="student",
+        trial=trial,
+        seed=trial,
+        events=[*events, EpisodeEnded(turn=turns, reason=reason)],
+        termination=reason,
+        verdict=v,
+    )

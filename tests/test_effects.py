@@ -20,9 +20,9 @@ from coachlab.library import LexicalRetriever, LibraryStore, RetrievalConfig
 from coachlab.library.coaching import load_library
 from coachlab.library.export import generic_strategies, prompt_block
 from coachlab.llm.dryrun import DRY_RUN_GOOD_REPLY
-from coachlab.schema import AuditStatus, Criterion, Episode, EpisodeEnded, Strategy, StrategyShown, TerminationReason
+from coachlab.schema import AuditStatus, Criterion, Episode, Strategy, StrategyShown, TerminationReason
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_client, message_text
-from helpers import scenario, verdict
+from helpers import logged_episode, scenario, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -30,17 +30,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def ep(sid: str, condition: str, trial: int, success: bool, shown: Sequence[str] = ()) -> Episode:
     events = [StrategyShown(turn=0, strategy_ids=list(shown))] if shown else []
-    return Episode(
-        id=f"{sid}/{condition}/student/{trial}",
-        scenario_id=sid,
-        condition=condition,
-        agent_model="student",
-        trial=trial,
-        seed=trial,
-        events=[*events, EpisodeEnded(turn=1, reason=TerminationReason.CUSTOMER_SATISFIED)],
-        termination=TerminationReason.CUSTOMER_SATISFIED,
-        verdict=verdict(8 if success else 3, task_success=success),
-    )
+    end = (1, TerminationReason.CUSTOMER_SATISFIED)
+    return logged_episode(sid, condition, trial, events, end, verdict(8 if success else 3, task_success=success))
 
 
 CONFIG = EvaluateConfig(scenarios=["a", "b", "c", "d"], trials=4, conditions=["baseline", "library"])

@@ -24,7 +24,6 @@ from coachlab.schema import (
     AuditStatus,
     Criterion,
     Episode,
-    EpisodeEnded,
     Event,
     MergedOrigin,
     Provenance,
@@ -33,7 +32,7 @@ from coachlab.schema import (
     TerminationReason,
 )
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_client, message_text
-from helpers import scenario, verdict
+from helpers import logged_episode, scenario, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,17 +90,7 @@ def _episode(sid: str, condition: str, trial: int, shown: Sequence[Sequence[str]
         if ids:
             events.append(StrategyShown(turn=turn, strategy_ids=list(ids)))
         events.append(AgentMessage(turn=turn, text="ok"))
-    return Episode(
-        id=f"{sid}/{condition}/student/{trial}",
-        scenario_id=sid,
-        condition=condition,
-        agent_model="student",
-        trial=trial,
-        seed=trial,
-        events=[*events, EpisodeEnded(turn=len(shown), reason=TerminationReason.MAX_TURNS)],
-        termination=TerminationReason.MAX_TURNS,
-        verdict=verdict(5),
-    )
+    return logged_episode(sid, condition, trial, events, (len(shown), TerminationReason.MAX_TURNS), verdict(5))
 
 
 def _summary(situations: dict[str, str]) -> EvaluationReport:
