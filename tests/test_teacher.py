@@ -120,3 +120,11 @@ def test_a_strategy_that_copies_the_private_goal_is_refused() -> None:
     copied = StrategyDraft(situation=f"When the customer wants to {goal_words}", guidance="Offer the fix.")
     assert leaked_detail(copied, case) is not None
     assert leaked_detail(StrategyDraft(**GOOD), case) is None
+
+
+def test_when_every_draft_leaks_the_error_says_what_the_last_one_quoted() -> None:
+    agent = build_teacher(
+        model_client=ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [LEAKY]})), output=StrategyDrafts
+    )
+    with pytest.raises(ModelResponseError, match=r"after 3 tries \(the last: quoted '.+'\)"):
+        asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))

@@ -9,6 +9,7 @@ goal; it is told never to name the persona or quote account facts, so strategies
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Sequence
 from typing import TypeVar
@@ -35,6 +36,8 @@ __all__ = [
     "propose_strategies",
     "refine_strategy",
 ]
+
+logger = logging.getLogger(__name__)
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -264,6 +267,7 @@ async def propose_strategies(
         "chat, and never tell the agent to send the customer elsewhere. "
         'JSON: {"strategies": [{"situation": "...", "guidance": "..."}]}'
     )
+    why = ""
     for _ in range(retries + 1):
         drafts = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=cancellation_token)
         general = [d for d in drafts.strategies if leaked_detail(d, scenario) is None and not _descriptive(d)]
@@ -271,12 +275,15 @@ async def propose_strategies(
             return general[:count]
         first = drafts.strategies[0]
         leaked = leaked_detail(first, scenario)
+        why = f"quoted {leaked!r}" if leaked is not None else "described the expert"
+        logger.debug("refused strategy drafts (%s): %s", why, [d.model_dump() for d in drafts.strategies])
         if leaked is not None:
             prompt += f"\n\nYour strategies quoted a detail of this case ({leaked!r}). Write them without case details."
         else:
             prompt += "\n\nYour guidance described what the expert did. Write it as one action: 'Do ...'."
     raise ModelResponseError(
-        f"every strategy the teacher wrote quoted case details or described the expert after {retries + 1} tries"
+        f"every strategy the teacher wrote quoted case details or described the expert after {retries + 1} tries "
+        f"(the last: {why})"
     )
 
 
