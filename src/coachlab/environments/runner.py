@@ -164,9 +164,8 @@ class EpisodeRunner:
 
         def usage() -> dict[str, RoleUsage]:
             spent = {name: client.usage for name, client in roles.items()}
-            spent["judge"] = sum((c.usage for c in judge_clients), RoleUsage())
-            if agent_graders or mentor_graders:
-                spent["search"] = sum((c.usage for c in [*agent_graders, *mentor_graders]), RoleUsage())
+            # the expert's search asks the judge model too: its tokens are the judge's
+            spent["judge"] = sum((c.usage for c in [*judge_clients, *agent_graders, *mentor_graders]), RoleUsage())
             return spent
 
         agents = EpisodeAgents(
@@ -200,10 +199,11 @@ class EpisodeRunner:
         agent_model: str,
         seed: int,
         guidance: Sequence[Guidance] = (),
-    ) -> tuple[str, RoleUsage]:
-        """One reply of `agent_model` as the service agent after `dialogue`, and what it cost.
+    ) -> tuple[str, dict[str, RoleUsage]]:
+        """One reply of `agent_model` as the service agent after `dialogue`, and what it cost by role.
 
-        An expert model (the teacher) gives the best of `expert.candidates` replies on the checklist.
+        The cost is `agent` (the model's own tokens) and, when an expert model (the teacher) gives
+        the best of `expert.candidates` replies on the checklist, `judge` (the grader's tokens).
 
         Raises:
             BackendError: The model's backend failed for good (the caller decides what that costs).
@@ -212,7 +212,10 @@ class EpisodeRunner:
         search, graders = self.search(agent_model, seed=seed, trial=0)
         agent = build_service_agent(model_client=client)
         text = await agent_reply(agent, scenario, dialogue, guidance=guidance, search=search)
-        return text, sum((c.usage for c in graders), client.usage)
+        cost = {"agent": client.usage}
+        if graders:
+            cost["judge"] = sum((c.usage for c in graders), RoleUsage())
+        return text, cost
 
     async def compare_at(
         self, scenario: Scenario, dialogue: list[tuple[str, str]], first: str, second: str, *, seed: int

@@ -451,7 +451,7 @@ class Trainer:
         cfg = self.config
         scenario = node.scenario
         teacher_reply, cost = await self.runner.reply_at(scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
-        spend({"teacher": cost})
+        spend({("teacher" if role == "agent" else role): u for role, u in cost.items()})
         bench = _Bench(
             prefix=prefix,
             teacher_reply=teacher_reply,

@@ -206,7 +206,7 @@ async def imitation_arm(
         student_first = i % 2 == 1
         first, second = (reply, teacher_reply) if student_first else (teacher_reply, reply)
         comparison, judged = await runner.compare_at(scenario, prefix, first, second, seed=seed)
-        for role, u in (("agent", cost), ("judge", judged)):
+        for role, u in [*cost.items(), ("judge", judged)]:
             usage[role] = usage.get(role, RoleUsage()) + u
         replies.append(reply)
         if comparison is None:
@@ -318,7 +318,7 @@ async def checklist_arm(
     for seed in seeds:
         reply, cost = await runner.reply_at(scenario, prefix, agent_model=agent_model, seed=seed, guidance=guidance)
         results, graded = await runner.grade_lines([AgentMessage(turn=0, text=reply)], items, seed=seed)
-        for role, u in (("agent", cost), ("judge", graded)):
+        for role, u in [*cost.items(), ("judge", graded)]:
             usage[role] = usage.get(role, RoleUsage()) + u
         by_id = {r.id: r for r in results}
         score = 0.0
