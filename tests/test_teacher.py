@@ -25,6 +25,7 @@ from helpers import SECRET_GOAL, scenario
 DIALOGUE = [("customer", "My parcel is late, again!"), ("agent", "Please wait.")]
 GOOD = {"situation": "When the customer repeats a complaint", "guidance": "Name the next step and when it happens."}
 LEAKY = {"situation": "When Dana asks about order A-100", "guidance": "Refund order A-100."}
+PRIVATE = {"situation": "When the customer is unhappy", "guidance": "Offer a free upgrade to the platinum plan."}
 
 
 def test_strategies_come_from_the_contrast_and_never_from_the_private_goal() -> None:
@@ -41,8 +42,71 @@ def test_strategies_come_from_the_contrast_and_never_from_the_private_goal() -> 
     assert SECRET_GOAL not in prompt
 
 
-def test_strategies_that_quote_case_details_are_refused_and_reasked() -> None:
-    answers = iter([json.dumps({"strategies": [LEAKY]}), json.dumps({"strategies": [LEAKY, GOOD]})])
+def test_case_facts_in_a_draft_become_what_they_are_and_the_action_is_kept() -> None:
+    agent = build_teacher(
+        model_client=ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [LEAKY]})), output=StrategyDrafts
+    )
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts == [
+        StrategyDraft(situation="When the customer asks about the order number", guidance="Refund the order number.")
+    ]
+
+
+def test_redaction_names_each_fact_by_its_field_and_leaves_general_words() -> None:
+    from coachlab.agents import redact_case_details
+
+    case = scenario(
+        company="Maple & Co. Home Goods",
+        facts={"order_number": "MC-48213", "item": "Ceramic cookware set, sage green", "total": "$89.99"},
+    )
+
+    def redact(situation: str, guidance: str) -> tuple[str, str]:
+        d = redact_case_details(StrategyDraft(situation=situation, guidance=guidance), case)
+        return d.situation, d.guidance
+
+    assert redact("When the customer's ceramic cookware set is late", "Refund the $89.99 for order MC-48213.") == (
+        "When the customer's item is late",
+        "Refund the total for the order number.",
+    )
+    assert redact("When Dana is upset", "Thank them for choosing Maple & Co. Home Goods.") == (
+        "When the customer is upset",
+        "Thank them for choosing the company.",
+    )
+    general = ("When a set arrives in the wrong colour", "Offer a green-light exchange.")
+    assert redact(*general) == general
+
+
+def test_a_quote_of_the_customer_as_situation_is_restated_from_the_public_chat_alone() -> None:
+    from coachlab.agents import Hindsight
+
+    chat = [("customer", "My parcel from last week is still not here, nobody answers my emails"), ("agent", "Wait.")]
+    quoted = {
+        "situation": "When the customer says my parcel from last week is still not here",
+        "guidance": "Reship it.",
+    }
+    seen: list[str] = []
+    answers = iter(
+        [
+            json.dumps({"strategies": [quoted]}),
+            json.dumps({"strategies": [{"situation": "When a customer reports a repeated delay", "guidance": "?"}]}),
+        ]
+    )
+
+    def fn(messages: Sequence[LLMMessage]) -> str:
+        seen.append(message_text(messages[-1]))
+        return next(answers)
+
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(fn), output=StrategyDrafts)
+    hindsight = Hindsight(missed=["offers to reship"], goal=SECRET_GOAL)
+    drafts = asyncio.run(
+        propose_strategies(agent, scenario(), chat, student_reply="x", teacher_reply="y", hindsight=hindsight)
+    )
+    assert drafts == [StrategyDraft(situation="When a customer reports a repeated delay", guidance="Reship it.")]
+    assert SECRET_GOAL in seen[0] and SECRET_GOAL not in seen[1] and "advice for the agent: Reship it." in seen[1]
+
+
+def test_strategies_that_quote_private_facts_are_refused_and_reasked() -> None:
+    answers = iter([json.dumps({"strategies": [PRIVATE]}), json.dumps({"strategies": [PRIVATE, GOOD]})])
     seen: list[str] = []
 
     def fn(messages: Sequence[LLMMessage]) -> str:
@@ -52,7 +116,7 @@ def test_strategies_that_quote_case_details_are_refused_and_reasked() -> None:
     agent = build_teacher(model_client=ScriptedChatCompletionClient(fn), output=StrategyDrafts)
     drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
     assert drafts == [StrategyDraft(**GOOD)]
-    assert "quoted a detail of this case" in seen[1]
+    assert "Your strategies quoted" in seen[1]
 
 
 def test_unreadable_teacher_output_is_reasked_then_an_error() -> None:
@@ -124,7 +188,20 @@ def test_a_strategy_that_copies_the_private_goal_is_refused() -> None:
 
 def test_when_every_draft_leaks_the_error_says_what_the_last_one_quoted() -> None:
     agent = build_teacher(
-        model_client=ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [LEAKY]})), output=StrategyDrafts
+        model_client=ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [PRIVATE]})),
+        output=StrategyDrafts,
     )
     with pytest.raises(ModelResponseError, match=r"after 3 tries \(the last: quoted '.+'\)"):
         asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+
+
+def test_a_situation_that_repeats_its_guidance_is_restated() -> None:
+    long = {
+        "situation": "When the parcel is stuck, offer to reship the order by free express delivery today",
+        "guidance": "Offer to reship the order by free express delivery today.",
+    }
+    short = {"situation": "When a parcel has stopped moving", "guidance": "?"}
+    answers = iter([json.dumps({"strategies": [long]}), json.dumps({"strategies": [short]})])
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: next(answers)), output=StrategyDrafts)
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts == [StrategyDraft(situation=short["situation"], guidance=long["guidance"])]

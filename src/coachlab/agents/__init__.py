@@ -40,6 +40,7 @@ from coachlab.agents.teacher import (
     private_details,
     propose_children,
     propose_strategies,
+    redact_case_details,
     refine_strategy,
 )
 
@@ -81,6 +82,7 @@ __all__ = [
     "propose_children",
     "propose_strategies",
     "quote_data",
+    "redact_case_details",
     "refine_strategy",
     "role_slip",
     "service_system_prompt",

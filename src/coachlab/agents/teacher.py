@@ -34,6 +34,7 @@ __all__ = [
     "private_details",
     "propose_children",
     "propose_strategies",
+    "redact_case_details",
     "refine_strategy",
 ]
 
@@ -183,6 +184,78 @@ def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
     return _copied_private(text, scenario)
 
 
+_DETERMINERS = frozenset(("the", "a", "an", "your", "his", "her", "their", "its", "this", "that", "our", "my"))
+
+
+def _phrase_pattern(words: Sequence[str], left: Sequence[str] = (), right: Sequence[str] = ()) -> re.Pattern[str]:
+    """A phrase's words in order (fillers and punctuation between them allowed), grown by `left` and `right` words."""
+    gap = rf"(?:\W+(?:{'|'.join(sorted(_FILLER))}))*\W+"
+
+    def alternatives(grow: Sequence[str]) -> str:
+        return "|".join(re.escape(w.strip("'-")) for w in sorted(set(grow), key=len, reverse=True))
+
+    body = gap.join(re.escape(w.strip("'-")) for w in words)
+    before = rf"(?:(?:{alternatives(left)}){gap})*" if left else ""
+    after = rf"(?:{gap}(?:{alternatives(right)}))*" if right else ""
+    return re.compile(rf"(?<![\w-])[$£€]?{before}{body}{after}(?![\w-])", re.IGNORECASE)
+
+
+def _replace(text: str, pattern: re.Pattern[str], name: str) -> str:
+    """Every match of `pattern` in `text` becomes `name` ("the item"; "item" after a determiner: "his item")."""
+
+    def sub(m: re.Match[str]) -> str:
+        before = text[: m.start()].rstrip()
+        words = re.findall(r"[A-Za-z]+", before)
+        owned = before.endswith(("'s", "s'", "\u2019s"))
+        return name if owned or (words and words[-1].lower() in _DETERMINERS) else f"the {name}"
+
+    return pattern.sub(sub, text)
+
+
+def redact_case_details(draft: StrategyDraft, scenario: Scenario) -> StrategyDraft:
+    """The draft with this case's public details replaced by what they are.
+
+    A small teacher writes "When the customer's cookware set is late, reship the cookware set":
+    good guidance that names the case. Each fact of the case becomes its field's name ("cookware
+    set" -> "the item", "order A-100" -> "the order number"), the persona's name "the customer" and
+    the company "the company", so the strategy generalises and keeps its action. Private facts of
+    the persona (a day, a place, the goal's words) have no field name: `leaked_detail` still refuses them.
+    """
+    situation, guidance = _redact_text(draft.situation, scenario), _redact_text(draft.guidance, scenario)
+    if (situation, guidance) != (draft.situation, draft.guidance):
+        logger.debug("redacted case details: %r -> %r", draft.model_dump(), (situation, guidance))
+    return StrategyDraft(situation=situation, guidance=guidance)
+
+
+def _swaps(scenario: Scenario) -> list[tuple[int, re.Pattern[str], str]]:
+    """(length, pattern, name) for each public detail of the case, longest first."""
+    swaps: list[tuple[int, re.Pattern[str], str]] = []
+    for key, value in scenario.facts.items():
+        if isinstance(value, bool):
+            continue
+        name = key.replace("_", " ").strip().lower()
+        value_words = [w for w in _WORDS.findall(str(value).lower()) if w not in _FILLER]
+        key_words = [w for w in _WORDS.findall(name) if w not in _FILLER]
+        for phrase in _detail_phrases(str(value)):
+            words = [w for w in _WORDS.findall(phrase) if w not in _FILLER]
+            if words and len(" ".join(words)) >= 4:
+                pattern = _phrase_pattern(words, left=[*value_words, *key_words], right=value_words)
+                swaps.append((len(" ".join(words)), pattern, name))
+    names = [w for w in _WORDS.findall(scenario.persona.name.lower()) if len(w) >= 3]
+    swaps += [(len(n), _phrase_pattern([n], right=names), "customer") for n in names]
+    if scenario.company != "the company":
+        company = [w for w in _WORDS.findall(scenario.company.lower()) if w not in _FILLER]
+        if company:
+            swaps.append((len(" ".join(company)), _phrase_pattern(company[:1], right=company[1:]), "company"))
+    return sorted(swaps, key=lambda s: -s[0])
+
+
+def _redact_text(text: str, scenario: Scenario) -> str:
+    for _, pattern, name in _swaps(scenario):
+        text = _replace(text, pattern, name)
+    return text
+
+
 _SPAN = 4
 """Content words in a row that a strategy may not copy from a private field of the persona."""
 
@@ -218,11 +291,9 @@ class Hindsight(BaseModel):
 
 
 def _hindsight_text(h: Hindsight) -> str:
+    # What the agent must do comes first; the private side last and marked, since a small teacher
+    # copies whatever it read first into the strategy (measured: the goal's words, every draft).
     lines = ["What we know in hindsight (the junior agent could not see this):"]
-    if h.goal:
-        lines.append(f"- The customer wanted: {h.goal}")
-    if h.satisfied_when:
-        lines.append(f"- The customer would have been satisfied when: {h.satisfied_when}")
     if h.missed:
         lines.append("- The junior agent never did: " + "; ".join(h.missed))
     if h.broken:
@@ -231,6 +302,10 @@ def _hindsight_text(h: Hindsight) -> str:
         lines.append(f"- The reviewer said: {h.rationale}")
     if h.best_reply:
         lines.append(f"- In its best attempt at this case the junior agent said instead: {h.best_reply}")
+    if h.goal:
+        lines.append(f"- Private to this customer, never repeat these words: the customer wanted {h.goal}")
+    if h.satisfied_when:
+        lines.append(f"- Private too: the customer would have been satisfied when {h.satisfied_when}")
     return "\n".join(lines)
 
 
@@ -270,21 +345,103 @@ async def propose_strategies(
     why = ""
     for _ in range(retries + 1):
         drafts = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=cancellation_token)
-        general = [d for d in drafts.strategies if leaked_detail(d, scenario) is None and not _descriptive(d)]
+        redacted = [redact_case_details(d, scenario) for d in drafts.strategies]
+        general = [d for d in redacted if _problem(d, scenario, dialogue) is None]
+        if not general:  # good actions under a situation that quotes the case: ask for the situation alone
+            for d in redacted:
+                if _problem(d.model_copy(update={"situation": "When"}), scenario, dialogue) is None:
+                    fixed = await _restate_situation(teacher, scenario, dialogue, d, retries, cancellation_token)
+                    if fixed is not None:
+                        general.append(fixed)
+                if len(general) >= count:
+                    break
         if general:
             return general[:count]
-        first = drafts.strategies[0]
-        leaked = leaked_detail(first, scenario)
-        why = f"quoted {leaked!r}" if leaked is not None else "described the expert"
+        first = redacted[0]
+        why = _problem(first, scenario, dialogue) or "refused"
         logger.debug("refused strategy drafts (%s): %s", why, [d.model_dump() for d in drafts.strategies])
-        if leaked is not None:
-            prompt += f"\n\nYour strategies quoted a detail of this case ({leaked!r}). Write them without case details."
-        else:
+        if why == "described the expert":
             prompt += "\n\nYour guidance described what the expert did. Write it as one action: 'Do ...'."
+        else:
+            prompt += f"\n\nYour strategies {why}. Write them in general words, without details of this case."
     raise ModelResponseError(
         f"every strategy the teacher wrote quoted case details or described the expert after {retries + 1} tries "
         f"(the last: {why})"
     )
+
+
+_QUOTE_SPAN = 5
+"""Content words in a row that a strategy may not copy from the chat (a quote, not a kind of moment)."""
+
+
+def _quotes_chat(text: str, dialogue: Sequence[tuple[str, str]], scenario: Scenario) -> str | None:
+    """A run of `_QUOTE_SPAN` content words that `text` (redacted) shares with a line of the chat (redacted alike)."""
+    words = [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
+    said = {
+        " ".join(run)
+        for _, line in dialogue
+        for run in _runs(
+            [w for w in _WORDS.findall(_redact_text(line, scenario).lower()) if w not in _FILLER], _QUOTE_SPAN
+        )
+    }
+    return next((" ".join(run) for run in _runs(words, _QUOTE_SPAN) if " ".join(run) in said), None)
+
+
+def _runs(words: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [words[i : i + size] for i in range(len(words) - size + 1)]
+
+
+_LABELS = re.compile(r"\b(would have been satisfied|in hindsight|the reviewer|junior agent)\b", re.IGNORECASE)
+
+
+def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str | None:
+    """Why a (redacted) draft cannot be a strategy, or None: a case detail, a quote, a narration, our own labels."""
+    leaked = leaked_detail(draft, scenario)
+    if leaked is not None:
+        return f"quoted {leaked!r}"
+    quoted = _quotes_chat(f"{draft.situation} {draft.guidance}", dialogue, scenario)
+    if quoted is not None:
+        return f"quoted the chat ({quoted!r})"
+    repeated = _quotes_chat(draft.situation, [("agent", draft.guidance)], scenario)
+    if repeated is not None:
+        return f"repeated the guidance in the situation ({repeated!r})"
+    if _descriptive(draft):
+        return "described the expert"
+    if _LABELS.search(draft.situation):
+        return "copied the prompt's labels"
+    return None
+
+
+async def _restate_situation(
+    teacher: AssistantAgent,
+    scenario: Scenario,
+    dialogue: Sequence[tuple[str, str]],
+    draft: StrategyDraft,
+    retries: int,
+    token: CancellationToken | None,
+) -> StrategyDraft | None:
+    """The draft under a situation written from the public chat alone, or None when that one is unusable too.
+
+    A small teacher that read the persona's private goal repeats it as the situation ("When the customer
+    wants to know exactly what will happen next"), or quotes the customer; its guidance is often right.
+    This prompt shows no private field, so the new situation can only describe what the agent saw.
+    """
+    prompt = (
+        f"{_public_case(scenario)}\n\nThe chat:\n{_dialogue_text(dialogue)}\n\nA coach wrote this advice for the "
+        f"agent: {draft.guidance}\n\nWrite the situation in which an agent should follow this advice: one short "
+        "sentence starting 'When the customer', describing the kind of moment in general words that would fit other "
+        "customers and companies too. Never quote the customer, never use names, products, numbers or dates. "
+        'JSON: {"strategies": [{"situation": "When the customer ...", "guidance": "the advice as given"}]}'
+    )
+    try:
+        answer = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=token)
+    except ModelResponseError:
+        return None
+    situation = answer.strategies[0].situation  # the guidance stays the one that was fine
+    fixed = redact_case_details(draft.model_copy(update={"situation": situation}), scenario)
+    why = _problem(fixed, scenario, dialogue)
+    logger.debug("restated situation %r: %s", situation, why or "kept")
+    return fixed if why is None else None
 
 
 _DESCRIPTIVE = re.compile(
@@ -317,7 +474,8 @@ async def refine_strategy(
         "Rewrite it so that a small model follows it: concrete, one action, general (no names or numbers). "
         'JSON: {"situation": "...", "guidance": "..."}'
     )
-    return await _ask_structured(teacher, prompt, StrategyDraft, retries=retries, token=cancellation_token)
+    refined = await _ask_structured(teacher, prompt, StrategyDraft, retries=retries, token=cancellation_token)
+    return redact_case_details(refined, scenario)
 
 
 async def propose_children(
