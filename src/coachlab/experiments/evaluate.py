@@ -562,8 +562,8 @@ def to_markdown(report: EvaluationReport) -> str:
     if effects:
         out += [
             "",
-            "Per strategy, in the library condition (effect: shown minus not shown; task success on a 0-1 scale, "
-            "satisfaction in points; 95% CIs over scenarios, then episodes):",
+            "Per strategy, in the library condition (effect: shown minus not shown; task success and items met on a "
+            "0-1 scale, satisfaction in points; 95% CIs over scenarios, then episodes):",
             "",
             *effects_markdown(effects, retired=report.retired),
             "",
