@@ -173,14 +173,21 @@ def _student_lines(report: EvaluationReport) -> list[str]:
         rows = [*s.rows, *([report.teacher] if report.teacher is not None else [])]
         for r in rows:
             out.append(
-                f"  {r.condition:>8} ({r.agent_model}): task success {r.task_success}, satisfaction {r.satisfaction} "
+                f"  {r.condition:>8} ({r.agent_model}): task success {r.task_success}, items met {r.items_met}, "
+                f"satisfaction {r.satisfaction} "
                 f"({r.judged}/{r.episodes} scored; simulator faults {r.simulator_faults}, judge errors "
                 f"{r.judge_errors}, infrastructure errors {r.infrastructure_errors})"
             )
         out.append(f"  gap closed ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials")
+        if s.gap_closed_items is not None:
+            out.append(f"  gap closed (items met): {s.gap_closed_items}")
         if s.gap_closed_satisfaction is not None:
             out.append(f"  gap closed (satisfaction): {s.gap_closed_satisfaction}")
         out.append(f"  library minus baseline ({measure}, paired by seed, 95% CI): {s.library_minus_baseline}")
+        if s.gap_closed_items is not None:
+            out.append(
+                f"  library minus baseline (items met, paired by seed, 95% CI): {s.library_minus_baseline_items}"
+            )
         effects = s.strategies
         if effects:
             out.append(

@@ -101,11 +101,20 @@ def test_the_benchmark_prints_every_figure_from_the_saved_run(
     assert "train: 2 nodes (1 failed, 1 passed), 2 roots, depth 0" in lines
     assert "strategies (library v1): admitted 1, rejected 1, merged into another 0, retired 0, proposed 0" in lines
     assert "    evidence: checklist: 6 better / 0 worse / 0 tied, p=0.016" in lines
-    for condition, success in (("baseline", "0.00"), ("generic", "1.00"), ("library", "1.00"), ("teacher", "1.00")):
+    rows = {
+        "baseline": ("0.00", "0.40"),
+        "generic": ("1.00", "1.00"),
+        "library": ("1.00", "1.00"),
+        "teacher": ("1.00", "1.00"),
+    }
+    for condition, (success, items) in rows.items():
         row = next(line for line in lines if line.strip().startswith(f"{condition} ("))
         assert f"task success {success} [" in row and "satisfaction " in row and "simulator faults 0" in row
+        assert f", items met {items} [" in row
     assert "  gap closed (task success): 1.00 [1.00, 1.00] over 4 paired trials" in lines
     assert "  library minus baseline (task success, paired by seed, 95% CI): 1.00 [1.00, 1.00]" in lines
+    assert "  gap closed (items met): 1.00 [1.00, 1.00]" in lines
+    assert "  library minus baseline (items met, paired by seed, 95% CI): 0.60 [0.60, 0.60]" in lines
     assert any(line.startswith("smallest difference in task success this run could detect") for line in lines)
     assert any(line.startswith("    bm-retail-stalled-parcel-0-1, shown in 4 episodes") for line in lines)
     # the strategy was learned on the stalled parcel: a hit on the stalled router, shown but no hit on the wrong size

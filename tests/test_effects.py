@@ -20,7 +20,15 @@ from coachlab.library import LexicalRetriever, LibraryStore, RetrievalConfig
 from coachlab.library.coaching import load_library
 from coachlab.library.export import generic_strategies, prompt_block
 from coachlab.llm.dryrun import DRY_RUN_GOOD_REPLY
-from coachlab.schema import AuditStatus, Criterion, Episode, Strategy, StrategyShown, TerminationReason
+from coachlab.schema import (
+    AuditStatus,
+    Criterion,
+    CriterionResult,
+    Episode,
+    Strategy,
+    StrategyShown,
+    TerminationReason,
+)
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_client, message_text
 from helpers import logged_episode, scenario, verdict
 
@@ -87,6 +95,28 @@ def test_a_strategy_retrieved_only_on_hard_scenarios_is_not_blamed_for_them() ->
     assert hard.success_effect.mean == -1.0 and hard.success_effect.high == -1.0
     assert hard.vs_baseline is not None and hard.vs_baseline.mean == 0.0
     assert not hard.harmful
+
+
+def test_items_met_shown_vs_not_is_reported_when_no_episode_is_a_task_success() -> None:
+    """Every episode fails the checklist's conjunction; items met still tells where a strategy was shown."""
+
+    def partial(sid: str, trial: int, met: int, shown: Sequence[str]) -> Episode:
+        e = ep(sid, "library", trial, False, shown)
+        items = [CriterionResult(id=f"item-{i}", status="met" if i < met else "not_met") for i in range(4)]
+        return e.model_copy(update={"verdict": verdict(3, task_success=False, criteria=items)})
+
+    episodes = [
+        partial(sid, t, 1 if sid in "ab" else 3, ["terse"] if sid in "ab" else []) for sid in "abcd" for t in range(4)
+    ]
+    config = CONFIG.model_copy(update={"conditions": ["library"]})
+    report = summarize_evaluation(episodes, config, library_version=1, package_version="t", experiment="x")
+    (terse,) = report.students[0].strategies
+    assert terse.items_shown.mean == 0.25 and terse.items_not_shown.mean == 0.75
+    assert terse.items_effect.mean == -0.5 and terse.items_effect.high is not None and terse.items_effect.high < 0
+    assert terse.success_effect.mean == 0.0 and not terse.harmful  # harm stays on the primary outcome
+    assert f"| student | terse | 8 (8) | 0% / 0% | {terse.success_effect} | 25% / 75% | {terse.items_effect} |" in (
+        to_markdown(report)
+    )
 
 
 # A run: the student does its job unless a (harmful) strategy tells it to stall; lexical retrieval shows that

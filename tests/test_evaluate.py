@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation, to_markdown
-from coachlab.schema import Episode, EpisodeEnded, RoleUsage, TerminationReason
+import json
+
+import pytest
+
+from coachlab.experiments.evaluate import (
+    EvaluateConfig,
+    EvaluationReport,
+    evaluation_plans,
+    summarize_evaluation,
+    to_markdown,
+)
+from coachlab.schema import CriterionResult, Episode, EpisodeEnded, RoleUsage, TerminationReason
 from helpers import scenario, verdict
 
 
@@ -50,8 +60,10 @@ def test_gap_closed_on_known_numbers() -> None:
     assert rows["baseline"].satisfaction.mean == 4 and rows["library"].satisfaction.mean == 6
     assert rows["library"].pass_k == 0 and report.teacher is not None and report.teacher.pass_k == 1
     assert student.gap_closed.mean == 0.5 and student.gap_closed.low == 0.5 and student.gap_closed.high == 0.5
+    assert student.gap_closed_items is None and student.library_minus_baseline_items.mean is None  # no checklist
     md = to_markdown(report)
     assert "| student | library | 4/4 |" in md and "Gap closed by the library for student (satisfaction): 0.50" in md
+    assert "(items met" not in md
 
 
 def test_gap_closed_has_a_real_interval_when_trials_vary() -> None:
@@ -128,3 +140,57 @@ def test_task_success_is_primary_and_simulator_faults_are_counted_never_scored()
     text = to_markdown(report)
     assert "Library minus baseline for student (task success" in text
     assert "task success" in text and "simulator" in text and "not been calibrated" in text
+
+
+def test_items_met_shows_the_library_s_effect_when_no_episode_is_a_task_success() -> None:
+    """On the embedded models every condition fails the checklist's conjunction; items met still moves."""
+
+    def partial(sid: str, condition: str, trial: int, met: int) -> Episode:
+        e = ep(sid, condition, "teacher" if condition == "teacher" else "student", trial, 6)
+        items = [CriterionResult(id=f"item-{i}", status="met" if i < met else "not_met") for i in range(5)]
+        v = e.verdict.model_copy(update={"task_success": False, "criteria": items})  # type: ignore[union-attr]
+        return e.model_copy(update={"verdict": v})
+
+    # items met out of 5 per (scenario, trial): the library beats the baseline on every seed
+    met = {"baseline": [2, 1, 2, 3], "library": [3, 2, 4, 4], "teacher": [4, 4, 4, 4]}
+    episodes = [
+        partial("a" if i < 2 else "b", condition, i % 2, m)
+        for condition, values in met.items()
+        for i, m in enumerate(values)
+    ]
+    report = summarize_evaluation(
+        episodes, CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1, package_version="t", experiment="",
+    )  # fmt: skip
+    assert report.primary == "task_success"
+    (student,) = report.students
+    rows = {r.condition: r for r in student.rows}
+    assert report.teacher is not None
+    assert [r.task_success.mean for r in (*student.rows, report.teacher)] == [0.0, 0.0, 0.0]
+    assert student.library_minus_baseline.mean == 0.0  # the primary outcome cannot tell them apart
+    assert rows["baseline"].items_met.mean == pytest.approx(0.4)
+    assert rows["library"].items_met.mean == pytest.approx(0.65) and rows["library"].items_met.n == 4
+    assert report.teacher.items_met.mean == pytest.approx(0.8)
+    diff = student.library_minus_baseline_items
+    assert diff.mean == pytest.approx(0.25) and diff.n == 4  # +0.2, +0.2, +0.4, +0.2
+    assert diff.low is not None and diff.low > 0  # every pair favours the library
+    assert student.gap_closed_items is not None
+    assert student.gap_closed_items.mean == pytest.approx((0.65 - 0.4) / (0.8 - 0.4))
+    text = to_markdown(report)
+    assert "| items met (95% CI) |" in text and f"| {rows['library'].items_met} |" in text
+    assert (
+        f"Library minus baseline for student (items met, 0-1 scale, paired by seed, 95% CI over scenarios then "
+        f"trials): {diff}." in text
+    )
+
+    # a results.json written before items met was reported still loads, its items figures empty
+    old = json.loads(report.model_dump_json())
+    for s in old["students"]:
+        del s["gap_closed_items"], s["library_minus_baseline_items"]
+        for r in s["rows"]:
+            del r["items_met"]
+    del old["teacher"]["items_met"]
+    loaded = EvaluationReport.model_validate_json(json.dumps(old))
+    assert loaded.students[0].rows[0].items_met.mean is None and loaded.students[0].gap_closed_items is None
+    assert loaded.students[0].library_minus_baseline_items.n == 0
+    assert "(items met" not in to_markdown(loaded)

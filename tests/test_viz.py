@@ -242,11 +242,13 @@ def test_report_agrees_with_results_json_and_the_library(run_dir: Path, tmp_path
                 row.agent_model,
                 f"{row.judged}/{row.episodes}",
                 str(row.task_success),
+                str(row.items_met),
                 str(row.satisfaction),
             ]
             assert "| " + " | ".join(cells) + " |" in md
             assert f"<td>{row.satisfaction}</td>" in page
         assert f"gap closed by the library for {student.student}: {student.gap_closed}" in md
+        assert (f"; on items met {student.gap_closed_items}" in md) == (student.gap_closed_items is not None)
     assert results["teacher"]["agent_model"] == "teacher" and "| (ceiling) | teacher | teacher |" in md
     for s in run.library.strategies:
         assert f"### {s.id} ({s.status.value})" in md and s.guidance in md

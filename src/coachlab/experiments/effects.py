@@ -4,7 +4,8 @@ Every episode logs the strategies its agent was shown, turn by turn (`StrategySh
 strategy and student, over the `library` condition's episodes, `strategy_effects` reports:
 
 - how often it was retrieved (episodes and turns);
-- task success and satisfaction in the episodes where it was shown and in those where it was not,
+- task success, items met (the share of checklist items met, which moves when task success is 0
+  everywhere) and satisfaction in the episodes where it was shown and in those where it was not,
   and the difference (shown minus not shown) with a CI that resamples scenarios, then episodes
   (`coachlab.stats.clustered_difference`);
 - the library minus the baseline on the same seeds, over the episodes where it was shown (when the
@@ -71,6 +72,11 @@ class StrategyEffect(BaseModel):
     success_shown: Estimate = _NONE
     success_not_shown: Estimate = _NONE
     success_effect: Estimate = Field(default=_NONE, description="Task success shown minus not shown (0-1 scale).")
+    items_shown: Estimate = _NONE
+    items_not_shown: Estimate = _NONE
+    items_effect: Estimate = Field(
+        default=_NONE, description="Items met shown minus not shown (0-1 scale); reported, never a reason to retire."
+    )
     satisfaction_shown: Estimate = _NONE
     satisfaction_not_shown: Estimate = _NONE
     satisfaction_effect: Estimate = Field(default=_NONE, description="Satisfaction shown minus not shown (points).")
@@ -147,6 +153,9 @@ def _outcomes(episodes: Iterable[Episode], on: str) -> dict[tuple[str, int], flo
             continue
         if on == "satisfaction":
             out[(e.scenario_id, e.trial)] = float(v.satisfaction)
+        elif on == "items_met":
+            if v.items_met is not None:
+                out[(e.scenario_id, e.trial)] = v.items_met
         elif v.task_success is not None:
             out[(e.scenario_id, e.trial)] = float(v.task_success)
     return out
@@ -197,12 +206,14 @@ def strategy_effects(
             shown[sid].add((e.scenario_id, e.trial))
             turns[sid] += n
     success, satisfaction = _outcomes(library, "task_success"), _outcomes(library, "satisfaction")
+    items = _outcomes(library, "items_met")
     scores = success if primary == "task_success" else satisfaction
     baseline = _outcomes(by_condition.get("baseline", []), primary)
     effects: list[StrategyEffect] = []
     for sid in sorted(set(shown) | set(strategy_ids)):
         keys = shown.get(sid, set())
         s_yes, s_no = _split(success, keys)
+        i_yes, i_no = _split(items, keys)
         f_yes, f_no = _split(satisfaction, keys)
         vs_baseline = None
         if baseline:
@@ -216,6 +227,8 @@ def strategy_effects(
             strategy_id=sid, student=student, primary=primary, episodes=len(keys), turns=turns[sid],
             success_shown=clustered_bootstrap(s_yes, seed=seed), success_not_shown=clustered_bootstrap(s_no, seed=seed),
             success_effect=clustered_difference(s_yes, s_no, seed=seed),
+            items_shown=clustered_bootstrap(i_yes, seed=seed), items_not_shown=clustered_bootstrap(i_no, seed=seed),
+            items_effect=clustered_difference(i_yes, i_no, seed=seed),
             satisfaction_shown=clustered_bootstrap(f_yes, seed=seed),
             satisfaction_not_shown=clustered_bootstrap(f_no, seed=seed),
             satisfaction_effect=clustered_difference(f_yes, f_no, seed=seed),
@@ -303,14 +316,16 @@ def effects_markdown(effects: Sequence[StrategyEffect], *, retired: Iterable[str
     gone = set(retired)
     out = [
         "| student | strategy | shown in episodes (turns) | task success shown / not | effect [95% CI] "
-        "| satisfaction shown / not | effect [95% CI] | library - baseline where shown | leave-one-out | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| items met shown / not | effect [95% CI] | satisfaction shown / not | effect [95% CI] "
+        "| library - baseline where shown | leave-one-out | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in effects:
         verdict = "retired" if e.strategy_id in gone and e.harmful else ("harmful" if e.harmful else e.direction)
         out.append(
             f"| {e.student} | {e.strategy_id} | {e.episodes} ({e.turns}) | {_pct(e.success_shown)} / "
-            f"{_pct(e.success_not_shown)} | {e.success_effect} | {_mean(e.satisfaction_shown)} / "
+            f"{_pct(e.success_not_shown)} | {e.success_effect} | {_pct(e.items_shown)} / {_pct(e.items_not_shown)} | "
+            f"{e.items_effect} | {_mean(e.satisfaction_shown)} / "
             f"{_mean(e.satisfaction_not_shown)} | {e.satisfaction_effect} | {_est(e.vs_baseline)} | "
             f"{_est(e.ablation)} | {verdict} |"
         )

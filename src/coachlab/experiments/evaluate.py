@@ -5,7 +5,9 @@ guidance, no retrieval), `library` (per-turn retrieval of approved strategies) a
 teacher as the agent: the ceiling). Trial i of a scenario has the same seed under every
 condition, so conditions are compared on paired customer randomness. Gap closed is
 (library - baseline) / (teacher - baseline) on the primary outcome, task success (satisfaction when
-the scenarios have no checklist).
+the scenarios have no checklist). Items met (the share of checklist items met per episode) is the
+secondary outcome beside it: one missed item of five fails task success, so when no condition
+succeeds, items met is what can still show an effect.
 
 Confidence intervals resample scenarios, then trials within each drawn scenario (episodes of one
 scenario are not independent), jointly across conditions for gap closed. Episodes the simulated
@@ -144,6 +146,11 @@ class ConditionResult(BaseModel):
         default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
         description="Share of scored episodes with every must item met and no policy item broken (primary).",
     )
+    items_met: Estimate = Field(
+        default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
+        description="Mean over scored episodes of the share of checklist items met (a forbidden item is met when not "
+        "broken): the secondary outcome, which moves when task success is 0 everywhere.",
+    )
     satisfaction: Estimate
     pass_k: float | None = Field(
         description="Share of scenarios whose every trial succeeded (task success; without a checklist, satisfaction "
@@ -183,6 +190,13 @@ class StudentResult(BaseModel):
         default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
         description="Paired by (scenario, trial) seed: the library's primary outcome minus the baseline's, with a "
         "CI that resamples scenarios, then trials (above 0 at its lower bound: the library helped).",
+    )
+    gap_closed_items: Estimate | None = Field(
+        default=None, description="On items met, beside it; None without a checklist."
+    )
+    library_minus_baseline_items: Estimate = Field(
+        default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
+        description="As library_minus_baseline, on items met (0-1 scale).",
     )
     strategies: list[StrategyEffect] = Field(
         default_factory=list[StrategyEffect],
@@ -242,11 +256,14 @@ def _row(
     scored = [e for e in episodes if e.scored and e.verdict is not None]
     satisfaction: dict[str, list[float]] = defaultdict(list)
     success: dict[str, list[float]] = defaultdict(list)
+    items: dict[str, list[float]] = defaultdict(list)
     for e in scored:
         if e.verdict is not None:
             satisfaction[e.scenario_id].append(float(e.verdict.satisfaction))
             if e.verdict.task_success is not None:
                 success[e.scenario_id].append(float(e.verdict.task_success))
+            if e.verdict.items_met is not None:
+                items[e.scenario_id].append(e.verdict.items_met)
     usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
     for e in episodes:
         for role, u in e.usage.items():
@@ -269,6 +286,7 @@ def _row(
         ),
         simulator_faults=sum(e.simulator_fault is not None for e in episodes),
         task_success=clustered_bootstrap(success, seed=seed),
+        items_met=clustered_bootstrap(items, seed=seed),
         satisfaction=clustered_bootstrap(satisfaction, seed=seed),
         pass_k=pass_k,
         policy_rate=sum(v.policy_followed for v in verdicts) / len(verdicts) if verdicts else None,
@@ -347,6 +365,7 @@ def summarize_evaluation(
 
     checklist = any(e.verdict is not None and e.verdict.task_success is not None for e in episodes)
     primary: Literal["task_success", "satisfaction"] = "task_success" if checklist else "satisfaction"
+    outcomes = ("task_success", "items_met", "satisfaction") if checklist else ("satisfaction",)
 
     def scores(condition: str, model: str, *, on: str = primary) -> dict[tuple[str, int], float]:
         out: dict[tuple[str, int], float] = {}
@@ -357,6 +376,9 @@ def summarize_evaluation(
             if on == "task_success":
                 if v.task_success is not None:
                     out[(e.scenario_id, e.trial)] = float(v.task_success)
+            elif on == "items_met":
+                if v.items_met is not None:
+                    out[(e.scenario_id, e.trial)] = v.items_met
             else:
                 out[(e.scenario_id, e.trial)] = float(v.satisfaction)
         return out
@@ -380,13 +402,16 @@ def summarize_evaluation(
                 scores("teacher", config.teacher, on=on),
                 seed=config.seed,
             )
-            for on in {primary, "satisfaction"}
+            for on in outcomes
         }
         diffs = paired_differences(
             scores("baseline", student), scores("library", student), scale=1.0 if primary == "task_success" else 0.1
         )
         for scenario, values in diffs.items():
             paired[scenario].extend(values)
+        diffs_items = paired_differences(
+            scores("baseline", student, on="items_met"), scores("library", student, on="items_met")
+        )
         effects: list[StrategyEffect] = []
         hit_rate: RetrievalHitRate | None = None
         if "library" in config.conditions:
@@ -405,6 +430,8 @@ def summarize_evaluation(
                 gap_closed=gaps[primary],
                 gap_closed_satisfaction=gaps["satisfaction"] if primary != "satisfaction" else None,
                 library_minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
+                gap_closed_items=gaps.get("items_met"),
+                library_minus_baseline_items=clustered_bootstrap(diffs_items, seed=config.seed),
                 strategies=effects,
                 retrieval=hit_rate,
             )
@@ -461,9 +488,9 @@ def calibration_line(calibration: CalibrationReport | None) -> str:
 def to_markdown(report: EvaluationReport) -> str:
     """The evaluation table as Markdown, then tokens and estimated cost per role."""
     out = [
-        "| student | condition | n | task success (95% CI) | satisfaction (95% CI) | pass^k | policy kept | resolved "
-        "| infra / judge / simulator | tokens/episode | est. cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| student | condition | n | task success (95% CI) | items met (95% CI) | satisfaction (95% CI) | pass^k "
+        "| policy kept | resolved | infra / judge / simulator | tokens/episode | est. cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def pct(x: float | None) -> str:
@@ -471,8 +498,8 @@ def to_markdown(report: EvaluationReport) -> str:
 
     def line(student: str, r: ConditionResult) -> str:
         return (
-            f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.task_success} | {r.satisfaction} | "
-            f"{pct(r.pass_k)} | {pct(r.policy_rate)} | {pct(r.resolved_rate)} | "
+            f"| {student} | {r.condition} | {r.judged}/{r.episodes} | {r.task_success} | {r.items_met} | "
+            f"{r.satisfaction} | {pct(r.pass_k)} | {pct(r.policy_rate)} | {pct(r.resolved_rate)} | "
             f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults} | {r.tokens_per_episode:,.0f} | "
             f"{_money(r.total_cost)} |"
         )
@@ -510,12 +537,18 @@ def to_markdown(report: EvaluationReport) -> str:
     for s in report.students:
         out.append(
             f"Gap closed by the library for {s.student} ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials"
+            + (f"; on items met {s.gap_closed_items}" if s.gap_closed_items is not None else "")
             + (f"; on satisfaction {s.gap_closed_satisfaction}." if s.gap_closed_satisfaction is not None else ".")
         )
         out.append(
             f"Library minus baseline for {s.student} ({measure}, paired by seed, 95% CI over scenarios then trials): "
             f"{s.library_minus_baseline}."
         )
+        if s.gap_closed_items is not None:
+            out.append(
+                f"Library minus baseline for {s.student} (items met, 0-1 scale, paired by seed, 95% CI over scenarios "
+                f"then trials): {s.library_minus_baseline_items}."
+            )
     if report.min_detectable_difference is not None:
         scale = " (on a 0-1 scale)" if measure == "satisfaction" else ""
         out.append(
@@ -529,8 +562,8 @@ def to_markdown(report: EvaluationReport) -> str:
     if effects:
         out += [
             "",
-            "Per strategy, in the library condition (effect: shown minus not shown; task success on a 0-1 scale, "
-            "satisfaction in points; 95% CIs over scenarios, then episodes):",
+            "Per strategy, in the library condition (effect: shown minus not shown; task success and items met on a "
+            "0-1 scale, satisfaction in points; 95% CIs over scenarios, then episodes):",
             "",
             *effects_markdown(effects, retired=report.retired),
             "",

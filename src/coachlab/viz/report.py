@@ -287,13 +287,13 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             note=True,
         )
     headers = ["student", "condition", "agent model", "scored / episodes", "task success (95% CI)",
-               "satisfaction (95% CI)", "pass^k", "policy kept", "resolved", "infra / judge / simulator", "tokens",
-               "est. cost"]  # fmt: skip
+               "items met (95% CI)", "satisfaction (95% CI)", "pass^k", "policy kept", "resolved",
+               "infra / judge / simulator", "tokens", "est. cost"]  # fmt: skip
 
     def line(student: str, r: ConditionResult) -> list[str]:
         tokens = sum(u.total_tokens for u in r.usage.values())
         return [student, r.condition, r.agent_model, f"{r.judged}/{r.episodes}", str(r.task_success),
-                str(r.satisfaction), _pct(r.pass_k), _pct(r.policy_rate), _pct(r.resolved_rate),
+                str(r.items_met), str(r.satisfaction), _pct(r.pass_k), _pct(r.policy_rate), _pct(r.resolved_rate),
                 f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults}",
                 f"{tokens:,}", _money(_row_cost(run, r))]  # fmt: skip
 
@@ -313,6 +313,7 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
         [
             f"gap closed by the library for {s.student}: {s.gap_closed} over {s.gap_closed.n} paired trials "
             f"((library - baseline) / (teacher - baseline), on {report.primary.replace('_', ' ')})"
+            + (f"; on items met {s.gap_closed_items}" if s.gap_closed_items is not None else "")
             for s in report.students
         ]
     )
