@@ -171,7 +171,10 @@ def test_the_hindsight_teacher_reads_the_missed_items_and_the_private_goal_and_w
     )  # fmt: skip
     first = message_text(client.calls[0][-1])
     assert "hindsight" in first and SECRET_GOAL in first and "offers to reship the order by free express" in first
-    assert "broke the rule: tells the customer to contact another team" in first and "I can look into it." in first
+    assert (
+        "must NEVER do (avoid this): tells the customer to contact another team" in first
+        and "I can look into it." in first
+    )
     assert drafts == [StrategyDraft(**GOOD)]  # the narrated one was refused and re-asked
     assert "Write it as one action" in message_text(client.calls[1][-1])
 
@@ -205,3 +208,32 @@ def test_a_situation_that_repeats_its_guidance_is_restated() -> None:
     agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: next(answers)), output=StrategyDrafts)
     drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
     assert drafts == [StrategyDraft(situation=short["situation"], guidance=long["guidance"])]
+
+
+def test_guidance_that_tells_the_agent_to_do_a_forbidden_thing_is_refused() -> None:
+    from coachlab.schema import Criterion
+
+    case = scenario(
+        success_criteria=[
+            Criterion(id="reships", text="offers to reship the order"),
+            Criterion(
+                id="hands-off", text="tells the customer to contact another team or customer service", forbidden=True
+            ),
+        ]
+    )
+    inverted = {
+        "situation": "When the customer is worried",
+        "guidance": "Offer to contact another team or customer service.",
+    }
+    answers = iter([json.dumps({"strategies": [inverted]}), json.dumps({"strategies": [GOOD]})])
+    seen: list[str] = []
+
+    def fn(messages: Sequence[LLMMessage]) -> str:
+        seen.append(message_text(messages[-1]))
+        return next(answers)
+
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(fn), output=StrategyDrafts)
+    assert asyncio.run(propose_strategies(agent, case, DIALOGUE, student_reply="x", teacher_reply="y")) == [
+        StrategyDraft(**GOOD)
+    ]
+    assert "must never do (hands-off)" in seen[1]

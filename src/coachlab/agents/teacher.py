@@ -297,7 +297,7 @@ def _hindsight_text(h: Hindsight) -> str:
     if h.missed:
         lines.append("- The junior agent never did: " + "; ".join(h.missed))
     if h.broken:
-        lines.append("- The junior agent broke the rule: " + "; ".join(h.broken))
+        lines.append("- The junior agent did what it must NEVER do (avoid this): " + "; ".join(h.broken))
     if h.rationale:
         lines.append(f"- The reviewer said: {h.rationale}")
     if h.best_reply:
@@ -374,17 +374,17 @@ _QUOTE_SPAN = 5
 """Content words in a row that a strategy may not copy from the chat (a quote, not a kind of moment)."""
 
 
-def _quotes_chat(text: str, dialogue: Sequence[tuple[str, str]], scenario: Scenario) -> str | None:
-    """A run of `_QUOTE_SPAN` content words that `text` (redacted) shares with a line of the chat (redacted alike)."""
+def _quotes_chat(
+    text: str, dialogue: Sequence[tuple[str, str]], scenario: Scenario, span: int = _QUOTE_SPAN
+) -> str | None:
+    """A run of `span` content words that `text` (redacted) shares with a line of the chat (redacted alike)."""
     words = [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
     said = {
         " ".join(run)
         for _, line in dialogue
-        for run in _runs(
-            [w for w in _WORDS.findall(_redact_text(line, scenario).lower()) if w not in _FILLER], _QUOTE_SPAN
-        )
+        for run in _runs([w for w in _WORDS.findall(_redact_text(line, scenario).lower()) if w not in _FILLER], span)
     }
-    return next((" ".join(run) for run in _runs(words, _QUOTE_SPAN) if " ".join(run) in said), None)
+    return next((" ".join(run) for run in _runs(words, span) if " ".join(run) in said), None)
 
 
 def _runs(words: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -405,6 +405,9 @@ def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[
     repeated = _quotes_chat(draft.situation, [("agent", draft.guidance)], scenario)
     if repeated is not None:
         return f"repeated the guidance in the situation ({repeated!r})"
+    for c in scenario.success_criteria:
+        if c.forbidden and (c.matches(draft.guidance) or _quotes_chat(draft.guidance, [("", c.text)], scenario, 4)):
+            return f"told the agent to do what it must never do ({c.id})"
     if _descriptive(draft):
         return "described the expert"
     if _LABELS.search(draft.situation):

@@ -33,6 +33,12 @@ class TrainConfig(BaseModel):
     teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
     barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
     strategies_per_failure: int = Field(default=2, ge=1, le=5)
+    hindsight_goal: bool = Field(
+        default=False,
+        description="Show the teacher the persona's private goal and satisfied_when when it writes strategies. The "
+        "missed checklist items already say what the customer needed; a small teacher (the embedded 1.5B) copies the "
+        "goal's words into every draft, and the leak check refuses them all. Turn on for a strong teacher.",
+    )
     children_per_failure: int = Field(default=2, ge=0, le=5)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     admit_as: Literal["approved", "proposed"] = Field(default="approved", description="Status of verified strategies.")

@@ -412,8 +412,7 @@ class Trainer:
         prefix = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
         return prefix, lines[index].text, agent_lines.index(index)
 
-    @staticmethod
-    def _hindsight(scenario: Scenario, worst: Episode, best: Episode, at: int) -> Hindsight:
+    def _hindsight(self, scenario: Scenario, worst: Episode, best: Episode, at: int) -> Hindsight:
         """What the teacher may read after the fact: missed items, the judge's words, the private goal, the best try."""
         verdict = worst.verdict
         by_id = {c.id: c for c in scenario.success_criteria}
@@ -427,8 +426,8 @@ class Trainer:
             missed=[by_id[m].text for m in missed if m in by_id and not by_id[m].forbidden],
             broken=[by_id[m].text for m in missed if m in by_id and by_id[m].forbidden],
             rationale=verdict.rationale if verdict is not None else "",
-            goal=scenario.persona.goal,
-            satisfied_when=scenario.persona.satisfied_when,
+            goal=scenario.persona.goal if self.config.hindsight_goal else "",
+            satisfied_when=scenario.persona.satisfied_when if self.config.hindsight_goal else "",
             best_reply=best_line,
         )
 
