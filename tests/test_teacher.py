@@ -237,3 +237,13 @@ def test_guidance_that_tells_the_agent_to_do_a_forbidden_thing_is_refused() -> N
         StrategyDraft(**GOOD)
     ]
     assert "must never do (hands-off)" in seen[1]
+
+
+def test_private_words_the_customer_said_in_the_chat_are_not_private() -> None:
+    from coachlab.agents import leaked_detail
+
+    case = scenario()
+    goal = " ".join(case.persona.goal.split()[:8])
+    draft = StrategyDraft(situation=f"When the customer {goal}", guidance="Offer the fix.")
+    assert leaked_detail(draft, case) is not None
+    assert leaked_detail(draft, case, public=[f"Honestly, I {goal}."]) is None

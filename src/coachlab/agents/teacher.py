@@ -163,12 +163,13 @@ def private_details(scenario: Scenario, *, pairs: bool = False) -> list[str]:
     return [f for f in dict.fromkeys(found) if len(f) >= 2 and f.lower() not in public]
 
 
-def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
+def leaked_detail(draft: StrategyDraft, scenario: Scenario, *, public: Sequence[str] = ()) -> str | None:
     """A case detail that a strategy quotes, or None.
 
     Strategies must generalise: one that names the customer or the company (or its first word, the
     brand), quotes a fact of the case (an order number, an amount, "sage green"), or names a private
-    fact of the persona (a day, a place, an amount) is rejected.
+    fact of the persona (a day, a place, an amount) or four of its private words in a row is rejected,
+    unless those words are also in `public` (what the agent could read: the chat) or the public case.
     """
     text = " ".join(w for w in _WORDS.findall(f"{draft.situation} {draft.guidance}".lower()) if w not in _FILLER)
     details = [
@@ -181,7 +182,7 @@ def leaked_detail(draft: StrategyDraft, scenario: Scenario) -> str | None:
         d = " ".join(w for w in _WORDS.findall(detail) if w not in _FILLER)
         if len(d) >= 4 and re.search(rf"(?<![\w-]){re.escape(d)}(?![\w-])", text):
             return detail
-    return _copied_private(text, scenario)
+    return _copied_private(text, scenario, public)
 
 
 _DETERMINERS = frozenset(("the", "a", "an", "your", "his", "her", "their", "its", "this", "that", "our", "my"))
@@ -260,19 +261,24 @@ _SPAN = 4
 """Content words in a row that a strategy may not copy from a private field of the persona."""
 
 
-def _copied_private(text: str, scenario: Scenario) -> str | None:
+def _copied_private(text: str, scenario: Scenario, public: Sequence[str] = ()) -> str | None:
     """A run of `_SPAN` content words copied from the persona's goal, constraints or `satisfied_when`.
 
     The hindsight teacher reads them; a strategy that repeats them ("a date that fits her deadline and a
-    reference number") is written for this customer, not for a situation the agent can see.
+    reference number") is written for this customer, not for a situation the agent can see. A run the
+    agent could read too (in `public`: the chat, where the customer may have said it) is not private.
     """
     p = scenario.persona
     words = f" {text} "
+    seen = " ".join(
+        f" {' '.join(w for w in _WORDS.findall(t.lower()) if w not in _FILLER)} "
+        for t in [*public, scenario.issue, scenario.opening_line or "", *scenario.policy]
+    )
     for field in [p.goal, p.satisfied_when, p.gives_up_when or "", *p.hidden_constraints]:
         content = [w for w in _WORDS.findall(field.lower()) if w not in _FILLER]
         for i in range(len(content) - _SPAN + 1):
             run = " ".join(content[i : i + _SPAN])
-            if f" {run} " in words:
+            if f" {run} " in words and f" {run} " not in seen:
                 return run
     return None
 
@@ -396,7 +402,7 @@ _LABELS = re.compile(r"\b(would have been satisfied|in hindsight|the reviewer|ju
 
 def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str | None:
     """Why a (redacted) draft cannot be a strategy, or None: a case detail, a quote, a narration, our own labels."""
-    leaked = leaked_detail(draft, scenario)
+    leaked = leaked_detail(draft, scenario, public=[line for _, line in dialogue])
     if leaked is not None:
         return f"quoted {leaked!r}"
     quoted = _quotes_chat(f"{draft.situation} {draft.guidance}", dialogue, scenario)
