@@ -46,7 +46,8 @@ from coachlab.experiments.distill import (
     load_calibration,
     train_experiment,
 )
-from coachlab.experiments.evaluate import EvaluationReport, calibration_line
+from coachlab.experiments.evaluate import EvaluationReport
+from coachlab.experiments.evaluate_markdown import calibration_line
 from coachlab.experiments.hit_rate import hit_rate_line
 from coachlab.experiments.progress import ProgressDisplay
 from coachlab.experiments.simulate import build_backends

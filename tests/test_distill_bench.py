@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 from autogen_core.models import LLMMessage
 
-from coachlab.experiments.evaluate import calibration_line
+from coachlab.experiments.evaluate_markdown import calibration_line
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_clients
 

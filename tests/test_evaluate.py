@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from coachlab.experiments.evaluate import (
-    EvaluateConfig,
-    EvaluationReport,
-    evaluation_plans,
-    summarize_evaluation,
-    to_markdown,
-)
+from coachlab.experiments.evaluate import EvaluateConfig, EvaluationReport, evaluation_plans, summarize_evaluation
+from coachlab.experiments.evaluate_markdown import to_markdown
 from coachlab.schema import CriterionResult, Episode, EpisodeEnded, RoleUsage, TerminationReason
 from helpers import scenario, verdict
 

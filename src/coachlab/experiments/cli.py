@@ -421,7 +421,7 @@ def _evaluate(
     """Run `evaluate` and print its table; returns the results folder (deleted first with `overwrite`)."""
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.distill import RunLayout, evaluate_experiment
-    from coachlab.experiments.evaluate import to_markdown
+    from coachlab.experiments.evaluate_markdown import to_markdown
     from coachlab.experiments.progress import ProgressDisplay
 
     cfg = load_experiment(experiment).config

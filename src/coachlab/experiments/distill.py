@@ -13,7 +13,8 @@ from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import Experiment
 from coachlab.experiments.criteria import criteria_path, ensure_criteria, load_criteria
 from coachlab.experiments.effects import only_retired_since, retire_harmful
-from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation, to_markdown
+from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation
+from coachlab.experiments.evaluate_markdown import to_markdown
 from coachlab.experiments.guard import record_run
 from coachlab.experiments.hit_rate import learned_situations, situations_by_origin
 from coachlab.experiments.results import EpisodeLog, write_json_atomic, write_text_atomic
