@@ -38,6 +38,7 @@ from typing import Any, cast
 from rich.console import Console
 
 from coachlab.errors import CoachlabError, UsageError
+from coachlab.experiments.cli import stop_on_sigterm
 from coachlab.experiments.config import Experiment, load_experiment
 from coachlab.experiments.distill import (
     RunLayout,
@@ -305,4 +306,5 @@ def main(argv: Sequence[str] | None = None, *, clients: Mapping[str, ModelClient
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # `kill PID` saves the run as Ctrl-C does
     sys.exit(main())

@@ -44,9 +44,9 @@ def ids(path: Path) -> list[str]:
 
 
 def interrupt(
-    stub: OpenAIStub, args: list[str], ready: Callable[[], bool]
+    stub: OpenAIStub, args: list[str], ready: Callable[[], bool], signum: int = signal.SIGINT
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
-    """Start `coachlab ARGS`, wait until `ready()`, send SIGINT just after a model request arrives."""
+    """Start `coachlab ARGS`, wait until `ready()`, send `signum` just after a model request arrives."""
     with subprocess.Popen(
         [*IGNORING_SIGINT, sys.executable, "-c", CHILD, *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -61,7 +61,7 @@ def interrupt(
                 time.sleep(0.005)
             in_call = time.monotonic() - stub.requests[-1].at < LATENCY_S  # its answer is still held back
             assert proc.poll() is None, "the run ended before it could be interrupted"
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -107,3 +107,23 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes_with_every_episode
         evaluation = run / "evaluation" / "episodes.jsonl"
         assert len(set(ids(evaluation))) == len(ids(evaluation)) == 4  # 3 student conditions + the teacher
         assert len(EpisodeLog(evaluation).read()) == 4 and (run / "evaluation" / "results.json").exists()
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes(tmp_path: Path) -> None:
+    """`kill PID`, `docker stop` and schedulers send SIGTERM: the run is saved and says how to resume, as on Ctrl-C."""
+    run = tmp_path / "run"
+    log = run / "train" / "episodes.jsonl"
+    with OpenAIStub(reply=reply, latency_s=LATENCY_S, keep=10) as stub:
+        experiment = write_experiment(tmp_path, stub, timeout_s=30)
+        stopped, _ = interrupt(
+            stub, ["train", str(experiment)], ready=lambda: len(ids(log)) >= 1, signum=signal.SIGTERM
+        )
+        assert stopped.returncode == 130, stopped.stderr
+        lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Interrupted:") and lines[0].endswith("--resume"), lines
+        kept = ids(log)
+        stub.latency_s = 0.0
+        resumed = CliRunner().invoke(app, ["train", str(experiment), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    written = ids(log)
+    assert set(kept) <= set(written) and len(written) == len(set(written))

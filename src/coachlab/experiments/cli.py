@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import logging
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -529,8 +530,23 @@ def _distill(
 app.command("validate")(validate)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop a run as Ctrl-C does: saved, one line on how to resume, exit 130.
+
+    `kill`, `docker stop`, systemd and batch schedulers send SIGTERM, whose default ends the process
+    on the spot: the episode in flight is lost (resume redoes it) and nothing says how to go on. Call
+    from the main thread, before the run starts.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     """Entry point: run the app, turning coachlab errors into one-line messages."""
+    stop_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # AutoGen dumps every native structured-output result with model_dump(), and the openai SDK types
     # `message.parsed` as None, so pydantic warns once per run against any OpenAI-compatible judge
