@@ -123,13 +123,17 @@ def test_the_fingerprint_ignores_operational_settings_and_follows_everything_els
     backends = build_backends(exp, NAMES, clients=dry_run_clients(NAMES))
     base = resolve_run(exp, backends, command="train")
     cfg = exp.config
+    assert cfg.train is not None
     busy = cfg.model_copy(
-        update={"simulate": cfg.simulate.model_copy(update={"concurrency": 64}), "description": "other words"}
+        update={
+            "simulate": cfg.simulate.model_copy(update={"concurrency": 64}),
+            "train": cfg.train.model_copy(update={"concurrency": 16}),
+            "description": "other words",
+        }
     )
     exp.config = busy
     assert resolve_run(exp, backends, command="train").fingerprint == base.fingerprint
     assert compare_runs(base, resolve_run(exp, backends, command="train")) == []
-    assert cfg.train is not None
     exp.config = cfg.model_copy(update={"train": cfg.train.model_copy(update={"trials": 5})})
     changed = resolve_run(exp, backends, command="train")
     assert changed.fingerprint != base.fingerprint

@@ -70,6 +70,7 @@ HARMLESS: tuple[tuple[str, ...], ...] = (
     ("personas",),
     ("scenarios",),
     ("simulate", "concurrency"),
+    ("train", "concurrency"),
 )
 """Experiment fields that cannot change results (the personas and scenarios are compared by content,
 not by the paths they are read from; model entries by their identity, so their `concurrency` and

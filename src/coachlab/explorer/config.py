@@ -65,6 +65,16 @@ class TrainConfig(BaseModel):
         "node's rollouts; the teacher plays the rest. E.g. [0.5, 0.75, 1.0] lets the student take over as the "
         "tree deepens.",
     )
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=4096,
+        description="Episodes (or verification replies) in flight at once: a node's student and teacher rollouts, "
+        "and both arms of a verification, run together; each model entry's own `concurrency` still applies. Results "
+        "are taken in order, so the tree, the library and the episodes file are those of a run one at a time. With a "
+        "model that runs in this process (the embedded ones) train runs one at a time whatever this says: those calls "
+        "take turns on the CPU anyway, and episodes in flight together evict each other's KV prefixes.",
+    )
     seed: int = 0
 
     @field_validator("student_share")

@@ -7,6 +7,10 @@ Every node is saved (tree JSON, library version, episodes) as soon as it is proc
 killed run resumes at the first node still on the frontier; the response cache makes redoing
 that node's calls cheap.
 
+A node's rollouts and a verification's paired trials run up to `train.concurrency` at once (one at a
+time when a model runs in this process); their results are applied in the order a run one at a time
+would apply them, so the tree, the library and the episodes file do not depend on it.
+
 A node whose processing hits an infrastructure error (a rollout or verification episode that
 ended on one, or a teacher or judge call whose backend failed for good) is kept with status
 `error`: its episodes are recorded, but nothing is learned from it (no strategies, no children,
@@ -21,6 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +42,7 @@ from coachlab.agents import (
 )
 from coachlab.environments import EpisodeRunner, GuidanceProvider
 from coachlab.errors import ModelResponseError, UsageError
+from coachlab.explorer._parallel import in_order
 from coachlab.explorer.config import TrainConfig
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import (
@@ -147,6 +153,9 @@ class Trainer:
             self.tree.add_root(scenario)
         self.tokens = sum(_tokens(n.usage) for n in self.tree.nodes())
         self._embedder: Embedder | None = None
+        in_process = any(b.in_process for b in runner.backends.values())
+        self.concurrency = 1 if in_process else config.concurrency
+        """Episodes in flight at once: one when a model runs in this process (see `TrainConfig.concurrency`)."""
 
     def _guidance(self) -> GuidanceProvider | None:
         # A strategy from a node still on the frontier was written by a run killed before that node was
@@ -331,22 +340,26 @@ class Trainer:
         seeds = [seed_for(cfg.seed, node.id, t) for t in range(cfg.trials)]
         guidance = self._guidance()
         share = cfg.share_at(node.depth)
-        student: list[Episode] = []
-        for t, seed in enumerate(seeds):
-            ep = await self.runner.run(
-                scenario, agent_model=cfg.student, trial=t, seed=seed, episode_id=f"{node.id}/student/{t}",
-                condition="library" if guidance else "baseline", guidance=guidance,
-                mentor_model=cfg.teacher, student_share=share,
-            )  # fmt: skip
-            spend(ep)
-            episode_ids.append(ep.id)
-            student.append(ep)
-        teacher = await self.runner.run(
-            scenario, agent_model=cfg.teacher, trial=0, seed=seeds[0], episode_id=f"{node.id}/teacher/0",
-            condition="teacher",
-        )  # fmt: skip
-        spend(teacher)
-        episode_ids.append(teacher.id)
+        rollouts = [
+            *(
+                partial(
+                    self.runner.run, scenario, agent_model=cfg.student, trial=t, seed=seed,
+                    episode_id=f"{node.id}/student/{t}", condition="library" if guidance else "baseline",
+                    guidance=guidance, mentor_model=cfg.teacher, student_share=share,
+                )
+                for t, seed in enumerate(seeds)
+            ),
+            partial(
+                self.runner.run, scenario, agent_model=cfg.teacher, trial=0, seed=seeds[0],
+                episode_id=f"{node.id}/teacher/0", condition="teacher",
+            ),
+        ]  # fmt: skip
+
+        def keep(episode: Episode) -> None:
+            spend(episode)
+            episode_ids.append(episode.id)
+
+        *student, teacher = await in_order(rollouts, limit=self.concurrency, each=keep)
         _require_complete([*student, teacher])
         # Only episodes that were judged and not spoiled by the simulated customer count (and teach).
         scored = [e for e in student if e.scored and e.verdict is not None]
@@ -556,19 +569,20 @@ class Trainer:
             result, bench.checklist_without = await verify_checklist(
                 self.runner, node.scenario, candidate, bench.prefix, bench.missed, agent_model=cfg.student,
                 seeds=bench.seeds, config=cfg.verify, base=bench.base, without=bench.checklist_without,
+                concurrency=self.concurrency,
             )  # fmt: skip
             return result
         if criterion == "imitation":
             result, bench.imitation_without = await verify_imitation(
                 self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
                 teacher_reply=bench.teacher_reply, seeds=bench.seeds, config=cfg.verify, base=bench.base,
-                without=bench.imitation_without,
+                without=bench.imitation_without, concurrency=self.concurrency,
             )  # fmt: skip
             return result
         return await verify_guidance(
             self.runner, node.scenario, candidate, agent_model=cfg.student, seeds=bench.seeds, config=cfg.verify,
             id_prefix=id_prefix, without=bench.without, base=guidance, mentor_model=cfg.teacher,
-            student_share=cfg.share_at(node.depth),
+            student_share=cfg.share_at(node.depth), concurrency=self.concurrency,
         )  # fmt: skip
 
     async def reverify(self, strategy: Strategy, failure: Episode | None, *, tag: str) -> VerificationResult:

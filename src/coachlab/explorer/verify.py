@@ -22,18 +22,22 @@ pairs are needed whatever `trials` says; with `trials: 6`, 5 of 6 better and non
 (p = 0.031), 5 better and 1 worse does not (p = 0.109). A candidate whose arm broke a policy item
 more often than the arm without it is rejected, whatever else it raised.
 
-Every decision keeps its numbers as `Evidence`.
+Every decision keeps its numbers as `Evidence`. With `concurrency` above 1 the trials of both arms
+run that many at once; their results are taken in trial order, so the decision and its numbers are
+those of a run one trial at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import EpisodeRunner, GuidanceProvider
+from coachlab.explorer._parallel import in_order
 from coachlab.schema import AgentMessage, Criterion, Episode, Evidence, Guidance, RoleUsage, Scenario
 from coachlab.stats import SignTest, paired_uplift, sign_test
 
@@ -49,6 +53,11 @@ __all__ = [
     "verify_guidance",
     "verify_imitation",
 ]
+
+_T = TypeVar("_T")
+
+_Costs = list[tuple[str, RoleUsage]]
+"""What one trial of a checklist or imitation arm spent, by role, in the order it was spent."""
 
 
 class VerifyConfig(BaseModel):
@@ -93,47 +102,36 @@ async def verify_guidance(
     base: GuidanceProvider | None = None,
     mentor_model: str | None = None,
     student_share: float = 1.0,
+    concurrency: int = 1,
 ) -> VerificationResult:
     """The `uplift` criterion: run both arms (or reuse `without`, run on the same seeds) and decide.
 
     `base` is the guidance both arms get (the library's retrieval); the candidate is added on top
     of it in the second arm. Pairs where either episode has no verdict (an infrastructure or judge
     error) are dropped, not scored; fewer than two scored pairs is a rejection. `mentor_model` and
-    `student_share` mix the rollouts as in the train loop (the same turns in both arms).
+    `student_share` mix the rollouts as in the train loop (the same turns in both arms). Up to
+    `concurrency` episodes run at once.
     """
 
     async def plus_candidate(sc: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
         shown = list(await base(sc, dialogue)) if base is not None else []
         return [*(g for g in shown if g.id != candidate.id), candidate]
 
+    arms: list[tuple[str, str, GuidanceProvider | None]] = [("with", "candidate", plus_candidate)]
     if without is None:
-        without = [
-            await runner.run(
-                scenario,
-                agent_model=agent_model,
-                trial=i,
-                seed=seed,
-                episode_id=f"{id_prefix}/without/{i}",
-                guidance=base,
-                mentor_model=mentor_model,
-                student_share=student_share,
-            )
-            for i, seed in enumerate(seeds)
-        ]
-    with_guidance = [
-        await runner.run(
-            scenario,
-            agent_model=agent_model,
-            trial=i,
-            seed=seed,
-            episode_id=f"{id_prefix}/with/{i}",
-            condition="candidate",
-            guidance=plus_candidate,
-            mentor_model=mentor_model,
-            student_share=student_share,
+        arms.insert(0, ("without", "baseline", base))  # run first, as one trial at a time always did
+    calls = [
+        partial(
+            runner.run, scenario, agent_model=agent_model, trial=i, seed=seed, episode_id=f"{id_prefix}/{name}/{i}",
+            condition=condition, guidance=guidance, mentor_model=mentor_model, student_share=student_share,
         )
+        for name, condition, guidance in arms
         for i, seed in enumerate(seeds)
-    ]
+    ]  # fmt: skip
+    episodes = await in_order(calls, limit=concurrency)
+    with_guidance = episodes[len(episodes) - len(seeds) :]
+    if without is None:
+        without = episodes[: len(seeds)]
     pairs = [(a.verdict, b.verdict) for a, b in zip(without, with_guidance, strict=True) if a.scored and b.scored]
     scored = [(a, b) for a, b in pairs if a is not None and b is not None]
     test = sign_test([a.score for a, _ in scored], [b.score for _, b in scored])
@@ -192,28 +190,51 @@ async def imitation_arm(
     teacher_reply: str,
     seeds: Sequence[int],
     guidance: Sequence[Guidance] = (),
+    concurrency: int = 1,
 ) -> ImitationArm:
     """The student's reply after `prefix` on each seed, each compared by the judge with `teacher_reply`.
 
     Odd trials show the student's reply first and even ones second, so the judge's position bias
-    cancels out over the arm.
+    cancels out over the arm. Up to `concurrency` trials run at once.
     """
-    replies: list[str] = []
-    verdicts: list[bool | None] = []
-    usage: dict[str, RoleUsage] = {}
-    for i, seed in enumerate(seeds):
+    (arm,) = await _imitation_arms(
+        runner, scenario, prefix, [guidance], agent_model=agent_model, teacher_reply=teacher_reply, seeds=seeds,
+        concurrency=concurrency,
+    )  # fmt: skip
+    return arm
+
+
+async def _imitation_arms(
+    runner: EpisodeRunner,
+    scenario: Scenario,
+    prefix: list[tuple[str, str]],
+    guidances: Sequence[Sequence[Guidance]],
+    *,
+    agent_model: str,
+    teacher_reply: str,
+    seeds: Sequence[int],
+    concurrency: int,
+) -> list[ImitationArm]:
+    """An imitation arm per entry of `guidances` (what the student reads), their trials run together."""
+
+    async def trial(i: int, seed: int, guidance: Sequence[Guidance]) -> tuple[str, bool | None, _Costs]:
         reply, cost = await runner.reply_at(scenario, prefix, agent_model=agent_model, seed=seed, guidance=guidance)
         student_first = i % 2 == 1
         first, second = (reply, teacher_reply) if student_first else (teacher_reply, reply)
         comparison, judged = await runner.compare_at(scenario, prefix, first, second, seed=seed)
-        for role, u in [*cost.items(), ("judge", judged)]:
-            usage[role] = usage.get(role, RoleUsage()) + u
-        replies.append(reply)
+        costs: _Costs = [*cost.items(), ("judge", judged)]
         if comparison is None:
-            verdicts.append(None)
-        else:
-            verdicts.append(comparison.better == "same" or (comparison.better == "A") == student_first)
-    return ImitationArm(replies=replies, at_least_teacher=verdicts, usage=usage)
+            return reply, None, costs
+        return reply, comparison.better == "same" or (comparison.better == "A") == student_first, costs
+
+    return [
+        ImitationArm(
+            replies=[reply for reply, _, _ in arm],
+            at_least_teacher=[held for _, held, _ in arm],
+            usage=_usage(costs for _, _, costs in arm),
+        )
+        for arm in await _arms(trial, guidances, seeds, concurrency)
+    ]
 
 
 async def verify_imitation(
@@ -228,20 +249,19 @@ async def verify_imitation(
     config: VerifyConfig,
     base: Sequence[Guidance] = (),
     without: ImitationArm | None = None,
+    concurrency: int = 1,
 ) -> tuple[VerificationResult, ImitationArm]:
     """The `imitation` criterion (see the module doc). Returns the decision and the `without` arm for reuse.
 
     `base` is what the library retrieves at the failure point (both arms get it); pairs with an
-    unreadable comparison are dropped.
+    unreadable comparison are dropped. Up to `concurrency` trials (of either arm) run at once.
     """
-    if without is None:
-        without = await imitation_arm(
-            runner, scenario, prefix, agent_model=agent_model, teacher_reply=teacher_reply, seeds=seeds, guidance=base
-        )
     shown = [*(g for g in base if g.id != candidate.id), candidate]
-    with_ = await imitation_arm(
-        runner, scenario, prefix, agent_model=agent_model, teacher_reply=teacher_reply, seeds=seeds, guidance=shown
-    )
+    arms = await _imitation_arms(
+        runner, scenario, prefix, [shown] if without is not None else [base, shown], agent_model=agent_model,
+        teacher_reply=teacher_reply, seeds=seeds, concurrency=concurrency,
+    )  # fmt: skip
+    without, with_ = (without, *arms) if without is not None else arms
     paired = [
         (float(a), float(b)) for a, b in zip(without.at_least_teacher, with_.at_least_teacher, strict=True)
         if a is not None and b is not None
@@ -310,16 +330,34 @@ async def checklist_arm(
     agent_model: str,
     seeds: Sequence[int],
     guidance: Sequence[Guidance] = (),
+    concurrency: int = 1,
 ) -> ChecklistArm:
-    """One reply per seed after `prefix`, scored: +1 per missed positive item it meets, -1 per forbidden one broken."""
-    replies: list[str] = []
-    scores: list[float] = []
-    usage: dict[str, RoleUsage] = {}
-    for seed in seeds:
+    """One reply per seed after `prefix`, scored: +1 per missed positive item it meets, -1 per forbidden one broken.
+
+    Up to `concurrency` replies (each with its grading) run at once.
+    """
+    (arm,) = await _checklist_arms(
+        runner, scenario, prefix, items, [guidance], agent_model=agent_model, seeds=seeds, concurrency=concurrency
+    )
+    return arm
+
+
+async def _checklist_arms(
+    runner: EpisodeRunner,
+    scenario: Scenario,
+    prefix: list[tuple[str, str]],
+    items: Sequence[Criterion],
+    guidances: Sequence[Sequence[Guidance]],
+    *,
+    agent_model: str,
+    seeds: Sequence[int],
+    concurrency: int,
+) -> list[ChecklistArm]:
+    """A checklist arm per entry of `guidances` (what the student reads), their trials run together."""
+
+    async def trial(i: int, seed: int, guidance: Sequence[Guidance]) -> tuple[str, float, _Costs]:
         reply, cost = await runner.reply_at(scenario, prefix, agent_model=agent_model, seed=seed, guidance=guidance)
         results, graded = await runner.grade_lines([AgentMessage(turn=0, text=reply)], items, seed=seed)
-        for role, u in [*cost.items(), ("judge", graded)]:
-            usage[role] = usage.get(role, RoleUsage()) + u
         by_id = {r.id: r for r in results}
         score = 0.0
         for item in items:
@@ -328,9 +366,16 @@ async def checklist_arm(
                 score -= status == "not_met"
             else:
                 score += status == "met"
-        replies.append(reply)
-        scores.append(score)
-    return ChecklistArm(replies=replies, scores=scores, usage=usage)
+        return reply, score, [*cost.items(), ("judge", graded)]
+
+    return [
+        ChecklistArm(
+            replies=[reply for reply, _, _ in arm],
+            scores=[score for _, score, _ in arm],
+            usage=_usage(costs for _, _, costs in arm),
+        )
+        for arm in await _arms(trial, guidances, seeds, concurrency)
+    ]
 
 
 async def verify_checklist(
@@ -345,14 +390,18 @@ async def verify_checklist(
     config: VerifyConfig,
     base: Sequence[Guidance] = (),
     without: ChecklistArm | None = None,
+    concurrency: int = 1,
 ) -> tuple[VerificationResult, ChecklistArm]:
-    """The `checklist` criterion (see the module doc). Returns the decision and the `without` arm for reuse."""
-    if without is None:
-        without = await checklist_arm(
-            runner, scenario, prefix, items, agent_model=agent_model, seeds=seeds, guidance=base
-        )
+    """The `checklist` criterion (see the module doc). Returns the decision and the `without` arm for reuse.
+
+    Up to `concurrency` trials (of either arm) run at once.
+    """
     shown = [*(g for g in base if g.id != candidate.id), candidate]
-    with_ = await checklist_arm(runner, scenario, prefix, items, agent_model=agent_model, seeds=seeds, guidance=shown)
+    arms = await _checklist_arms(
+        runner, scenario, prefix, items, [shown] if without is not None else [base, shown], agent_model=agent_model,
+        seeds=seeds, concurrency=concurrency,
+    )  # fmt: skip
+    without, with_ = (without, *arms) if without is not None else arms
     test = sign_test(without.scores, with_.scores)
     accepted, why = _decide(test, config, (0, 0))
     n = len(with_.scores)
@@ -376,3 +425,28 @@ async def verify_checklist(
 
 def _mean(values: Sequence[float]) -> str:
     return f"{sum(values) / len(values):.2f}" if values else "n/a"
+
+
+async def _arms(
+    trial: Callable[[int, int, Sequence[Guidance]], Awaitable[_T]],
+    guidances: Sequence[Sequence[Guidance]],
+    seeds: Sequence[int],
+    concurrency: int,
+) -> list[list[_T]]:
+    """`trial(i, seed, guidance)` for each arm's guidance and each seed, up to `concurrency` at once.
+
+    Returns each arm's results in seed order. The trials are started arm by arm, as one trial at a
+    time always ran them.
+    """
+    calls = [partial(trial, i, seed, guidance) for guidance in guidances for i, seed in enumerate(seeds)]
+    done = await in_order(calls, limit=concurrency)
+    return [done[k * len(seeds) : (k + 1) * len(seeds)] for k in range(len(guidances))]
+
+
+def _usage(costs: Iterable[_Costs]) -> dict[str, RoleUsage]:
+    """The trials' costs summed by role, in trial order."""
+    usage: dict[str, RoleUsage] = {}
+    for trial in costs:
+        for role, u in trial:
+            usage[role] = usage.get(role, RoleUsage()) + u
+    return usage
