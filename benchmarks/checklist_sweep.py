@@ -60,7 +60,9 @@ async def collect(out: Path, only: set[str] | None) -> None:
         t0 = time.perf_counter()
         scores, _ = await satisfaction_scores(panel.judges, scenario, spoken(events))
         t1 = time.perf_counter()
-        grader = build_line_grader(model_client=RoleClient(backends["judge"], role="judge-checklist", seed=n))
+        grader = build_line_grader(
+            model_client=RoleClient(backends["judge"], role="judge-checklist", seed=n, create_args={"temperature": 0.0})
+        )
         answers = []
         for line in graded_lines(events):
             sims = await similarity.similarities(

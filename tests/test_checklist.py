@@ -265,3 +265,19 @@ def test_a_pattern_decides_without_the_judge_and_a_bad_one_names_its_line(tmp_pa
     )
     with pytest.raises(ConfigError, match=r"c\.yaml:5: success_criteria\.0\.pattern.*regular expression"):
         load_criteria(path)
+
+
+def test_the_checklist_grader_is_greedy_with_one_vote_and_samples_with_several() -> None:
+    from coachlab.environments import EnvironmentConfig, EpisodeRunner
+    from coachlab.judging.checklist import JudgeConfig
+    from coachlab.llm import Backend
+
+    def asked(judging: JudgeConfig) -> list[object]:
+        grader = line_judge([("reship", "reship")])
+        runner = EpisodeRunner({"judge": Backend.from_client("judge", grader)}, EnvironmentConfig(), judging=judging)
+        asyncio.run(runner.grade_lines([AgentMessage(turn=0, text="I can reship it.")], [RESHIP], seed=3))
+        return [args.get("temperature") for args in grader.create_args]
+
+    assert asked(JudgeConfig()) == [0.0]  # one line, one item: one greedy question
+    assert set(asked(JudgeConfig(votes=3))) == {None}  # votes differ by sampling: the entry's temperature
+    assert asked(JudgeConfig(grader_temperature=None)) == [None]

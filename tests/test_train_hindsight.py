@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,13 +12,16 @@ from autogen_core.models import LLMMessage
 from coachlab.environments import EnvironmentConfig, EpisodeRunner
 from coachlab.explorer.train import TrainConfig, Trainer
 from coachlab.llm import Backend
+from coachlab.llm.scripted import ScriptFn
 from coachlab.schema import Episode
 from coachlab.testing import ScriptedChatCompletionClient, message_text
-from helpers import SECRET_GOAL, scenario
+from helpers import SECRET_GOAL, scenario, verdict
 from test_train import CONFIG, customer, judge, student, teacher
 
 
-def strategy_prompts(run_dir: Path, config: TrainConfig) -> list[str]:
+def strategy_prompts(
+    run_dir: Path, config: TrainConfig, *, customer_fn: ScriptFn = customer, judge_fn: ScriptFn = judge
+) -> list[str]:
     asked: list[str] = []
 
     def recording_teacher(messages: Sequence[LLMMessage]) -> str:
@@ -25,7 +29,7 @@ def strategy_prompts(run_dir: Path, config: TrainConfig) -> list[str]:
             asked.append(message_text(messages[-1]))
         return teacher(messages)
 
-    fns = {"customer": customer, "judge": judge, "student": student, "teacher": recording_teacher}
+    fns = {"customer": customer_fn, "judge": judge_fn, "student": student, "teacher": recording_teacher}
     backends = {name: Backend.from_client(name, ScriptedChatCompletionClient(fn)) for name, fn in fns.items()}
     episodes: list[Episode] = []
     trainer = Trainer(
@@ -44,3 +48,25 @@ def test_the_teacher_reads_the_judge_in_hindsight_but_not_the_private_goal_by_de
 
     (prompt, *_) = strategy_prompts(tmp_path / "goal", config.model_copy(update={"hindsight_goal": True}))
     assert f"Private to this customer, never repeat these words: the customer wanted {SECRET_GOAL}" in prompt
+
+
+def test_when_the_judge_names_no_line_the_failure_point_is_the_students_first_line(tmp_path: Path) -> None:
+    """At its last line a small student repeats what it said twice before; its first is where a strategy can act."""
+
+    def patient(messages: Sequence[LLMMessage]) -> str:
+        if "reference R-1" in message_text(messages[-1]):
+            return "Perfect, thank you! [DONE]"
+        if "Please wait." not in message_text(messages[-1]):
+            return "My parcel is late again! What happens now?"
+        return next(follow_ups)  # never the same line twice in a row
+
+    follow_ups = itertools.cycle(["Wait for what, exactly?", "Hello? Is anyone there?", "I am still waiting."])
+
+    def vague_judge(messages: Sequence[LLMMessage]) -> object:
+        good = "reference R-1" in message_text(messages[-1])
+        return verdict(9 if good else 3, resolved=good, failure_turn=None)
+
+    config = CONFIG.model_copy(update={"max_iterations": 1, "children_per_failure": 0})
+    (prompt, *_) = strategy_prompts(tmp_path, config, customer_fn=patient, judge_fn=vague_judge)
+    chat = prompt.split("lost the customer:\n")[1].split("\n\nThe junior agent replied:")[0]
+    assert chat == "Customer: My parcel is late again! What happens now?"  # no "Agent: Please wait." before it

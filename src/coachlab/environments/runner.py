@@ -75,13 +75,18 @@ class EpisodeRunner:
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     experts: frozenset[str] = frozenset()
 
+    def _grader_args(self, *, votes: int) -> dict[str, float] | None:
+        """The checklist grader's call arguments: greedy with one vote (`judge.grader_temperature`)."""
+        t = self.judging.grader_temperature
+        return {"temperature": t} if t is not None and votes == 1 else None
+
     def search(self, model: str | None, *, seed: int, trial: int) -> tuple[ReplySearch | None, list[RoleClient]]:
         """The best-of-N search for `model` when it is an expert (else None), and its grader's client."""
         if model not in self.experts or self.expert.candidates < 2 or self.judging.checklist != "per_line":
             return None, []
         client = RoleClient(
             self.backends["judge"], role="judge-search", seed=seed_for(seed, "search"), trial=trial, cache=self.cache,
-            context=CHECKLIST_CONTEXT,
+            context=CHECKLIST_CONTEXT, create_args=self._grader_args(votes=1),
         )  # fmt: skip
         panel = JudgePanel(
             judges=[], graders=[build_line_grader(model_client=client)], similarity=self.similarity,
@@ -120,7 +125,7 @@ class EpisodeRunner:
             if self.judging.checklist == "per_line":
                 grader = RoleClient(
                     backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache,
-                    context=CHECKLIST_CONTEXT,
+                    context=CHECKLIST_CONTEXT, create_args=self._grader_args(votes=self.judging.votes),
                 )  # fmt: skip
                 clients.append(grader)
                 graders.append(build_line_grader(model_client=grader))

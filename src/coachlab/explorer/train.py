@@ -408,7 +408,10 @@ class Trainer:
 
         The judge numbers every agent line; when it points at a line the student did not write (the
         prefix, or the teacher's turn in a mixed rollout), the student's next line is taken, else its
-        last one before.
+        last one before. When the judge names no line, the student's first: measured on the benchmark,
+        at the last line a student that has said one thing twice says it a third time whatever its
+        prompt holds (0.5B and 1.5B alike), so a strategy can only be tested, and the teacher's reply
+        only matter, where the chat has not yet gone wrong.
         """
         lines = episode.dialogue
         agent_lines = [i for i, e in enumerate(lines) if isinstance(e, AgentMessage)]
@@ -418,7 +421,7 @@ class Trainer:
         verdict = episode.verdict
         turn = verdict.failure_turn if verdict is not None and verdict.failure_turn is not None else None
         if turn is None:
-            index = own[-1]
+            index = own[0]
         else:
             blamed = agent_lines[min(max(turn, 0), len(agent_lines) - 1)]
             index = next((i for i in own if i >= blamed), own[-1])

@@ -59,6 +59,15 @@ class JudgeConfig(BaseModel):
         description="A cosine at which a line counts without the judge's yes (None: never): the 1.5B judge said no "
         "to plain hand-off lines at 0.75-0.86. 0.75 measured best in benchmarks/checklist_sweep.py.",
     )
+    grader_temperature: float | None = Field(
+        default=0.0,
+        ge=0,
+        le=2,
+        description="Sampling temperature of the yes/no checklist questions with one vote (0: greedy, so one line "
+        "and item always get one answer; None: the judge entry's). Measured: at the judge's 0.2, three identical "
+        "student replies got two different answers on one item. Several votes keep the entry's temperature: "
+        "votes differ only by sampling.",
+    )
 
     write_criteria: bool = Field(
         default=True,

@@ -194,6 +194,8 @@ class RoleClient(WholeReplyClient):
         context: The engine context that serves the role (`Backend.client_for`): roles of one backend whose
             prompts share no prefix take different ones. None: the backend's main context. Not part of
             cache keys: it decides which engine cache a prompt is processed in, not what is asked.
+        create_args: Arguments sent with every call of this role (e.g. `{"temperature": 0.0}` for a grader);
+            a call's own `extra_create_args` win. Part of cache keys.
     """
 
     def __init__(
@@ -205,10 +207,12 @@ class RoleClient(WholeReplyClient):
         trial: int | None = None,
         cache: ResponseCache | None = None,
         context: str | None = None,
+        create_args: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.role = role
         self.context = context
+        self.create_args = dict(create_args or {})
         self.seed = seed
         self.trial = trial
         self.cache = cache
@@ -265,6 +269,7 @@ class RoleClient(WholeReplyClient):
                 structured output itself: the model's answer did not fit (no retry here; the
                 caller re-asks with the problem).
         """
+        extra_create_args = {**self.create_args, **extra_create_args}
         seed = self._next_seed()
         call = self._made
         self._made += 1
