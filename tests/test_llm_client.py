@@ -265,3 +265,19 @@ def test_each_call_of_a_role_gets_the_next_seed_and_a_rerun_repeats_them() -> No
 
     assert asyncio.run(episode()) == [100, 101, 102]
     assert asyncio.run(episode()) == [100, 101, 102]
+
+
+def test_a_greedy_call_is_asked_once_whatever_its_seed_or_trial(tmp_path: Path) -> None:
+    backend, client = counting_backend()
+    cache = ResponseCache(tmp_path / "c.sqlite")
+
+    async def go(args: dict[str, float] | None) -> list[str]:
+        out = []
+        for seed, trial in [(1, 0), (2, 0), (3, 1)]:
+            rc = RoleClient(backend, role="judge-checklist", seed=seed, trial=trial, cache=cache, create_args=args)
+            out.append(str((await rc.create(MSGS)).content))
+        return out
+
+    assert len(set(asyncio.run(go({"temperature": 0.0})))) == 1 and len(client.calls) == 1
+    assert len(set(asyncio.run(go(None)))) == 3 and len(client.calls) == 4  # sampled: each seed asks afresh
+    assert client.create_args[0]["temperature"] == 0.0  # the call carried the role's arguments

@@ -277,12 +277,13 @@ class RoleClient(WholeReplyClient):
         cache = recording or self.cache
         key: CacheKey | None = None
         if cache is not None and not tools:
+            greedy = extra_create_args.get("temperature", self.backend.temperature) == 0
             key = CacheKey(
                 role=self.role,
                 model=self.backend.model_key,
                 temperature=self.backend.temperature,
-                seed=seed,
-                trial=self.trial,
+                seed=None if greedy else seed,  # a greedy answer is the same whatever the seed: ask once
+                trial=None if greedy else self.trial,
                 messages=messages,
                 json_output=json_output,
                 extra=extra_create_args or None,
