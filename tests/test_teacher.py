@@ -247,3 +247,16 @@ def test_private_words_the_customer_said_in_the_chat_are_not_private() -> None:
     draft = StrategyDraft(situation=f"When the customer {goal}", guidance="Offer the fix.")
     assert leaked_detail(draft, case) is not None
     assert leaked_detail(draft, case, public=[f"Honestly, I {goal}."]) is None
+
+
+def test_the_words_to_say_are_folded_into_the_guidance_and_checked_like_it() -> None:
+    with_words = {**GOOD, "say": "Your parcel goes out again today by free express."}
+    leaky_words = {**GOOD, "say": "Dana, I have refunded order A-100."}
+    answers = iter([json.dumps({"strategies": [with_words, leaky_words]})])
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: next(answers)), output=StrategyDrafts)
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts[0] == StrategyDraft(
+        situation=GOOD["situation"],
+        guidance='Name the next step and when it happens. Say: "Your parcel goes out again today by free express."',
+    )
+    assert drafts[1].guidance.endswith('Say: "the customer, I have refunded the order number."')  # redacted too

@@ -54,7 +54,20 @@ class StrategyDraft(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     situation: str = Field(description="When it applies, starting 'When the customer ...'.")
-    guidance: str = Field(description="What the agent should do, in one or two sentences.")
+    guidance: str = Field(description="One action in the imperative.")
+    say: str = Field(
+        default="",
+        description="The words the agent says for it, in general terms. Folded into the guidance ('... Say: \"...\"'):"
+        " a 0.5B student given only the action did not do it, given the words it did (benchmarks/follows_guidance.py).",
+    )
+
+    def folded(self) -> StrategyDraft:
+        """The draft with its words to say appended to the guidance (what the student is shown)."""
+        say = self.say.strip().strip('"').strip()
+        if not say:
+            return self.model_copy(update={"say": ""})
+        action = self.guidance.strip().rstrip(".")
+        return StrategyDraft(situation=self.situation, guidance=f'{action}. Say: "{say}"')
 
 
 class StrategyDrafts(BaseModel):
@@ -342,16 +355,16 @@ async def propose_strategies(
         f"{_dialogue_text(dialogue)}\n\nThe junior agent replied: {student_reply}\nAn expert replied instead: "
         f"{teacher_reply}{context}\n\nWrite {count} strategies that make the junior agent do what was missing in "
         "situations like this one. Each has a situation the agent can recognise from the chat alone ('When the "
-        "customer says ...', describing the kind of moment, not this case) and guidance: ONE action in the "
-        "imperative that the agent takes in its next reply ('Offer ... and give ...'), never a description of what "
-        "the expert did. Keep them general: never use names, products, order numbers, dates or amounts from this "
-        "chat, and never tell the agent to send the customer elsewhere. "
-        'JSON: {"strategies": [{"situation": "...", "guidance": "..."}]}'
+        "customer says ...', describing the kind of moment, not this case), guidance: ONE action in the "
+        "imperative that the agent takes in its next reply, never a description of what the expert did, and say: "
+        "the words the agent says for it. Keep them general: never use names, products, order numbers, dates or "
+        "amounts from this chat, and never tell the agent to send the customer elsewhere. "
+        'JSON: {"strategies": [{"situation": "When the customer ...", "guidance": "Offer ...", "say": "I can ..."}]}'
     )
     why = ""
     for _ in range(retries + 1):
         drafts = await _ask_structured(teacher, prompt, StrategyDrafts, retries=retries, token=cancellation_token)
-        redacted = [redact_case_details(d, scenario) for d in drafts.strategies]
+        redacted = [redact_case_details(d.folded(), scenario) for d in drafts.strategies]
         general = [d for d in redacted if _problem(d, scenario, dialogue) is None]
         if not general:  # good actions under a situation that quotes the case: ask for the situation alone
             for d in redacted:
@@ -480,11 +493,12 @@ async def refine_strategy(
     prompt = (
         f"{_public_case(scenario)}\n\nThis strategy was tested on the junior agent and did not help enough:\n"
         f"Situation: {draft.situation}\nGuidance: {draft.guidance}\nResult: {result}\n\n"
-        "Rewrite it so that a small model follows it: concrete, one action, general (no names or numbers). "
-        'JSON: {"situation": "...", "guidance": "..."}'
+        "Rewrite it so that a small model follows it: one concrete action as guidance, and the words the agent says "
+        "for it, general (no names or numbers). "
+        'JSON: {"situation": "When the customer ...", "guidance": "Offer ...", "say": "I can ..."}'
     )
     refined = await _ask_structured(teacher, prompt, StrategyDraft, retries=retries, token=cancellation_token)
-    return redact_case_details(refined, scenario)
+    return redact_case_details(refined.folded(), scenario)
 
 
 async def propose_children(

@@ -33,6 +33,14 @@ class TrainConfig(BaseModel):
     teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
     barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
     strategies_per_failure: int = Field(default=2, ge=1, le=5)
+    writer_max_tokens: int | None = Field(
+        default=400,
+        ge=16,
+        description="The teacher's token limit when it writes strategies, refinements and children (None: its "
+        "model entry's max_tokens, which sizes its replies as the agent). Two strategies, each a situation, an action "
+        "and the words to say, run to about 150-250 tokens of JSON, more than a reply-sized limit (160 in the "
+        "quickstart) holds.",
+    )
     hindsight_goal: bool = Field(
         default=False,
         description="Show the teacher the persona's private goal and satisfied_when when it writes strategies. The "

@@ -448,7 +448,12 @@ class Trainer:
         )
 
     def _teacher_client(self, role: str, seed: int) -> RoleClient:
-        return RoleClient(self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache)
+        """The teacher as a writer (strategies, refinements, children), with room for its JSON."""
+        room = self.config.writer_max_tokens
+        return RoleClient(
+            self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache,
+            create_args={"max_tokens": room} if room is not None else None,
+        )  # fmt: skip
 
     async def _strategies(
         self,
