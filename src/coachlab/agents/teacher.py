@@ -1,9 +1,11 @@
 """The teacher: replies where the student failed, writes strategies, refines them, writes harder scenarios.
 
 Every teacher output except its own reply is structured (pydantic via JSON-schema output) and
-re-asked on a parse failure, like the judge. The teacher sees only what the service agent saw
-(public scenario view and the dialogue), so its strategies cannot lean on the persona's private
-goal; it is told never to name the persona or quote account facts, so strategies generalise.
+re-asked on a parse failure, like the judge. Writing strategies, the teacher sees the public case
+and the dialogue, and in hindsight what the student missed (checklist items, the judge's words,
+optionally the persona's private goal). A strategy is a situation, one action and the words to say
+for it; the case's facts in it are replaced by what they are, and one that still quotes the case,
+the chat or a private fact, or orders a forbidden item, is refused, so strategies generalise.
 """
 
 from __future__ import annotations
@@ -343,8 +345,11 @@ async def propose_strategies(
     """Contrast the student's reply at the failure point with the teacher's and write strategies.
 
     With `hindsight`, the teacher also reads what only hindsight shows (the missed checklist items,
-    the judge's rationale, the customer's private goal, the student's best attempt); strategies
-    that quote a private fact are refused like any other case detail.
+    the forbidden ones done, the judge's rationale, the student's best attempt, and the customer's
+    private goal when given). Each draft's words to say are folded into its guidance, case facts
+    are redacted (`redact_case_details`), and drafts that still quote the case, the chat or a
+    private fact, order a forbidden item or narrate are refused and re-asked; good guidance under a
+    bad situation gets a situation restated from the public chat alone.
 
     Raises:
         ModelResponseError: No readable answer after `retries` re-asks.
