@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from autogen_core.models import LLMMessage
 
-from coachlab.environments import EnvironmentConfig, EpisodeRunner
+from coachlab.agents import Hindsight, StrategyDrafts, build_teacher, propose_strategies
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, run_episode
 from coachlab.explorer.train import TrainConfig, Trainer
 from coachlab.llm import Backend
 from coachlab.llm.scripted import ScriptFn
-from coachlab.schema import Episode
+from coachlab.schema import Criterion, CriterionResult, Episode
 from coachlab.testing import ScriptedChatCompletionClient, message_text
-from helpers import SECRET_GOAL, scenario, verdict
+from helpers import SECRET_GOAL, agents, lines, scenario, verdict
 from test_train import CONFIG, customer, judge, student, teacher
 
 
@@ -70,3 +72,43 @@ def test_when_the_judge_names_no_line_the_failure_point_is_the_students_first_li
     (prompt, *_) = strategy_prompts(tmp_path, config, customer_fn=patient, judge_fn=vague_judge)
     chat = prompt.split("lost the customer:\n")[1].split("\n\nThe junior agent replied:")[0]
     assert chat == "Customer: My parcel is late again! What happens now?"  # no "Agent: Please wait." before it
+
+
+def test_the_teacher_reads_what_a_good_agent_says_for_the_items_the_student_missed(tmp_path: Path) -> None:
+    """The missed items' checklist examples are the words a strategy's `say` can teach (+0.72 items per reply)."""
+    items = [
+        Criterion(id="reship", text="offers an express reship", example="I'll reship it by express today."),
+        Criterion(id="blame", text="blames the carrier", forbidden=True, example="It's the carrier's fault."),
+        Criterion(id="greets", text="greets the customer"),
+    ]
+    case = scenario(success_criteria=items)
+    ags, _ = agents(
+        customer=lines("Where is it?", "ok [DONE]"), agent=lines("Please wait."), judge=lambda m: verdict(3)
+    )
+    ran = asyncio.run(run_episode(case, ags, episode_id="late-parcel/train/student/0", seed=0, trial=0))
+    missed = [CriterionResult(id=c.id, status="not_met") for c in items]
+    worst = ran.model_copy(update={"verdict": verdict(3, criteria=missed)})
+
+    trainer = Trainer(
+        EpisodeRunner({}, EnvironmentConfig(max_turns=3)), CONFIG, [case], run_dir=tmp_path, record=lambda e: None
+    )
+    hindsight = trainer._hindsight(case, worst, worst, 1)  # pyright: ignore[reportPrivateUsage]
+    assert hindsight.examples == ["I'll reship it by express today."]  # not the forbidden item's, none for "greets"
+    quiet = Trainer(
+        EpisodeRunner({}, EnvironmentConfig(max_turns=3)), CONFIG.model_copy(update={"hindsight_examples": False}),
+        [case], run_dir=tmp_path / "off", record=lambda e: None,
+    )  # fmt: skip
+    assert quiet._hindsight(case, worst, worst, 1).examples == []  # pyright: ignore[reportPrivateUsage]
+
+    good = {"situation": "When the customer asks where a late parcel is", "guidance": "Offer a reship."}
+    client = ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [good]}))
+    asyncio.run(
+        propose_strategies(
+            build_teacher(model_client=client, output=StrategyDrafts), case, [("customer", "Where is it?")],
+            student_reply="Please wait.", teacher_reply="I can reship it.",
+            hindsight=Hindsight(examples=hindsight.examples),
+        )
+    )  # fmt: skip
+    assert 'A good agent would have said, for example: "I\'ll reship it by express today."' in message_text(
+        client.calls[0][-1]
+    )

@@ -304,6 +304,12 @@ class Hindsight(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     missed: list[str] = Field(default_factory=list[str], description="Checklist items the student did not meet.")
+    examples: list[str] = Field(
+        default_factory=list[str],
+        description="What a good agent says for the missed items (their checklist examples): the words a strategy's"
+        " 'say' can teach. Measured: the 0.5B student given such words as a strategy met +0.72 items per reply, given"
+        " the item as an order +0.11 (benchmarks/follows_guidance.py).",
+    )
     broken: list[str] = Field(default_factory=list[str], description="Forbidden items the student did.")
     rationale: str = Field(default="", description="The judge's rationale on the failed rollout.")
     goal: str = ""
@@ -317,6 +323,8 @@ def _hindsight_text(h: Hindsight) -> str:
     lines = ["What we know in hindsight (the junior agent could not see this):"]
     if h.missed:
         lines.append("- The junior agent never did: " + "; ".join(h.missed))
+    if h.examples:
+        lines.append("- A good agent would have said, for example: " + " ".join(f'"{e}"' for e in h.examples))
     if h.broken:
         lines.append("- The junior agent did what it must NEVER do (avoid this): " + "; ".join(h.broken))
     if h.rationale:

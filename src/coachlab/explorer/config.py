@@ -47,6 +47,12 @@ class TrainConfig(BaseModel):
         "missed checklist items already say what the customer needed; a small teacher (the embedded 1.5B) copies the "
         "goal's words into every draft, and the leak check refuses them all. Turn on for a strong teacher.",
     )
+    hindsight_examples: bool = Field(
+        default=True,
+        description="Show the teacher the checklist's example lines for the items the student missed (what a good "
+        "agent says), so a strategy's words to say are the ones that work. The examples hold the case's facts; the "
+        "strategy's are redacted and refused as for any draft.",
+    )
     children_per_failure: int = Field(default=2, ge=0, le=5)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     admit_as: Literal["approved", "proposed"] = Field(default="approved", description="Status of verified strategies.")

@@ -438,8 +438,10 @@ class Trainer:
             lines = best.dialogue
             after = [e for e in lines[at:] if isinstance(e, AgentMessage) and e.origin == "model"]
             best_line = after[0].text if after else None
+        todo = [by_id[m] for m in missed if m in by_id and not by_id[m].forbidden]
         return Hindsight(
-            missed=[by_id[m].text for m in missed if m in by_id and not by_id[m].forbidden],
+            missed=[c.text for c in todo],
+            examples=[c.example for c in todo if c.example] if self.config.hindsight_examples else [],
             broken=[by_id[m].text for m in missed if m in by_id and by_id[m].forbidden],
             rationale=verdict.rationale if verdict is not None else "",
             goal=scenario.persona.goal if self.config.hindsight_goal else "",
