@@ -260,3 +260,32 @@ def test_the_words_to_say_are_folded_into_the_guidance_and_checked_like_it() -> 
         guidance='Name the next step and when it happens. Say: "Your parcel goes out again today by free express."',
     )
     assert drafts[1].guidance.endswith('Say: "the customer, I have refunded the order number."')  # redacted too
+
+
+@pytest.mark.parametrize(
+    "situation",
+    [
+        "When the customer says 'My bill is $193!'",
+        'When the customer asks "where is my parcel"',
+        "When a bill is $45 up",
+    ],
+)
+def test_a_situation_in_quotes_or_with_an_amount_is_restated(situation: str) -> None:
+    """Measured on the quickstart: "When the customer says 'My bill is $193!'" was admitted; no other chat says it."""
+    quoted = {"situation": situation, "guidance": "Ask for the last 4 digits of the ID before changing the bill."}
+    general = {"situation": "When a customer disputes a bill that is far higher than usual", "guidance": "?"}
+    answers = iter([json.dumps({"strategies": [quoted]}), json.dumps({"strategies": [general]})])
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: next(answers)), output=StrategyDrafts)
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts == [StrategyDraft(situation=general["situation"], guidance=quoted["guidance"])]
+
+
+def test_guidance_that_narrates_the_turns_before_is_refused() -> None:
+    narrated = {
+        "situation": "When a delivery is late",
+        "guidance": "Give the arrival date, a significant improvement over the previous turns where they were vague.",
+    }
+    answers = iter([json.dumps({"strategies": [narrated]}), json.dumps({"strategies": [GOOD]})])
+    agent = build_teacher(model_client=ScriptedChatCompletionClient(lambda m: next(answers)), output=StrategyDrafts)
+    drafts = asyncio.run(propose_strategies(agent, scenario(), DIALOGUE, student_reply="x", teacher_reply="y"))
+    assert drafts == [StrategyDraft(**GOOD)]

@@ -444,7 +444,17 @@ def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[
         return "described the expert"
     if _LABELS.search(draft.situation):
         return "copied the prompt's labels"
+    if _QUOTED.search(draft.situation):
+        return "quoted the customer in the situation"
+    if _AMOUNT.search(draft.situation):
+        return "named an amount in the situation"
     return None
+
+
+_QUOTED = re.compile(r"(?:^|[\s(:])['\"\u201c\u2018][^'\"\u201d\u2019]{3,}['\"\u201d\u2019](?=$|[\s.,;:!?)])")
+"""Words in quotes ("When the customer says 'My bill is $193!'"): this chat's words, not a kind of moment."""
+_AMOUNT = re.compile(r"[$\u00a3\u20ac]\s?\d")
+"""A money amount: the customer's own figure (which it may have invented), never one that recurs."""
 
 
 async def _restate_situation(
@@ -480,7 +490,8 @@ async def _restate_situation(
 
 
 _DESCRIPTIVE = re.compile(
-    r"\b(the expert|the junior|the agent (did|could have|should have)|could have)\b", re.IGNORECASE
+    r"\b(the expert|the junior|the agent (did|could have|should have)|could have|improvement over|previous turns)\b",
+    re.IGNORECASE,
 )
 
 
