@@ -53,7 +53,7 @@ def test_case_facts_in_a_draft_become_what_they_are_and_the_action_is_kept() -> 
 
 
 def test_redaction_names_each_fact_by_its_field_and_leaves_general_words() -> None:
-    from coachlab.agents import redact_case_details
+    from coachlab.agents import leaked_detail, redact_case_details
 
     case = scenario(
         company="Maple & Co. Home Goods",
@@ -74,6 +74,11 @@ def test_redaction_names_each_fact_by_its_field_and_leaves_general_words() -> No
     )
     general = ("When a set arrives in the wrong colour", "Offer a green-light exchange.")
     assert redact(*general) == general
+    charged = scenario(facts={"charges": "$65.00 at 09:02 and $65.00 at 09:03"})
+    draft = StrategyDraft(situation="When a plan is charged twice", guidance="Refund the $65 duplicate.")
+    assert redact_case_details(draft, charged).guidance == "Refund the charges duplicate."  # "$65" is "$65.00"
+    assert leaked_detail(draft, charged) == "$65"
+    assert leaked_detail(draft.model_copy(update={"guidance": "Refund within 65 days."}), charged) is None
 
 
 def test_a_quote_of_the_customer_as_situation_is_restated_from_the_public_chat_alone() -> None:

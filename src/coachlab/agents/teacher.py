@@ -133,6 +133,20 @@ _WORDS = re.compile(r"[a-z][a-z'-]+|\d[\d.,/:-]*\d|\d")
 _FILLER = frozenset(("a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "with", "by", "from", "is"))
 
 
+_MONEY = re.compile(r"[$\u00a3\u20ac]\s?(\d+)(?:[.,](\d\d))?(?!\d)")
+
+
+def _money(scenario: Scenario) -> list[tuple[re.Pattern[str], str]]:
+    """(pattern, field name) for each money amount of the case's facts: "$65.00" is "$65" too, written either way."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    for key, value in scenario.facts.items():
+        for whole, cents in _MONEY.findall(str(value)) if not isinstance(value, bool) else []:
+            tail = r"(?:[.,]00)?" if cents in ("", "00") else rf"[.,]{cents}"
+            pattern = re.compile(rf"[$\u00a3\u20ac]\s?{whole}{tail}(?![\d])")
+            found.append((pattern, key.replace("_", " ").strip().lower()))
+    return found
+
+
 def _detail_phrases(value: str) -> list[str]:
     """The fragments of a case fact that only this case would mention.
 
@@ -193,6 +207,9 @@ def leaked_detail(draft: StrategyDraft, scenario: Scenario, *, public: Sequence[
         *(p for v in scenario.facts.values() if not isinstance(v, bool) for p in _detail_phrases(str(v))),
         *(d.lower() for d in private_details(scenario)),
     ]
+    for pattern, _ in _money(scenario):
+        if (m := pattern.search(f"{draft.situation} {draft.guidance}")) is not None:
+            return m.group(0)
     for detail in details:
         d = " ".join(w for w in _WORDS.findall(detail) if w not in _FILLER)
         if len(d) >= 4 and re.search(rf"(?<![\w-]){re.escape(d)}(?![\w-])", text):
@@ -268,6 +285,8 @@ def _swaps(scenario: Scenario) -> list[tuple[int, re.Pattern[str], str]]:
 
 def _redact_text(text: str, scenario: Scenario) -> str:
     for _, pattern, name in _swaps(scenario):
+        text = _replace(text, pattern, name)
+    for pattern, name in _money(scenario):
         text = _replace(text, pattern, name)
     return text
 
