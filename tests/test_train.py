@@ -20,6 +20,7 @@ from coachlab.agents import ReplyComparison
 from coachlab.agents.teacher import TEACHER_SYSTEM_PROMPT
 from coachlab.environments import EnvironmentConfig, EpisodeRunner, mixed_turns
 from coachlab.explorer import NodeStatus
+from coachlab.explorer.coach import failure_point
 from coachlab.explorer.train import TrainConfig, Trainer
 from coachlab.explorer.verify import VerifyConfig
 from coachlab.llm import Backend
@@ -197,7 +198,7 @@ def test_mixed_rollouts_let_the_teacher_play_some_agent_turns(tmp_path: Path) ->
         assert line.text == (GOOD_REPLY if mentor else "Please wait.")
     assert ep.usage["mentor"].total_tokens > 0
     # the judge blames agent turn 0, which the teacher played: the failure point is the student's next line
-    prefix, reply, turn = Trainer._failure_point(ep)  # pyright: ignore[reportPrivateUsage]
+    prefix, reply, turn = failure_point(ep)
     assert reply == "Please wait." and turn == 1 and prefix[-1][0] == "customer"
     again = asyncio.run(
         run.run(scenario(), agent_model="student", trial=0, seed=seed, episode_id="e2", mentor_model="teacher",

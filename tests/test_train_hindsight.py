@@ -92,13 +92,13 @@ def test_the_teacher_reads_what_a_good_agent_says_for_the_items_the_student_miss
     trainer = Trainer(
         EpisodeRunner({}, EnvironmentConfig(max_turns=3)), CONFIG, [case], run_dir=tmp_path, record=lambda e: None
     )
-    hindsight = trainer._hindsight(case, worst, worst, 1)  # pyright: ignore[reportPrivateUsage]
+    hindsight = trainer.coach.hindsight(case, worst, worst, 1)
     assert hindsight.examples == ["I'll reship it by express today."]  # not the forbidden item's, none for "greets"
     quiet = Trainer(
         EpisodeRunner({}, EnvironmentConfig(max_turns=3)), CONFIG.model_copy(update={"hindsight_examples": False}),
         [case], run_dir=tmp_path / "off", record=lambda e: None,
     )  # fmt: skip
-    assert quiet._hindsight(case, worst, worst, 1).examples == []  # pyright: ignore[reportPrivateUsage]
+    assert quiet.coach.hindsight(case, worst, worst, 1).examples == []
 
     good = {"situation": "When the customer asks where a late parcel is", "guidance": "Offer a reship."}
     client = ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [good]}))
