@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from coachlab.errors import UsageError
+from coachlab.experiments.cli_support import run_closing
 
 __all__ = ["judge_app"]
 
@@ -45,7 +46,6 @@ def calibrate(
 ) -> None:
     """Run the judge on labelled transcripts; print item accuracy, ordering, agreement, position bias, time."""
     from coachlab.experiments.calibrate import run_calibration, to_text
-    from coachlab.experiments.cli import run_closing
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.results import write_json_atomic
     from coachlab.experiments.simulate import build_backends

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from coachlab.errors import UsageError
+from coachlab.experiments.cli_support import run_closing
 from coachlab.schema import AuditStatus
 
 if TYPE_CHECKING:
@@ -194,7 +195,6 @@ def library_verify(
     dry_run: Annotated[bool, typer.Option(help="Scripted models: for a run trained with --dry-run.")] = False,
 ) -> None:
     """Verify a strategy again on the node it came from: an edit must earn its own evidence (runs the models)."""
-    from coachlab.experiments.cli import run_closing
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.library_verify import verify_strategy
     from coachlab.experiments.simulate import build_backends
