@@ -51,7 +51,7 @@ from coachlab.experiments.evaluate import EvaluationReport
 from coachlab.experiments.evaluate_markdown import calibration_line
 from coachlab.experiments.hit_rate import hit_rate_line
 from coachlab.experiments.progress import ProgressDisplay
-from coachlab.experiments.simulate import build_backends
+from coachlab.experiments.simulate import build_backends, episode_concurrency
 from coachlab.llm import Backend, ModelClient, close_backends
 from coachlab.schema import AuditStatus, Strategy
 from coachlab.viz.run import NO_EVALUATION, RunData, load_run, role_costs
@@ -121,7 +121,7 @@ async def distill(exp: Experiment, backends: dict[str, Backend], root: Path, *, 
             backends,
             run_dir=root,
             resume=resume,
-            concurrency=exp.config.simulate.concurrency,
+            concurrency=episode_concurrency(exp.config.simulate.concurrency, backends.values()),
             use_cache=use_cache,
             observers=[display],
         )

@@ -155,9 +155,10 @@ async def run_one(args: argparse.Namespace, models: Path, out: Path) -> dict[str
     if missing:
         hint = " (or pass --teacher-every 0)" if missing == ["teacher"] else ""
         raise SystemExit(f"{models} has no model entry {', '.join(missing)}: add it{hint}.")
-    concurrency = args.concurrency or models_exp.config.simulate.concurrency
     shutil.rmtree(out, ignore_errors=True)
     backends = build_backends(models_exp, names)
+    in_process = any(getattr(b, "in_process", False) for b in backends.values())  # older coachlab: no such field
+    concurrency = args.concurrency or models_exp.config.simulate.concurrency or (1 if in_process else 4)
     started = time.perf_counter()
     clients = [backend.client for backend in backends.values()]
     if "judge" in backends and hasattr(backends["judge"], "client_for"):  # the checklist grader's context

@@ -180,3 +180,17 @@ def test_on_servers_trials_stay_interleaved_and_grouping_keeps_the_planned_order
         (first, "student", 0), (first, "teacher", 0), (first, "student", 1), (first, "teacher", 1),
         (second, "student", 0), (second, "teacher", 0), (second, "student", 1), (second, "teacher", 1),
     ]  # fmt: skip
+
+
+def test_episodes_in_flight_default_to_one_with_an_in_process_model_and_follow_the_file_when_set() -> None:
+    """In-process models take turns on the CPU: more episodes in flight would only evict KV prefixes."""
+    from dataclasses import replace
+
+    from coachlab.experiments.simulate import episode_concurrency
+    from coachlab.llm import Backend
+
+    server = Backend.from_client("judge", ScriptedChatCompletionClient(lambda m: "ok"))
+    local = replace(server, name="student", in_process=True)
+    assert episode_concurrency(None, [server]) == 4
+    assert episode_concurrency(None, [server, local]) == 1
+    assert episode_concurrency(3, [server, local]) == 3  # what the file says wins

@@ -49,7 +49,14 @@ class SimulateConfig(BaseModel):
     scenarios: list[str] | None = Field(default=None, description="Scenario ids to run; all when omitted.")
     trials: int = Field(default=3, ge=1, le=1000, description="Episodes per scenario and agent.")
     seed: int = Field(default=0, description="Base seed; each episode's seed derives from it.")
-    concurrency: int = Field(default=4, ge=1, le=4096, description="Episodes in flight at once.")
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Episodes in flight at once (simulate and evaluate). Default: 1 when a model runs in this process"
+        " (in-process models take turns on the CPU, so more episodes in flight only evict each other's KV prefixes),"
+        " else 4.",
+    )
     satisfaction_threshold: int = Field(default=7, ge=1, le=10, description="Score that counts as a pass (pass^k).")
 
 

@@ -210,6 +210,7 @@ def _evaluate(
     from coachlab.experiments.distill import RunLayout, evaluate_experiment
     from coachlab.experiments.evaluate_markdown import to_markdown
     from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.simulate import episode_concurrency
 
     cfg = load_experiment(experiment).config
     if cfg.evaluate is None:
@@ -235,7 +236,7 @@ def _evaluate(
                     retry_failed=retry_failed,
                     use_cache=not (dry_run or recording),
                     observers=[display],
-                    concurrency=concurrency or exp.config.simulate.concurrency,
+                    concurrency=episode_concurrency(concurrency or exp.config.simulate.concurrency, backends.values()),
                 ),
             )
     except KeyboardInterrupt:

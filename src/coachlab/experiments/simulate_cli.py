@@ -66,6 +66,7 @@ def simulate(
         Simulation,
         build_backends,
         elapsed,
+        episode_concurrency,
         overwrite_run,
         plan_episodes,
     )
@@ -121,7 +122,15 @@ def simulate(
             sim.bus.subscribe(display)
             run_closing(
                 backends,
-                _simulate_with_criteria(exp, sim, todo, backends, root, concurrency or cfg.concurrency, record),
+                _simulate_with_criteria(
+                    exp,
+                    sim,
+                    todo,
+                    backends,
+                    root,
+                    episode_concurrency(concurrency or cfg.concurrency, backends.values()),
+                    record,
+                ),
             )
     except KeyboardInterrupt:
         interrupted(
