@@ -273,9 +273,11 @@ def test_the_words_to_say_are_folded_into_the_guidance_and_checked_like_it() -> 
         "When the customer says 'My bill is $193!'",
         'When the customer asks "where is my parcel"',
         "When a bill is $45 up",
+        "When the customer ...",  # measured on the benchmark: sent to verification as it was
+        "When needed",
     ],
 )
-def test_a_situation_in_quotes_or_with_an_amount_is_restated(situation: str) -> None:
+def test_a_situation_in_quotes_with_an_amount_or_left_unwritten_is_restated(situation: str) -> None:
     """Measured on the quickstart: "When the customer says 'My bill is $193!'" was admitted; no other chat says it."""
     quoted = {"situation": situation, "guidance": "Ask for the last 4 digits of the ID before changing the bill."}
     general = {"situation": "When a customer disputes a bill that is far higher than usual", "guidance": "?"}

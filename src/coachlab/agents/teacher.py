@@ -400,7 +400,7 @@ async def propose_strategies(
         general = [d for d in redacted if _problem(d, scenario, dialogue) is None]
         if not general:  # good actions under a situation that quotes the case: ask for the situation alone
             for d in redacted:
-                if _problem(d.model_copy(update={"situation": "When"}), scenario, dialogue) is None:
+                if _problem(d.model_copy(update={"situation": "When"}), scenario, dialogue, situation=False) is None:
                     fixed = await _restate_situation(teacher, scenario, dialogue, d, retries, cancellation_token)
                     if fixed is not None:
                         general.append(fixed)
@@ -445,8 +445,13 @@ def _runs(words: Sequence[str], size: int) -> list[Sequence[str]]:
 _LABELS = re.compile(r"\b(would have been satisfied|in hindsight|the reviewer|junior agent)\b", re.IGNORECASE)
 
 
-def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str | None:
-    """Why a (redacted) draft cannot be a strategy, or None: a case detail, a quote, a narration, our own labels."""
+def _problem(
+    draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[str, str]], *, situation: bool = True
+) -> str | None:
+    """Why a (redacted) draft cannot be a strategy, or None: a case detail, a quote, a narration, our own labels.
+
+    With `situation` False, only what the guidance says is checked (the situation is to be rewritten).
+    """
     leaked = leaked_detail(draft, scenario, public=[line for _, line in dialogue])
     if leaked is not None:
         return f"quoted {leaked!r}"
@@ -461,13 +466,23 @@ def _problem(draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[
             return f"told the agent to do what it must never do ({c.id})"
     if _descriptive(draft):
         return "described the expert"
+    if not situation:
+        return None
     if _LABELS.search(draft.situation):
         return "copied the prompt's labels"
+    if _vague(draft.situation):
+        return "left the situation unwritten"
     if _QUOTED.search(draft.situation):
         return "quoted the customer in the situation"
     if _AMOUNT.search(draft.situation):
         return "named an amount in the situation"
     return None
+
+
+def _vague(situation: str) -> bool:
+    """A situation with nothing the agent could recognise: "When the customer ...", "When needed"."""
+    said = [w for w in _WORDS.findall(situation.lower()) if w not in _FILLER | {"when", "customer", "agent"}]
+    return "..." in situation or "\u2026" in situation or len(said) < 2
 
 
 _QUOTED = re.compile(r"(?:^|[\s(:])['\"\u201c\u2018][^'\"\u201d\u2019]{3,}['\"\u201d\u2019](?=$|[\s.,;:!?)])")
