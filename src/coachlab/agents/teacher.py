@@ -480,9 +480,9 @@ def _problem(
 
 
 def _vague(situation: str) -> bool:
-    """A situation with nothing the agent could recognise: "When the customer ...", "When needed"."""
+    """A situation with nothing the agent could recognise: "When the customer ...", "When the customer"."""
     said = [w for w in _WORDS.findall(situation.lower()) if w not in _FILLER | {"when", "customer", "agent"}]
-    return "..." in situation or "\u2026" in situation or len(said) < 2
+    return "..." in situation or "\u2026" in situation or not said
 
 
 _QUOTED = re.compile(r"(?:^|[\s(:])['\"\u201c\u2018][^'\"\u201d\u2019]{3,}['\"\u201d\u2019](?=$|[\s.,;:!?)])")
