@@ -20,6 +20,7 @@ from coachlab.agents.judge import (
     compare_view,
     judge_view,
     quote_data,
+    survey_view,
 )
 from coachlab.agents.memory import CoachingMemory, CoachingMemoryConfig
 from coachlab.agents.persona_writer import build_persona_writer, draft_persona
@@ -87,5 +88,6 @@ __all__ = [
     "role_slip",
     "service_system_prompt",
     "service_view",
+    "survey_view",
     "write_criteria",
 ]

@@ -23,6 +23,7 @@ from coachlab.schema import Scenario
 __all__ = [
     "CustomerEnding",
     "build_customer",
+    "chat_so_far",
     "customer_system_prompt",
     "customer_view",
     "parse_customer_line",
@@ -145,6 +146,17 @@ def customer_system_prompt(scenario: Scenario) -> str:
     return "\n".join(lines)
 
 
+def chat_so_far(scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str:
+    """The dialogue as the customer reads it: "The chat so far:", then one line per message, its own marked "(you)".
+
+    The customer's view of each turn starts with it, and so does the post-chat survey (`survey_view`), so an
+    engine with a prompt cache processes a chat the customer has read only once.
+    """
+    name = scenario.persona.name
+    lines = (f"{name} (you): {text}" if who == "customer" else f"Agent: {text}" for who, text in dialogue)
+    return "The chat so far:\n" + "\n".join(lines)
+
+
 def customer_view(
     scenario: Scenario,
     dialogue: list[tuple[str, str]],
@@ -161,11 +173,8 @@ def customer_view(
     """
     name = scenario.persona.name
     if dialogue:
-        transcript = "\n".join(
-            f"{name} (you): {text}" if who == "customer" else f"Agent: {text}" for who, text in dialogue
-        )
         ask = (
-            f"The chat so far:\n{transcript}\n\nWrite {name}'s next message to the agent: only the new message, "
+            f"{chat_so_far(scenario, dialogue)}\n\nWrite {name}'s next message to the agent: only the new message, "
             f"do not copy the chat. Remember: you are {name}, the customer with the problem; the agent is the one "
             "who helps."
         )

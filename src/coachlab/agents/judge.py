@@ -12,6 +12,7 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage,
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents._structured import ask_structured, structured_agent
+from coachlab.agents.customer import chat_so_far, customer_system_prompt
 from coachlab.schema import SatisfactionScore, Scenario
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "compare_view",
     "judge_view",
     "quote_data",
+    "survey_view",
 ]
 
 JUDGE_SYSTEM_PROMPT = (
@@ -50,6 +52,19 @@ def quote_data(text: str) -> str:
     text = text.replace("<|", "(|").replace("|>", "|)")
     text = _LABEL.sub(lambda m: f"({' '.join(m.group(1).split())})", text)
     return " ".join(text.split())
+
+
+_SATISFACTION = (
+    '- "satisfaction": 1-2 the agent was rude, wrong or the customer left angry; 3-4 the problem was not '
+    "solved, answers were vague, or the customer was sent elsewhere; 5-6 partly solved, or solved slowly "
+    "or unclearly; 7-8 solved with a concrete next step; 9-10 solved quickly, clearly and warmly."
+)
+_RESOLVED = (
+    '- "resolved": true only if the agent took or promised a concrete action that fixes the problem '
+    "(telling the customer to contact someone else is not a resolution)."
+)
+_POLICY = '- "policy_followed": false if the agent broke any policy rule above.'
+_OPENING_WORDS = 6
 
 
 def judge_view(
@@ -87,12 +102,9 @@ def judge_view(
     lines += [
         "Rate the chat as this customer would. Be strict. JSON fields:",
         '- "rationale": two or three sentences on what the agent did well or badly.',
-        '- "satisfaction": 1-2 the agent was rude, wrong or the customer left angry; 3-4 the problem was not '
-        "solved, answers were vague, or the customer was sent elsewhere; 5-6 partly solved, or solved slowly "
-        "or unclearly; 7-8 solved with a concrete next step; 9-10 solved quickly, clearly and warmly.",
-        '- "resolved": true only if the agent took or promised a concrete action that fixes the problem '
-        "(telling the customer to contact someone else is not a resolution).",
-        '- "policy_followed": false if the agent broke any policy rule above.',
+        _SATISFACTION,
+        _RESOLVED,
+        _POLICY,
         '- "failure_turn": the number of the first agent turn where the agent lost the customer, or null.',
         '- "customer_in_role": true unless the customer spoke as if they were the support agent.',
     ]
@@ -100,6 +112,47 @@ def judge_view(
         lines.append(f"Your previous answer could not be read: {correction}. Answer with the JSON object only.")
     return [
         SystemMessage(content=JUDGE_SYSTEM_PROMPT),
+        UserMessage(content="\n".join(lines), source="environment"),
+    ]
+
+
+def survey_view(
+    scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
+) -> list[LLMMessage]:
+    """The post-chat survey (`judge.satisfaction: customer`): the customer rates the chat it has just had.
+
+    It starts with exactly what the customer's turns start with, its persona system prompt and the chat
+    as it read it (`chat_so_far`), so asked in the customer's own engine context only the chat's last
+    lines and the questions are new to the model: the transcript is not processed a second time. The
+    questions and the answer format (the fields of `judge_view`) come last, from coachlab; the policy
+    and the agent's messages by number (their opening words, quoted) let it answer `policy_followed`
+    and `failure_turn`. The chat reads as the customer saw it, unquoted, as in its own turns.
+    """
+    name = scenario.persona.name
+    said = chat_so_far(scenario, dialogue) if dialogue else "The chat so far: (nothing was said)"
+    lines = [said, "", f"The chat is over. Fill out the company's survey about it as {name} would. Be strict."]
+    if scenario.policy:
+        lines.append("Company policy the agent had to follow:")
+        lines += [f"- {quote_data(rule)}" for rule in scenario.policy]
+    agent_lines = [text for who, text in dialogue if who != "customer"]
+    if agent_lines:
+        lines.append("The agent's messages by number:")
+        for turn, text in enumerate(agent_lines):
+            words = quote_data(text).split()
+            lines.append(f"{turn}: {' '.join(words[:_OPENING_WORDS])}{' ...' if len(words) > _OPENING_WORDS else ''}")
+    lines += [
+        "Answer with one JSON object. Fields:",
+        f'- "rationale": one or two sentences, as {name}, on what the agent did well or badly.',
+        _SATISFACTION,
+        _RESOLVED,
+        _POLICY,
+        '- "failure_turn": the number of the first agent message where the agent lost you, or null.',
+        f'- "customer_in_role": true unless you, {name}, wrote as if you were the support agent.',
+    ]
+    if correction:
+        lines.append(f"Your previous answer could not be read: {correction}. Answer with the JSON object only.")
+    return [
+        SystemMessage(content=customer_system_prompt(scenario)),
         UserMessage(content="\n".join(lines), source="environment"),
     ]
 

@@ -37,6 +37,7 @@ from coachlab.agents import (
     parse_customer_line,
     role_slip,
     service_view,
+    survey_view,
 )
 from coachlab.agents._structured import ask_structured
 from coachlab.agents._text import normalize
@@ -243,14 +244,18 @@ async def satisfaction_scores(
     scenario: Scenario,
     dialogue: list[tuple[str, str]],
     *,
+    survey: bool = False,
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
 ) -> tuple[list[SatisfactionScore], list[str]]:
     """Each judge's satisfaction score of the transcript, and the problems of the votes left unreadable.
 
+    With `survey`, each is asked the customer's post-chat survey (`survey_view`) instead of `judge_view`.
+
     Raises:
         Exception: A backend failure (after the models layer's retries) propagates.
     """
+    view = survey_view if survey else judge_view
     scores: list[SatisfactionScore] = []
     problems: list[str] = []
     for judge in judges:
@@ -258,7 +263,7 @@ async def satisfaction_scores(
             scores.append(
                 await ask_structured(
                     judge,
-                    lambda problem: judge_view(scenario, dialogue, correction=problem),
+                    lambda problem: view(scenario, dialogue, correction=problem),
                     SatisfactionScore,
                     retries=retries,
                     who="the judge",
@@ -286,7 +291,12 @@ async def judge_episode(
     """
     try:
         scores, problems = await satisfaction_scores(
-            panel.judges, scenario, dialogue, retries=retries, cancellation_token=cancellation_token
+            panel.judges,
+            scenario,
+            dialogue,
+            survey=panel.survey,
+            retries=retries,
+            cancellation_token=cancellation_token,
         )
         if not scores:
             return JudgeResult(verdict=None, error=f"judge output unreadable: {problems[0]}")

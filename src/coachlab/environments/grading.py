@@ -36,6 +36,8 @@ class JudgePanel:
     floor: float = 0.45
     sure: float | None = None
     """A similarity at which a line counts without asking (None: always ask)."""
+    survey: bool = False
+    """The satisfaction judges are asked the customer's post-chat survey (`survey_view`), not `judge_view`."""
 
 
 async def grade_checklist(

@@ -33,7 +33,7 @@ from coachlab.environments.episode import (
     run_episode,
 )
 from coachlab.environments.grading import JudgePanel, grade_checklist
-from coachlab.errors import ModelResponseError
+from coachlab.errors import ModelResponseError, UsageError
 from coachlab.judging import JudgeConfig
 from coachlab.judging.gate import Similarity
 from coachlab.llm import Backend, ResponseCache, RoleClient
@@ -43,6 +43,9 @@ from coachlab.stats import seed_for
 __all__ = ["CHECKLIST_CONTEXT", "EpisodeRunner"]
 
 CHECKLIST_CONTEXT = "checklist"
+SURVEY_MAX_TOKENS = 200
+"""Room for the post-chat survey's JSON answer (`judge.satisfaction: customer`): the customer's own
+`max_tokens` is sized for one chat line."""
 """The engine context of the checklist grader on the judge's backend (`Backend.client_for`).
 
 The grader's prompts (its own system prompt, one agent line, one item) share no prefix with the
@@ -111,15 +114,27 @@ class EpisodeRunner:
         """The judges of one episode (one satisfaction judge and one checklist grader per vote) and their clients.
 
         Vote 0 uses the episode's seed, so a one-vote run asks exactly what it always asked. The graders
-        run in the judge backend's checklist context (`CHECKLIST_CONTEXT`).
+        run in the judge backend's checklist context (`CHECKLIST_CONTEXT`). With `judge.satisfaction:
+        customer` the satisfaction votes are the customer's post-chat survey, asked of the customer's backend
+        in its main context (so the chat the customer read is not processed again), accounted as the judge's.
+
+        Raises:
+            UsageError: `judge.satisfaction: customer` without a `customer` backend.
         """
         backend = self.backends["judge"]
+        survey = self.judging.satisfaction == "customer"
+        # The survey is the customer's: its model, in its main context (where the chat is already processed),
+        # with the judge's temperature and room for the JSON answer.
+        rater = self.backends.get("customer") if survey else backend
+        if rater is None:
+            raise UsageError("judge.satisfaction: customer needs the `customer` model entry (it answers the survey)")
+        rater_args = {"temperature": backend.temperature, "max_tokens": SURVEY_MAX_TOKENS} if survey else None
         clients: list[RoleClient] = []
         judges: list[AssistantAgent] = []
         graders: list[AssistantAgent] = []
         for vote in range(self.judging.votes):
             vote_seed = seed if vote == 0 else seed_for(seed, "vote", vote)
-            judge = RoleClient(backend, role=role, seed=vote_seed, trial=trial, cache=self.cache)
+            judge = RoleClient(rater, role=role, seed=vote_seed, trial=trial, cache=self.cache, create_args=rater_args)
             clients.append(judge)
             judges.append(build_judge(model_client=judge))
             if self.judging.checklist == "per_line":
@@ -131,7 +146,7 @@ class EpisodeRunner:
                 graders.append(build_line_grader(model_client=grader))
         panel = JudgePanel(
             judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor,
-            sure=self.judging.gate_sure,
+            sure=self.judging.gate_sure, survey=survey,
         )  # fmt: skip
         return panel, clients
 

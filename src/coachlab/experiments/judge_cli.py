@@ -75,9 +75,11 @@ def calibrate(
     missing = sorted({c.scenario for c in labelled.cases} - set(exp.scenarios))
     if missing:
         raise UsageError(f"{experiment}: the calibration set needs scenarios the experiment does not load: {missing}")
-    backends = build_backends(exp, ["judge"], clients=dry_run_clients(["judge"]) if dry_run else None)
+    roles = ["judge", "customer"] if judging.satisfaction == "customer" else ["judge"]  # the customer: the survey
+    backends = build_backends(exp, roles, clients=dry_run_clients(roles) if dry_run else None)
     similarity = load_gate(kind)
-    console.print(f"Calibrating {backends['judge'].identity} on {len(labelled.cases)} labelled transcripts ...")
+    rater = f"; satisfaction: the survey of {backends['customer'].identity}" if "customer" in backends else ""
+    console.print(f"Calibrating {backends['judge'].identity}{rater} on {len(labelled.cases)} labelled transcripts ...")
     done = 0
 
     def tick(_: str) -> None:

@@ -68,6 +68,13 @@ class JudgeConfig(BaseModel):
         "student replies got two different answers on one item. Several votes keep the entry's temperature: "
         "votes differ only by sampling.",
     )
+    satisfaction: Literal["judge", "customer"] = Field(
+        default="judge",
+        description="Who rates satisfaction. judge: the judge model reads the transcript; customer: the "
+        "customer's model answers a post-chat survey as the persona, in its own context, where the chat it has "
+        "just had is already processed (on embedded models the judge's largest cost). Same fields either way; "
+        "the checklist is always graded by the judge model.",
+    )
 
     write_criteria: bool = Field(
         default=True,

@@ -34,8 +34,10 @@ _CRITERION = {"text": "names the next step and gives a reference", "example": DR
 _USELESS = {"situation": "When the customer writes", "guidance": "Thank the customer for their patience."}
 
 
-def _customer(messages: Sequence[LLMMessage]) -> str:
+def _customer(messages: Sequence[LLMMessage]) -> str | SatisfactionScore:
     ask = message_text(messages[-1])
+    if "survey" in ask:  # the post-chat survey (judge.satisfaction: customer): scored as the judge scores
+        return _judge(messages)
     if "first message" in ask:
         return "Hello, I have a problem with my account and I need it sorted out."
     if "reference DRY-1" in ask:
