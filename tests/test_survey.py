@@ -6,14 +6,15 @@ import asyncio
 
 import pytest
 
-from coachlab.agents import customer_view, survey_view
+from coachlab.agents import build_line_grader, customer_view, survey_view
 from coachlab.agents.customer import chat_so_far
-from coachlab.environments import EnvironmentConfig, EpisodeRunner
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, JudgePanel
 from coachlab.environments.episode import judge_episode
 from coachlab.environments.runner import SURVEY_MAX_TOKENS
 from coachlab.errors import UsageError
 from coachlab.judging.checklist import JudgeConfig
 from coachlab.llm import Backend
+from coachlab.schema import Criterion
 from coachlab.testing import ScriptedChatCompletionClient, message_text
 from helpers import scenario, score_json
 
@@ -68,3 +69,15 @@ def test_the_survey_needs_a_customer_model() -> None:
     runner = EpisodeRunner({"judge": judge}, EnvironmentConfig(), judging=JudgeConfig(satisfaction="customer"))
     with pytest.raises(UsageError, match="customer"):
         runner.panel(seed=1, trial=0)
+
+
+def test_the_survey_leaves_out_the_policy_where_the_checklist_decides_it() -> None:
+    rule = "- Refund shipping when a parcel is 2 or more days late."
+    policy_item = Criterion(id="ref", text="gives a reference number", policy=True, example="Reference RF-2.")
+    checked = scenario(success_criteria=[policy_item])
+    grader = ScriptedChatCompletionClient(lambda m: "{}")
+    graded = JudgePanel(judges=[], graders=[build_line_grader(model_client=grader)], survey=True).satisfaction_view()
+    ungraded = JudgePanel(judges=[], survey=True).satisfaction_view()
+    assert rule not in message_text(graded(checked, list(CHAT))[1])
+    assert rule in message_text(ungraded(checked, list(CHAT))[1])  # no grader: the survey asks about the policy
+    assert rule in message_text(graded(scenario(), list(CHAT))[1])  # no policy item: likewise

@@ -117,21 +117,22 @@ def judge_view(
 
 
 def survey_view(
-    scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
+    scenario: Scenario, dialogue: list[tuple[str, str]], *, policy: bool = True, correction: str | None = None
 ) -> list[LLMMessage]:
     """The post-chat survey (`judge.satisfaction: customer`): the customer rates the chat it has just had.
 
     It starts with exactly what the customer's turns start with, its persona system prompt and the chat
     as it read it (`chat_so_far`), so asked in the customer's own engine context only the chat's last
     lines and the questions are new to the model: the transcript is not processed a second time. The
-    questions and the answer format (the fields of `judge_view`) come last, from coachlab; the policy
-    and the agent's messages by number (their opening words, quoted) let it answer `policy_followed`
-    and `failure_turn`. The chat reads as the customer saw it, unquoted, as in its own turns.
+    questions and the answer format (the fields of `judge_view`) come last, from coachlab; the agent's
+    messages by number (their opening words, quoted) let it answer `failure_turn`, and the policy
+    (left out with `policy=False`, where the checklist's policy items decide `policy_followed`)
+    `policy_followed`. The chat reads as the customer saw it, unquoted, as in its own turns.
     """
     name = scenario.persona.name
     said = chat_so_far(scenario, dialogue) if dialogue else "The chat so far: (nothing was said)"
     lines = [said, "", f"The chat is over. Fill out the company's survey about it as {name} would. Be strict."]
-    if scenario.policy:
+    if policy and scenario.policy:
         lines.append("Company policy the agent had to follow:")
         lines += [f"- {quote_data(rule)}" for rule in scenario.policy]
     agent_lines = [text for who, text in dialogue if who != "customer"]
@@ -145,7 +146,7 @@ def survey_view(
         f'- "rationale": one or two sentences, as {name}, on what the agent did well or badly.',
         _SATISFACTION,
         _RESOLVED,
-        _POLICY,
+        _POLICY if policy and scenario.policy else '- "policy_followed": true unless the agent did something wrong.',
         '- "failure_turn": the number of the first agent message where the agent lost you, or null.',
         f'- "customer_in_role": true unless you, {name}, wrote as if you were the support agent.',
     ]

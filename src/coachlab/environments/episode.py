@@ -37,12 +37,18 @@ from coachlab.agents import (
     parse_customer_line,
     role_slip,
     service_view,
-    survey_view,
 )
 from coachlab.agents._structured import ask_structured
 from coachlab.agents._text import normalize
 from coachlab.environments.bus import EventBus
-from coachlab.environments.grading import JudgePanel, ReplyScore, combine_scores, grade_checklist, score_reply
+from coachlab.environments.grading import (
+    JudgePanel,
+    ReplyScore,
+    SatisfactionView,
+    combine_scores,
+    grade_checklist,
+    score_reply,
+)
 from coachlab.errors import CoachlabError, ModelResponseError
 from coachlab.judging import simulator_fault
 from coachlab.schema import (
@@ -244,18 +250,17 @@ async def satisfaction_scores(
     scenario: Scenario,
     dialogue: list[tuple[str, str]],
     *,
-    survey: bool = False,
+    view: SatisfactionView = judge_view,
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
 ) -> tuple[list[SatisfactionScore], list[str]]:
     """Each judge's satisfaction score of the transcript, and the problems of the votes left unreadable.
 
-    With `survey`, each is asked the customer's post-chat survey (`survey_view`) instead of `judge_view`.
+    `view` builds what each is shown (`JudgePanel.satisfaction_view`: the judge's view or the customer's survey).
 
     Raises:
         Exception: A backend failure (after the models layer's retries) propagates.
     """
-    view = survey_view if survey else judge_view
     scores: list[SatisfactionScore] = []
     problems: list[str] = []
     for judge in judges:
@@ -294,7 +299,7 @@ async def judge_episode(
             panel.judges,
             scenario,
             dialogue,
-            survey=panel.survey,
+            view=panel.satisfaction_view(),
             retries=retries,
             cancellation_token=cancellation_token,
         )

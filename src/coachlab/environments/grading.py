@@ -9,17 +9,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core import CancellationToken
+from autogen_core.models import LLMMessage
 
 from coachlab.agents.checklist import ask_line
+from coachlab.agents.judge import judge_view, survey_view
 from coachlab.errors import ModelResponseError
 from coachlab.judging import LineVotes, decide_criterion, graded_lines, policy_followed, task_success
 from coachlab.judging.gate import Similarity
-from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, SatisfactionScore, Verdict
+from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, SatisfactionScore, Scenario, Verdict
 
-__all__ = ["JudgePanel", "ReplyScore", "combine_scores", "grade_checklist", "score_reply"]
+__all__ = ["JudgePanel", "ReplyScore", "SatisfactionView", "combine_scores", "grade_checklist", "score_reply"]
+
+
+class SatisfactionView(Protocol):
+    """Builds the satisfaction judge's messages for a dialogue (`judge_view`, or the survey)."""
+
+    def __call__(
+        self, scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
+    ) -> list[LLMMessage]:
+        """The messages for `dialogue`, with `correction` (why the last answer was unreadable) when re-asking."""
+        ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +52,24 @@ class JudgePanel:
     """A similarity at which a line counts without asking (None: always ask)."""
     survey: bool = False
     """The satisfaction judges are asked the customer's post-chat survey (`survey_view`), not `judge_view`."""
+
+    def satisfaction_view(self) -> SatisfactionView:
+        """What the satisfaction judges are shown: `judge_view`, or the survey when `survey`.
+
+        The survey lists the policy only where the checklist does not decide `policy_followed` (no grader,
+        or no policy item): the customer's context then processes fewer new tokens.
+        """
+        if not self.survey:
+            return judge_view
+        graded = bool(self.graders)
+
+        def view(
+            scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
+        ) -> list[LLMMessage]:
+            decided = graded and any(c.policy for c in scenario.success_criteria)
+            return survey_view(scenario, dialogue, policy=not decided, correction=correction)
+
+        return view
 
 
 async def grade_checklist(

@@ -82,7 +82,9 @@ async def run_calibration(
         retries = runner.environment.judge_retries
         started = time.perf_counter()
         # The satisfaction votes first (what a verdict cost before checklists), then the checklist, timed apart.
-        scores, _ = await satisfaction_scores(panel.judges, scenario, dialogue, survey=panel.survey, retries=retries)
+        scores, _ = await satisfaction_scores(
+            panel.judges, scenario, dialogue, view=panel.satisfaction_view(), retries=retries
+        )
         middle = time.perf_counter()
         verdict = None
         if scores:
