@@ -43,15 +43,15 @@ from coachlab.stats import seed_for
 __all__ = ["CHECKLIST_CONTEXT", "EpisodeRunner"]
 
 CHECKLIST_CONTEXT = "checklist"
-SURVEY_MAX_TOKENS = 200
-"""Room for the post-chat survey's JSON answer (`judge.satisfaction: customer`): the customer's own
-`max_tokens` is sized for one chat line."""
 """The engine context of the checklist grader on the judge's backend (`Backend.client_for`).
 
 The grader's prompts (its own system prompt, one agent line, one item) share no prefix with the
 satisfaction judge's (system prompt, the case, the transcript). On one in-process llama.cpp context
 each would evict the other's KV prefix every episode; in two, both stay warm from episode to episode.
 """
+SURVEY_MAX_TOKENS = 200
+"""Room for the post-chat survey's JSON answer (`judge.satisfaction: customer`): the customer's own
+`max_tokens` is sized for one chat line."""
 
 
 @dataclass

@@ -73,7 +73,8 @@ class JudgeConfig(BaseModel):
         description="Who rates satisfaction. judge: the judge model reads the transcript; customer: the "
         "customer's model answers a post-chat survey as the persona, in its own context, where the chat it has "
         "just had is already processed (on embedded models the judge's largest cost). Same fields either way; "
-        "the checklist is always graded by the judge model.",
+        "the checklist is always graded by the judge model. Measured on the calibration set (embedded 1.5B): the "
+        "survey orders good above degraded chats in 26% vs the judge's 81%, so the default stays judge.",
     )
 
     write_criteria: bool = Field(
