@@ -20,6 +20,7 @@ from autogen_core.models import (
     ChatCompletionClient,
     FunctionExecutionResult,
     FunctionExecutionResultMessage,
+    LLMMessage,
     SystemMessage,
     UserMessage,
 )
@@ -31,8 +32,10 @@ from coachlab.llm.embedded import (
     EmbeddedChatCompletionClient,
     EmbeddedChatCompletionClientConfig,
     llama_create_args,
+    one_choice,
     to_llama_messages,
 )
+from coachlab.llm.metering import metering
 from coachlab.llm.weights import (
     MODELS_DIR_ENV,
     EmbeddedModelSpec,
@@ -321,6 +324,33 @@ def test_json_output_becomes_a_json_schema_response_format() -> None:
     assert forced["response_format"] == plain
 
 
+class Answer(BaseModel):
+    answer: Literal["yes", "no"]
+
+
+def test_one_choice_is_one_string_property_with_allowed_values_and_nothing_else() -> None:
+    config = EmbeddedChatCompletionClientConfig(model="qwen2.5-coder-0.5b")
+    assert one_choice(llama_create_args(config, json_output=Answer)["response_format"]) == ("answer", ("yes", "no"))
+    assert one_choice(llama_create_args(config, json_output=Score)["response_format"]) is None
+    assert one_choice({"type": "json_object"}) is None
+    assert one_choice(None) is None
+
+    class Optional_(BaseModel):
+        answer: Literal["yes", "no"] | None = None
+
+    class Free(BaseModel):
+        answer: str
+
+    class Number(BaseModel):
+        answer: Literal[1, 2]
+
+    class Quoted(BaseModel):
+        answer: Literal['say "yes"', "no"]
+
+    for model in (Optional_, Free, Number, Quoted):
+        assert one_choice({"type": "json_object", "schema": model.model_json_schema()}) is None, model
+
+
 def test_messages_map_to_chat_roles_and_non_text_is_refused() -> None:
     assert to_llama_messages(
         [
@@ -417,6 +447,24 @@ def test_real_embedded_model_answers_and_follows_a_json_schema() -> None:
         assert client.total_usage().completion_tokens == (
             reply.usage.completion_tokens + verdict.usage.completion_tokens
         )
+
+        # A one-choice answer: the client writes the JSON, the model one value (a single token), after
+        # the chat prompt and the object's opening; then the same question with a different ending
+        # processes only what changed.
+        def question(statement: str) -> list[LLMMessage]:
+            return [
+                SystemMessage(content='Answer with one JSON object: {"answer": "yes"} or {"answer": "no"}.'),
+                UserMessage(content=f"Message: 'I am sorry, I have refunded you.' Statement: {statement}", source="j"),
+            ]
+
+        yes = await client.create(question("the agent apologizes."), json_output=Answer)
+        with metering() as meter:
+            again = await client.create(question("the agent apologizes to the customer."), json_output=Answer)
+        assert Answer.model_validate_json(str(yes.content)).answer == "yes"
+        Answer.model_validate_json(str(again.content))
+        assert (yes.usage.completion_tokens, again.usage.completion_tokens) == (1, 1)
+        assert yes.usage.prompt_tokens == client.count_tokens(question("the agent apologizes.")) + 4  # {"answer": "
+        assert meter.prompt_processed is not None and meter.prompt_processed < 20
         await client.close()
 
     asyncio.run(scenario())

@@ -17,7 +17,11 @@ by `llama_cpp.Llama` in this process, no server. It fixes what AutoGen's own
   and the copy of them llama.cpp repacks for the CPU (about 600 MB for the 1.5B), are in memory
   once, and a further context costs its KV cache and compute buffers (about 130 MB at n_ctx 4096);
 - each call reports the prompt tokens llama.cpp actually processed (the prompt minus the KV prefix
-  it kept from the previous call) to `coachlab.llm.metering`.
+  it kept from the previous call) to `coachlab.llm.metering`;
+- a one-choice answer (a schema of one string property with a few allowed values, such as the
+  checklist grader's `{"answer": "yes"}`) has its JSON written by the client around the one value the
+  model picks: the model decodes the value only (one token for yes or no) instead of the seven
+  tokens of the whole object, each a full decode step on a CPU (see `one_choice`).
 
 In YAML::
 
@@ -28,8 +32,10 @@ In YAML::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -67,6 +73,7 @@ __all__ = [
     "EmbeddedChatCompletionClient",
     "EmbeddedChatCompletionClientConfig",
     "llama_create_args",
+    "one_choice",
     "to_llama_messages",
 ]
 
@@ -89,8 +96,8 @@ CREATE_ARG_KEYS = frozenset(
 
 _INSTALL_HINT = (
     "The embedded model needs llama-cpp-python: pip install 'coachlab[embedded]' "
-    '(it compiles llama.cpp, about 4 minutes; CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" '
-    "makes a portable build)."
+    '(it compiles llama.cpp for this CPU, about 4 minutes; CMAKE_ARGS="-DLLAVA_BUILD=OFF" skips what '
+    "coachlab does not use, and adding -DGGML_NATIVE=OFF makes a portable build)."
 )
 _MESSAGE_OVERHEAD_TOKENS = 4  # role markers per message when the GGUF has no chat template
 
@@ -297,6 +304,34 @@ def llama_create_args(
     return args
 
 
+def one_choice(response_format: object) -> tuple[str, tuple[str, ...]] | None:
+    """The property and its allowed values when `response_format` asks for a one-choice answer.
+
+    A one-choice answer is a JSON object with exactly one required property whose value is one of a
+    few strings (pydantic's schema of a model with one `Literal["yes", "no"]` field). None for any
+    other format: those go through llama.cpp's JSON-schema grammar whole.
+    """
+    if not isinstance(response_format, dict):
+        return None
+    schema = cast(dict[str, Any], response_format).get("schema")
+    if not isinstance(schema, dict):
+        return None
+    schema = cast(dict[str, Any], schema)
+    properties = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(properties, dict) or len(properties) != 1:  # pyright: ignore[reportUnknownArgumentType]
+        return None
+    ((name, spec),) = cast(dict[str, Any], properties).items()
+    if schema.get("required") != [name] or not isinstance(spec, dict):
+        return None
+    values = cast(dict[str, Any], spec).get("enum")
+    if not isinstance(values, list) or not values:
+        return None
+    choices = cast(list[object], values)
+    if not all(isinstance(value, str) and value and '"' not in value and "\\" not in value for value in choices):
+        return None
+    return name, tuple(cast(list[str], choices))
+
+
 def _finish_reason(raw: object) -> FinishReasons:
     if raw == "stop":
         return "stop"
@@ -455,9 +490,13 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
                 raise _Cancelled
             llama = self._load_locked()
             self._evaluated.clear()
+            choice = one_choice(args.get("response_format"))
             try:
                 with self._model_lock:  # contexts on one model take turns (see _ModelFiles)
-                    response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
+                    if choice is not None:
+                        response = self._choose(llama, messages, args, *choice)
+                    else:
+                        response = llama.create_chat_completion(messages=messages, stream=False, **args)  # pyright: ignore[reportArgumentType]
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ValueError(
@@ -466,6 +505,62 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
                 raise
             report_prompt_processed(self._evaluated[0] if self._evaluated else None)
             return cast(dict[str, Any], response)
+
+    def _choose(
+        self, llama: Llama, messages: list[dict[str, str]], args: dict[str, Any], name: str, values: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Answer a one-choice request: the model writes the value only, the client the JSON around it.
+
+        The prompt is the chat prompt `create_chat_completion` would build, followed by the object's
+        opening up to the value's quote (`{"answer": "`); a grammar lets the model write one of the
+        values, with the call's sampling settings and the seed `create_chat_completion` would use.
+        Decoding stops at the token that completes a value: that token is never evaluated, so a
+        one-token value costs the prompt alone.
+        """
+        import llama_cpp
+
+        template = llama.metadata.get("tokenizer.chat_template")
+        if template is None or llama.chat_format != "chat_template.default":  # the whole JSON through llama.cpp
+            return cast(dict[str, Any], llama.create_chat_completion(messages=messages, stream=False, **args))  # pyright: ignore[reportArgumentType]
+
+        def spelled(token: int) -> str:
+            return llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+        formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=spelled(llama.token_eos()), bos_token=spelled(llama.token_bos())
+        )
+        opening = '{"' + name + '": "'
+        prompt = formatter(messages=messages).prompt + opening  # pyright: ignore[reportArgumentType]
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self._config.n_ctx:
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._config.n_ctx}")
+        grammar = llama_cpp.LlamaGrammar.from_string(
+            "root ::= " + " | ".join(f'"{value}"' for value in values), verbose=False
+        )
+        seed = args.get("seed")
+        llama.set_seed(seed if seed is not None else random.Random(llama._seed).randint(0, 2**32))  # pyright: ignore[reportPrivateUsage]
+        picked: list[int] = []
+        written = ""
+        for token in llama.generate(
+            tokens,
+            temp=args["temperature"],
+            top_p=args["top_p"],
+            top_k=args["top_k"],
+            repeat_penalty=args["repeat_penalty"],
+            grammar=grammar,
+        ):
+            if token == llama.token_eos():
+                break
+            picked.append(token)
+            written = llama.detokenize(picked).decode("utf-8", "replace")
+            # The grammar keeps `written` a prefix of a value, so a value takes at most one token per character.
+            if written in values or len(picked) >= max(map(len, values)):
+                break
+        content = json.dumps({name: written}) if written in values else opening + written
+        return {
+            "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": len(picked)},
+        }
 
     @override
     async def create(
