@@ -347,8 +347,16 @@ def test_one_choice_is_one_string_property_with_allowed_values_and_nothing_else(
     class Quoted(BaseModel):
         answer: Literal['say "yes"', "no"]
 
-    for model in (Optional_, Free, Number, Quoted):
+    class Prefix(BaseModel):  # "no" would always win over "not sure"
+        answer: Literal["no", "not sure"]
+
+    class Accented(BaseModel):
+        answer: Literal["oui", "non", "peut-être"]
+
+    for model in (Optional_, Free, Number, Quoted, Prefix, Accented):
         assert one_choice({"type": "json_object", "schema": model.model_json_schema()}) is None, model
+    odd_name = {"type": "object", "properties": {'a"b': {"enum": ["yes", "no"]}}, "required": ['a"b']}
+    assert one_choice({"type": "json_object", "schema": odd_name}) is None
 
 
 def test_messages_map_to_chat_roles_and_non_text_is_refused() -> None:

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -304,12 +305,18 @@ def llama_create_args(
     return args
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_VALUE = re.compile(r"[ -!#-\[\]-~]+")  # printable ASCII but " and \
+
+
 def one_choice(response_format: object) -> tuple[str, tuple[str, ...]] | None:
     """The property and its allowed values when `response_format` asks for a one-choice answer.
 
     A one-choice answer is a JSON object with exactly one required property whose value is one of a
-    few strings (pydantic's schema of a model with one `Literal["yes", "no"]` field). None for any
-    other format: those go through llama.cpp's JSON-schema grammar whole.
+    few strings (pydantic's schema of a model with one `Literal["yes", "no"]` field): a plain ASCII
+    name, printable ASCII values without quotes or backslashes, none the start of another (the
+    client stops at the first value written). None for any other format: those go through
+    llama.cpp's JSON-schema grammar whole.
     """
     if not isinstance(response_format, dict):
         return None
@@ -321,15 +328,18 @@ def one_choice(response_format: object) -> tuple[str, tuple[str, ...]] | None:
     if schema.get("type") != "object" or not isinstance(properties, dict) or len(properties) != 1:  # pyright: ignore[reportUnknownArgumentType]
         return None
     ((name, spec),) = cast(dict[str, Any], properties).items()
-    if schema.get("required") != [name] or not isinstance(spec, dict):
+    if schema.get("required") != [name] or not isinstance(spec, dict) or not _PLAIN_NAME.fullmatch(name):
         return None
     values = cast(dict[str, Any], spec).get("enum")
     if not isinstance(values, list) or not values:
         return None
     choices = cast(list[object], values)
-    if not all(isinstance(value, str) and value and '"' not in value and "\\" not in value for value in choices):
+    if not all(isinstance(value, str) and _PLAIN_VALUE.fullmatch(value) for value in choices):
         return None
-    return name, tuple(cast(list[str], choices))
+    strings = tuple(cast(list[str], choices))
+    if any(a != b and b.startswith(a) for a in strings for b in strings):
+        return None
+    return name, strings
 
 
 def _finish_reason(raw: object) -> FinishReasons:
@@ -523,15 +533,18 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
         if template is None or llama.chat_format != "chat_template.default":  # the whole JSON through llama.cpp
             return cast(dict[str, Any], llama.create_chat_completion(messages=messages, stream=False, **args))  # pyright: ignore[reportArgumentType]
 
-        def spelled(token: int) -> str:
-            return llama.detokenize([token], special=True).decode("utf-8", "replace")
+        def spelled(token: int) -> str:  # as llama-cpp-python's own formatter does: "" for a model without it
+            return "" if token == -1 else llama.detokenize([token], special=True).decode("utf-8", "replace")
 
         formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=spelled(llama.token_eos()), bos_token=spelled(llama.token_bos())
         )
         opening = '{"' + name + '": "'
-        prompt = formatter(messages=messages).prompt + opening  # pyright: ignore[reportArgumentType]
-        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        prompt = formatter(messages=messages).prompt  # pyright: ignore[reportArgumentType]
+        # Tokenized apart, so the prompt's tokens are those create_chat_completion uses (its KV prefix holds).
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) + llama.tokenize(
+            opening.encode("utf-8"), add_bos=False, special=False
+        )
         if len(tokens) >= self._config.n_ctx:
             raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._config.n_ctx}")
         grammar = llama_cpp.LlamaGrammar.from_string(
@@ -553,12 +566,15 @@ class EmbeddedChatCompletionClient(WholeReplyClient, Component[EmbeddedChatCompl
                 break
             picked.append(token)
             written = llama.detokenize(picked).decode("utf-8", "replace")
-            # The grammar keeps `written` a prefix of a value, so a value takes at most one token per character.
+            # The grammar keeps `written` a prefix of a value (ASCII): at most one token per character.
             if written in values or len(picked) >= max(map(len, values)):
                 break
-        content = json.dumps({name: written}) if written in values else opening + written
+        done = written in values
+        content = json.dumps({name: written}) if done else opening + written
         return {
-            "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [
+                {"message": {"role": "assistant", "content": content}, "finish_reason": "stop" if done else "length"}
+            ],
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": len(picked)},
         }
 
