@@ -19,8 +19,8 @@ def test_the_shipped_set_labels_every_item_of_shipped_scenarios() -> None:
     exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     cases.check(exp.scenarios, where="shipped set")  # raises on any mismatch
     variants = {c.variant for c in cases.cases}
-    assert len(cases.cases) >= 40 and len(variants) == 7
-    goods = [c for c in cases.cases if c.variant == "good"]
+    assert len(cases.cases) >= 70 and len(variants) == 10
+    goods = [c for c in cases.cases if c.variant in ("good", "good-paraphrase")]
     assert goods and all(set(c.expected.values()) == {"met"} for c in goods)
 
 
@@ -33,7 +33,8 @@ def test_calibrate_dry_run_prints_and_saves_the_figures(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "checklist item accuracy" in result.output and "seconds per verdict" in result.output
     saved = json.loads((tmp_path / "calibration.json").read_text())
-    assert saved["cases"] == 7 and saved["items"] == 7 * 6 and 0 <= saved["item_accuracy"] <= 1
+    assert saved["cases"] == 11 and saved["items"] == 11 * 6 and 0 <= saved["item_accuracy"] <= 1
+    assert saved["missed_met_paraphrase_rate"] is not None and saved["near_miss_false_met_rate"] is not None
     assert saved["pairwise_flip_rate"] is not None
 
 

@@ -35,7 +35,7 @@ def line_judge(yes: Sequence[tuple[str, str]]) -> ScriptedChatCompletionClient:
     def answer(messages: Sequence[LLMMessage]) -> str:
         ask = message_text(messages[-1])
         message = ask.split("<message>")[1].split("</message>")[0]
-        statement = ask.split("Statement:")[1]
+        statement = ask.split("Statement:" if "Statement:" in ask else "Action:")[1]
         hit = any(a in message and b in statement for a, b in yes)
         return json.dumps({"answer": "yes" if hit else "no"})
 
@@ -122,7 +122,8 @@ def test_the_votes_on_one_statement_are_asked_one_after_another_each_vote_as_alo
         return ScriptedChatCompletionClient(answer)
 
     customer = lines("My parcel is late.", "And?", "Ok. [DONE]")
-    ags: EpisodeAgents = agents(customer=customer, agent=lines("I've reshipped it.", "It is on its way."))[0]
+    agent = lines("I've reshipped it, ref RS-1.", "It is on its way, ref RS-1.")  # a code: the reference may count
+    ags: EpisodeAgents = agents(customer=customer, agent=agent)[0]
     ags.panel = JudgePanel(
         judges=[build_judge(model_client=ScriptedChatCompletionClient(lambda m: score_json(7)))],
         graders=[build_line_grader(model_client=grader(vote)) for vote in range(3)],

@@ -2,7 +2,7 @@
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents.checklist import CHECKLIST_SYSTEM_PROMPT, LineAnswer, ask_line, build_line_grader, line_view
-from coachlab.agents.criteria_writer import CriteriaDraft, CriterionDraft, write_criteria
+from coachlab.agents.criteria_writer import CriteriaDraft, CriterionDraft, ExampleLines, write_criteria, write_examples
 from coachlab.agents.customer import (
     CustomerEnding,
     build_customer,
@@ -55,6 +55,7 @@ __all__ = [
     "CriteriaDraft",
     "CriterionDraft",
     "CustomerEnding",
+    "ExampleLines",
     "Hindsight",
     "LineAnswer",
     "ObservedContext",
@@ -90,4 +91,5 @@ __all__ = [
     "service_view",
     "survey_view",
     "write_criteria",
+    "write_examples",
 ]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coachlab.agents._structured import ask_structured
 from coachlab.schema import Criterion, Scenario
 
-__all__ = ["CriteriaDraft", "CriterionDraft", "write_criteria"]
+__all__ = ["CriteriaDraft", "CriterionDraft", "ExampleLines", "write_criteria", "write_examples"]
 
 _SYSTEM = (
     "You are an expert customer-service quality analyst. You write checklists of observable actions that "
@@ -114,3 +114,65 @@ async def write_criteria(
             )
         )
     return criteria
+
+
+class ExampleLines(BaseModel):
+    """More agent lines for one checklist item, as the teacher writes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[str] = Field(min_length=1, max_length=6, description="Lines an agent would say, each in other words.")
+
+
+def _examples_view(scenario: Scenario, criterion: Criterion, count: int, problem: str | None) -> list[LLMMessage]:
+    # Rewording one line is a task a small teacher does well; writing lines from the item alone, the
+    # embedded 1.5B wrote lines about other items, and customer lines for forbidden ones.
+    line = criterion.example or f"I {criterion.text}."
+    does = "breaks a rule: the agent" if criterion.forbidden else "does this: the agent"
+    text = (
+        f"Company: {scenario.company}. The problem: {scenario.issue}\n\n"
+        f'A customer-service agent said to the customer: "{line}"\nThat line {does} {criterion.text}.\n\n'
+        f"Write {count} other lines the agent could say instead that do exactly the same thing, each in different "
+        "words: other verbs, other nouns, another order, as different agents would say it. Keep every amount, "
+        "date and name as it is. Each line is spoken by the agent to the customer. "
+        f'JSON: {{"lines": ["...", "..."]}} with {count} lines.'
+    )
+    if problem:
+        text += f"\n\nYour last answer could not be read ({problem}). Answer with the JSON object only."
+    return [SystemMessage(content=_SYSTEM), UserMessage(content=text, source="coach")]
+
+
+async def write_examples(
+    teacher: AssistantAgent,
+    scenario: Scenario,
+    criterion: Criterion,
+    *,
+    count: int = 3,
+    retries: int = 2,
+    cancellation_token: CancellationToken | None = None,
+) -> list[str]:
+    """Up to `count` more agent lines that do `criterion` in `scenario`, in other words than its example.
+
+    Lines that repeat the example or each other are dropped. `teacher` is built with `output=ExampleLines`.
+
+    Raises:
+        ModelResponseError: No readable answer after `retries` re-asks.
+    """
+    draft = await ask_structured(
+        teacher,
+        lambda problem: _examples_view(scenario, criterion, count, problem),
+        ExampleLines,
+        retries=retries,
+        who="the teacher",
+        cancellation_token=cancellation_token,
+    )
+    seen = {" ".join(e.lower().split()) for e in criterion.all_examples}
+    lines: list[str] = []
+    for line in draft.lines:
+        text = " ".join(line.split()).strip()
+        key = text.lower()
+        if len(text) < 8 or key in seen:
+            continue
+        seen.add(key)
+        lines.append(text)
+    return lines[:count]

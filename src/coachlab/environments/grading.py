@@ -15,10 +15,11 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core import CancellationToken
 from autogen_core.models import LLMMessage
 
-from coachlab.agents.checklist import ask_line
+from coachlab.agents.checklist import QuestionStyle, ask_line
 from coachlab.agents.judge import judge_view, survey_view
 from coachlab.errors import ModelResponseError
 from coachlab.judging import LineVotes, decide_criterion, graded_lines, policy_followed, task_success
+from coachlab.judging.evidence import fits
 from coachlab.judging.gate import Similarity
 from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, SatisfactionScore, Scenario, Verdict
 
@@ -52,6 +53,8 @@ class JudgePanel:
     """A similarity at which a line counts without asking (None: always ask)."""
     survey: bool = False
     """The satisfaction judges are asked the customer's post-chat survey (`survey_view`), not `judge_view`."""
+    question: QuestionStyle = "statement"
+    """How each per-line checklist question is put (`line_view`)."""
 
     def satisfaction_view(self) -> SatisfactionView:
         """What the satisfaction judges are shown: `judge_view`, or the survey when `survey`.
@@ -89,9 +92,12 @@ async def grade_checklist(
     votes = len(panel.graders)
     sims: dict[tuple[int, str], float] = {}
     if panel.similarity is not None and lines:
-        pairs = [(line, c) for line in lines for c in criteria if c.example]
-        scores = await panel.similarity.similarities([(line.text, c.example or "") for line, c in pairs])
-        sims = {(line.turn, c.id): s for (line, c), s in zip(pairs, scores, strict=True)}
+        # A line's similarity to an item is its best cosine to any of the item's example lines.
+        pairs = [(line, c, example) for line in lines for c in criteria for example in c.all_examples]
+        scores = await panel.similarity.similarities([(line.text, example) for line, _, example in pairs])
+        for (line, c, _), score in zip(pairs, scores, strict=True):
+            key = (line.turn, c.id)
+            sims[key] = max(score, sims.get(key, score))
     yes: dict[tuple[int, str], list[int]] = {}
     shown: list[set[str]] = [set() for _ in panel.graders]  # per vote: items a line has shown
     # Line, then item, then vote: the questions about one line share their prompt up to the statement,
@@ -100,7 +106,10 @@ async def grade_checklist(
     for line in lines:
         for criterion in criteria:
             probe = LineVotes(
-                yes=(), similarity=sims.get((line.turn, criterion.id)), matched=criterion.matches(line.text)
+                yes=(),
+                similarity=sims.get((line.turn, criterion.id)),
+                matched=criterion.matches(line.text),
+                fits=fits(criterion, line.text),
             )
             if not probe.gated(panel.floor):
                 continue
@@ -113,7 +122,12 @@ async def grade_checklist(
                     continue
                 try:
                     said_yes = await ask_line(
-                        grader, line.text, criterion, retries=retries, cancellation_token=cancellation_token
+                        grader,
+                        line.text,
+                        criterion,
+                        question=panel.question,
+                        retries=retries,
+                        cancellation_token=cancellation_token,
                     )
                 except ModelResponseError as exc:
                     logger.warning("checklist item %s, agent turn %d: counted as no: %s", criterion.id, line.turn, exc)
@@ -129,6 +143,7 @@ async def grade_checklist(
                 yes=tuple(yes[(line.turn, criterion.id)]),
                 similarity=sims.get((line.turn, criterion.id)),
                 matched=criterion.matches(line.text),
+                fits=fits(criterion, line.text),
             )
             for line in lines
             if (line.turn, criterion.id) in yes

@@ -146,7 +146,7 @@ class EpisodeRunner:
                 graders.append(build_line_grader(model_client=grader))
         panel = JudgePanel(
             judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor,
-            sure=self.judging.gate_sure, survey=survey,
+            sure=self.judging.gate_sure, survey=survey, question=self.judging.question,
         )  # fmt: skip
         return panel, clients
 

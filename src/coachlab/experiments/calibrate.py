@@ -129,12 +129,17 @@ async def run_calibration(
                 )
             progress(f"{case.id} (pair)")
     return summarize_calibration(
-        results, judge=backends["judge"].identity, votes=judging.votes, gate=similarity is not None, pairs=pairs
-    )
+        results, judge=backends["judge"].identity, votes=judging.votes, gate=similarity is not None, pairs=pairs,
+        criteria={sid: s.success_criteria for sid, s in experiment.scenarios.items()},
+    )  # fmt: skip
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _count(x: int | None) -> str:
+    return "n/a" if x is None else str(x)
 
 
 def _num(x: float | None) -> str:
@@ -150,6 +155,14 @@ def to_text(report: CalibrationReport) -> str:
         ("Cohen's kappa on items", _num(report.item_kappa)),
         ("unmet items called met (agreeableness)", _pct(report.false_met_rate)),
         ("met items called unmet", _pct(report.missed_met_rate)),
+        ("... on good chats in other words than the examples", _pct(report.missed_met_paraphrase_rate)),
+        ("... on the other cases", _pct(report.missed_met_other_rate)),
+        ("near-misses (the example's words, not the act) called met", _pct(report.near_miss_false_met_rate)),
+        ("forbidden items broken in other words called not broken", _pct(report.missed_breach_paraphrase_rate)),
+        (
+            "cases that fail the task scored a task success",
+            _count(report.false_success),
+        ),
         ("good > degraded, by checklist", _pct(report.ordering_checklist)),
         ("good > degraded, by satisfaction score", _pct(report.ordering_satisfaction)),
         ("hand-off loop scored >= good by satisfaction", _pct(report.handoff_satisfaction_at_least_good)),

@@ -11,7 +11,13 @@ from coachlab import __version__
 from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import Experiment
-from coachlab.experiments.criteria import criteria_path, ensure_criteria, load_criteria
+from coachlab.experiments.criteria import (
+    criteria_path,
+    ensure_criteria,
+    ensure_examples,
+    load_criteria,
+    with_saved_examples,
+)
 from coachlab.experiments.effects import only_retired_since, retire_harmful
 from coachlab.experiments.evaluate import EvaluationReport, evaluation_plans, summarize_evaluation
 from coachlab.experiments.evaluate_markdown import to_markdown
@@ -137,12 +143,16 @@ def saved_criteria(experiment: Experiment, scenarios: Sequence[Scenario], run_di
     compares the checklists it really grades.
     """
     judge = experiment.config.judge
-    if judge.checklist == "off" or not judge.write_criteria:
+    if judge.checklist == "off":
         return
     for scenario in scenarios:
+        scenario = experiment.scenarios[scenario.id]
         path = criteria_path(run_dir, scenario.id)
-        if not scenario.success_criteria and path.exists():
-            experiment.scenarios[scenario.id] = scenario.model_copy(update={"success_criteria": load_criteria(path)})
+        if judge.write_criteria and not scenario.success_criteria and path.exists():
+            scenario = scenario.model_copy(update={"success_criteria": load_criteria(path)})
+        if judge.examples:
+            scenario = with_saved_examples(scenario, run_dir)
+        experiment.scenarios[scenario.id] = scenario
 
 
 async def add_criteria(
@@ -150,9 +160,17 @@ async def add_criteria(
 ) -> None:
     """Give `scenarios` without a checklist the run's saved one or the teacher's (see `ensure_criteria`)."""
     judge = experiment.config.judge
-    if judge.checklist == "off" or not judge.write_criteria:
+    if judge.checklist == "off":
         return
-    experiment.scenarios.update(await ensure_criteria(scenarios, run_dir=run_dir, backends=backends, teacher=teacher))
+    if judge.write_criteria:
+        experiment.scenarios.update(
+            await ensure_criteria(scenarios, run_dir=run_dir, backends=backends, teacher=teacher)
+        )
+    if judge.examples:
+        current = [experiment.scenarios[s.id] for s in scenarios]
+        experiment.scenarios.update(
+            await ensure_examples(current, run_dir=run_dir, backends=backends, teacher=teacher, count=judge.examples)
+        )
 
 
 async def train_experiment(

@@ -47,9 +47,10 @@ def calibrate(
     """Run the judge on labelled transcripts; print item accuracy, ordering, agreement, position bias, time."""
     from coachlab.experiments.calibrate import run_calibration, to_text
     from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.criteria import ensure_examples
     from coachlab.experiments.results import write_json_atomic
     from coachlab.experiments.simulate import build_backends
-    from coachlab.judging.calibration import CalibrationSet, load_calibration_set
+    from coachlab.judging.calibration import CalibrationReport, CalibrationSet, load_calibration_set
     from coachlab.judging.gate import load_gate
     from coachlab.testing import dry_run_clients
 
@@ -76,6 +77,10 @@ def calibrate(
     if missing:
         raise UsageError(f"{experiment}: the calibration set needs scenarios the experiment does not load: {missing}")
     roles = ["judge", "customer"] if judging.satisfaction == "customer" else ["judge"]  # the customer: the survey
+    # The teacher writes each item's extra example lines once (saved in the run folder, as train and evaluate do).
+    teacher = exp.config.train.teacher if exp.config.train else "teacher"
+    if judging.examples and teacher in exp.config.models and teacher not in roles:
+        roles.append(teacher)
     backends = build_backends(exp, roles, clients=dry_run_clients(roles) if dry_run else None)
     similarity = load_gate(kind)
     rater = f"; satisfaction: the survey of {backends['customer'].identity}" if "customer" in backends else ""
@@ -88,13 +93,20 @@ def calibrate(
         if done % 7 == 0:
             console.print(f"  {done} judged ({time.perf_counter() - start:.0f} s)")
 
-    try:
-        report = run_closing(
-            backends,
-            run_calibration(
-                exp, backends, labelled, judging=judging, similarity=similarity, compare=compare, progress=tick
-            ),
+    async def calibrate_run() -> CalibrationReport:
+        if judging.examples:
+            scenarios = [exp.scenarios[s] for s in sorted({c.scenario for c in labelled.cases})]
+            exp.scenarios.update(
+                await ensure_examples(
+                    scenarios, run_dir=out or exp.output_dir, backends=backends, teacher=teacher, count=judging.examples
+                )
+            )
+        return await run_calibration(
+            exp, backends, labelled, judging=judging, similarity=similarity, compare=compare, progress=tick
         )
+
+    try:
+        report = run_closing(backends, calibrate_run())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     console.print(to_text(report), markup=False)

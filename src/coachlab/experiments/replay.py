@@ -130,8 +130,9 @@ class Replay:
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.source / RESOLVED_FILE, root / RESOLVED_FILE)
-        if (self.source / "criteria").is_dir():  # the checklists the teacher wrote are inputs of the run
-            shutil.copytree(self.source / "criteria", root / "criteria")
+        for written in ("criteria", "examples"):  # the checklists and example lines the teacher wrote are inputs
+            if (self.source / written).is_dir():
+                shutil.copytree(self.source / written, root / written)
         if (self.source / "calibration.json").is_file():  # the judge's calibration goes into results.json
             shutil.copyfile(self.source / "calibration.json", root / "calibration.json")
         if library and (self.source / "library").is_dir():

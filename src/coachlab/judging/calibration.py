@@ -1,7 +1,10 @@
 """The judge's labelled calibration set and the figures computed from a judge's verdicts on it.
 
 The set (`coachlab/judging/data/calibration.yaml`) holds hand-written transcripts of shipped
-scenarios whose checklist labels are known by construction: one good conversation per scenario and
+scenarios whose checklist labels are known by construction: one good conversation per scenario,
+good conversations in words that share no three words in a row with the checklist's example lines
+(`good-paraphrase`), lines that use the example's words without doing the item (`near-miss`),
+forbidden items broken in words unlike the example and the pattern (`forbidden-paraphrase`), and
 degraded variants written the way a weak student fails (the hand-off loop, the repeated line, the
 policy-breaking promise, polite vagueness, the ignored hidden constraint, the rude answer).
 `coachlab judge calibrate` runs the configured judge on it; this module turns the verdicts into
@@ -20,11 +23,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.schema import DialogueTurn, Scenario, Verdict
+from coachlab.schema import Criterion, DialogueTurn, Scenario, Verdict
 from coachlab.schema._base import Frozen, Text
 from coachlab.yamlio import load_yaml, validate_yaml
 
 __all__ = [
+    "GOOD_VARIANTS",
     "CalibrationCase",
     "CalibrationReport",
     "CalibrationSet",
@@ -36,7 +40,20 @@ __all__ = [
     "summarize_calibration",
 ]
 
-Variant = Literal["good", "handoff-loop", "repeated-line", "policy-promise", "vague", "ignored-constraint", "rude"]
+Variant = Literal[
+    "good",
+    "good-paraphrase",
+    "near-miss",
+    "forbidden-paraphrase",
+    "handoff-loop",
+    "repeated-line",
+    "policy-promise",
+    "vague",
+    "ignored-constraint",
+    "rude",
+]
+GOOD_VARIANTS = frozenset({"good", "good-paraphrase"})
+"""Variants in which every item is met: the good chats."""
 
 
 class CalibrationCase(Frozen):
@@ -128,6 +145,22 @@ class CalibrationReport(BaseModel):
     item_kappa: float | None
     false_met_rate: float | None = Field(description="Share of truly unmet items the judge called met (agreeableness).")
     missed_met_rate: float | None = Field(description="Share of truly met items the judge called not met.")
+    missed_met_paraphrase_rate: float | None = Field(
+        default=None, description="The same on the good chats in other words than the examples (good-paraphrase)."
+    )
+    missed_met_other_rate: float | None = Field(default=None, description="The same on every other case.")
+    near_miss_false_met_rate: float | None = Field(
+        default=None,
+        description="Share of unmet items of the near-miss cases (the example's words, not the act) called met.",
+    )
+    missed_breach_paraphrase_rate: float | None = Field(
+        default=None,
+        description="Share of forbidden items broken in other words (forbidden-paraphrase) called not broken.",
+    )
+    false_success: int | None = Field(
+        default=None,
+        description="Cases whose labels fail the task (a must or policy item not met) scored a task success.",
+    )
     accuracy_by_variant: dict[str, float]
     split_item_rate: float | None = Field(description="Share of items on which the votes disagreed.")
     ordering_checklist: float | None = Field(
@@ -201,16 +234,23 @@ def summarize_calibration(
     votes: int,
     gate: bool,
     pairs: Sequence[PairResult] = (),
+    criteria: Mapping[str, Sequence[Criterion]] | None = None,
 ) -> CalibrationReport:
-    """The figures of one calibration run."""
+    """The figures of one calibration run; `criteria` (each scenario's checklist) adds `false_success`."""
     truth: list[bool] = []
     predicted: list[bool] = []
+    paraphrase_missed: list[bool] = []
+    other_missed: list[bool] = []
+    near_false: list[bool] = []
+    breach_missed: list[bool] = []
+    false_success = 0
     by_variant: dict[str, list[bool]] = defaultdict(list)
     split: list[bool] = []
     met_judge: dict[str, float] = {}
     met_label: dict[str, float] = {}
     satisfaction: dict[str, float] = {}
     success: dict[str, bool | None] = {}
+    forbidden = {(sid, c.id): c.forbidden for sid, items in (criteria or {}).items() for c in items}
     for r in results:
         if r.verdict is None:
             continue
@@ -222,14 +262,25 @@ def summarize_calibration(
             predicted.append(said_met)
             by_variant[r.case.variant].append(said_met == (label == "met"))
             split.append(got is not None and got.split)
+            if label == "met":
+                (paraphrase_missed if r.case.variant == "good-paraphrase" else other_missed).append(not said_met)
+            elif r.case.variant == "near-miss":
+                near_false.append(said_met)
+            elif r.case.variant == "forbidden-paraphrase" and forbidden.get((r.case.scenario, cid), False):
+                breach_missed.append(said_met)
+        if criteria is not None and r.verdict.task_success is True:
+            needed = {c.id for c in criteria.get(r.case.scenario, ()) if c.level == "must" or c.policy}
+            false_success += any(r.case.expected.get(cid) == "not_met" for cid in needed)
         n = len(r.case.expected)
         met_judge[r.case.id] = sum(c.status == "met" for c in r.verdict.criteria) / max(n, 1)
         met_label[r.case.id] = sum(v == "met" for v in r.case.expected.values()) / max(n, 1)
         satisfaction[r.case.id] = float(r.verdict.satisfaction)
         success[r.case.id] = r.verdict.task_success
     good = {r.case.scenario: r.case.id for r in results if r.case.variant == "good" and r.case.id in met_judge}
-    degraded = [r.case for r in results if r.case.variant != "good" and r.case.id in met_judge]
-    order_items = [met_judge[good[d.scenario]] > met_judge[d.id] for d in degraded if d.scenario in good]
+    goods = [r.case for r in results if r.case.variant in GOOD_VARIANTS and r.case.id in met_judge]
+    degraded = [r.case for r in results if r.case.variant not in GOOD_VARIANTS and r.case.id in met_judge]
+    # Every good chat of a scenario (in the examples' words or others) against each degraded one of it.
+    order_items = [met_judge[g.id] > met_judge[d.id] for d in degraded for g in goods if g.scenario == d.scenario]
     order_sat = [satisfaction[good[d.scenario]] > satisfaction[d.id] for d in degraded if d.scenario in good]
     handoff = [d for d in degraded if d.variant == "handoff-loop" and d.scenario in good]
     decided = [p for p in pairs if p.picked in ("good", "degraded")]
@@ -253,6 +304,11 @@ def summarize_calibration(
         item_kappa=cohen_kappa(truth, predicted),
         false_met_rate=_share([p for t, p in zip(truth, predicted, strict=True) if not t]),
         missed_met_rate=_share([not p for t, p in zip(truth, predicted, strict=True) if t]),
+        missed_met_paraphrase_rate=_share(paraphrase_missed),
+        missed_met_other_rate=_share(other_missed),
+        near_miss_false_met_rate=_share(near_false),
+        missed_breach_paraphrase_rate=_share(breach_missed) if criteria is not None else None,
+        false_success=false_success if criteria is not None else None,
         accuracy_by_variant={v: sum(x) / len(x) for v, x in sorted(by_variant.items())},
         split_item_rate=_share(split),
         ordering_checklist=_share(order_items),
@@ -261,7 +317,7 @@ def summarize_calibration(
             [satisfaction[d.id] >= satisfaction[good[d.scenario]] for d in handoff]
         ),
         handoff_task_success=_share([success[d.id] is True for d in handoff]),
-        good_task_success=_share([success[g] is True for g in good.values()]),
+        good_task_success=_share([success[g.id] is True for g in goods]),
         spearman_checklist=spearman([met_judge[i] for i in ids], [met_label[i] for i in ids]),
         spearman_satisfaction=spearman([satisfaction[i] for i in ids], [met_label[i] for i in ids]),
         pairwise_accuracy=_share([p.picked == "good" for p in pairs if p.picked is not None]),

@@ -59,6 +59,12 @@ class JudgeConfig(BaseModel):
         description="A cosine at which a line counts without the judge's yes (None: never): the 1.5B judge said no "
         "to plain hand-off lines at 0.75-0.86. 0.75 measured best in benchmarks/checklist_sweep.py.",
     )
+    question: Literal["statement", "meaning", "meaning-examples"] = Field(
+        default="statement",
+        description="How each per-line question is put. statement: is 'in this message, the agent <item>' true; "
+        "meaning: does the message do the item's action, in any words; meaning-examples: the same, shown the "
+        "item's example lines as illustrations.",
+    )
     grader_temperature: float | None = Field(
         default=0.0,
         ge=0,
@@ -77,6 +83,13 @@ class JudgeConfig(BaseModel):
         "survey orders good above degraded chats in 26% vs the judge's 81%, so the default stays judge.",
     )
 
+    examples: int = Field(
+        default=0,
+        ge=0,
+        le=6,
+        description="More example lines per checklist item that the teacher writes once per scenario, in other "
+        "words than `example` (saved in the run as examples/<scenario>.yaml, editable); 0: the authored ones only.",
+    )
     write_criteria: bool = Field(
         default=True,
         description="The teacher writes a checklist for scenarios without success_criteria (once, saved in the run).",
@@ -117,19 +130,23 @@ class LineVotes:
     yes: tuple[int, ...]
     """The votes (by index) in which the judge said yes about this line; votes not asked are absent."""
     similarity: float | None = None
-    """Cosine between the line and the criterion's example; None when the gate is off."""
+    """The line's best cosine to the criterion's example lines; None when the gate is off."""
     matched: bool = False
     """The criterion's `pattern` matches the line."""
+    fits: bool = True
+    """The line's own words do not rule the item out (`coachlab.judging.evidence.fits`)."""
 
     def gated(self, floor: float) -> bool:
-        """The line may count: the gate is off, it resembles the example, or the pattern matches."""
-        return self.matched or self.similarity is None or self.similarity >= floor
-
-    def sure(self, threshold: float | None) -> bool:
-        """The line counts without the judge's yes: the pattern matches, or it is that close to the example."""
+        """The line may count: the pattern matches, or its words fit and (gate on) it resembles an example."""
         if self.matched:
             return True
-        return threshold is not None and self.similarity is not None and self.similarity >= threshold
+        return self.fits and (self.similarity is None or self.similarity >= floor)
+
+    def sure(self, threshold: float | None) -> bool:
+        """The line counts without the judge's yes: the pattern matches, or it fits and is that close to an example."""
+        if self.matched:
+            return True
+        return self.fits and threshold is not None and self.similarity is not None and self.similarity >= threshold
 
 
 def decide_criterion(

@@ -52,6 +52,9 @@ def _teacher_json(ask: str) -> str | None:
         return json.dumps({"strategies": [_HELPFUL, _USELESS]})
     if '"criteria"' in ask:  # writing a scenario's checklist
         return json.dumps({"criteria": [_CRITERION]})
+    if '"lines"' in ask:  # more example lines for a checklist item: the line it was shown, reworded
+        shown = ask.split('said to the customer: "')[1].split('"\n')[0] if "said to the customer" in ask else "Done."
+        return json.dumps({"lines": [f"To put it another way: {shown}"]})
     if '"children"' in ask:  # writing harder scenarios
         return json.dumps({"children": [{"mutation": "less patient", "mood": "annoyed", "patience": "low"}]})
     if '"situation"' in ask:  # refining a strategy
@@ -79,7 +82,8 @@ def _judge(messages: Sequence[LLMMessage]) -> str | SatisfactionScore:
         return json.dumps({"rationale": "Dry run: the reply that names the next step wins.", "better": better})
     if "<message>" in ask:  # a checklist question about one agent line
         line = ask.split("<message>")[1].split("</message>")[0]
-        statement = ask.split("Statement:")[1].split("\n")[0]
+        label = "Statement:" if "Statement:" in ask else "Action:"
+        statement = ask.split(label)[1].split("\n")[0]
         # The line that names the next step does every good thing and none of the forbidden ones.
         good = "DRY-1" in line and not _FORBIDDEN.search(statement)
         return json.dumps({"answer": "yes" if good else "no"})

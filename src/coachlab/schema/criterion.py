@@ -23,7 +23,8 @@ class Criterion(Frozen):
     agent must not do ("promises an exact delivery day"): it is met when no agent line does it. A
     `policy` item is a company rule: breaking it breaks policy, and task success needs every policy
     item met. `example` is one agent line that does the thing (for a forbidden item: one that
-    breaks it); coachlab only believes a judge's "yes" for a line that resembles it. A `pattern`
+    breaks it); `examples` are more such lines in other words. coachlab only believes a judge's "yes"
+    for a line that resembles one of them, and the grader is shown them as illustrations. A `pattern`
     (a regular expression, case-insensitive) decides without the judge: a line it matches shows the
     item. Use it for what words alone give away ("contact (our|the) .* team" for a hand-off), since
     the small judge misses some plain cases.
@@ -36,6 +37,10 @@ class Criterion(Frozen):
     policy: bool = Field(default=False, description="A company rule: not met means the policy was broken.")
     example: Text | None = Field(
         default=None, description="One agent line that does it (for a forbidden item: one that breaks it)."
+    )
+    examples: list[Text] = Field(
+        default_factory=lambda: [],
+        description="More agent lines that do it (for a forbidden item: that break it), in other words than `example`.",
     )
     pattern: str | None = Field(
         default=None,
@@ -51,6 +56,12 @@ class Criterion(Frozen):
             except re.error as exc:
                 raise ValueError(f"not a regular expression: {exc}") from None
         return value
+
+    @property
+    def all_examples(self) -> tuple[str, ...]:
+        """`example` (when set) and then `examples`, without repeats."""
+        lines = ([self.example] if self.example else []) + list(self.examples)
+        return tuple(dict.fromkeys(lines))
 
     def matches(self, line: str) -> bool:
         """True when `pattern` is set and finds a match in `line`."""
