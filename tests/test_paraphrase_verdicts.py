@@ -160,12 +160,19 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
 
 
-def test_the_shipped_paraphrase_cases_share_no_three_words_with_the_examples_and_dodge_the_patterns() -> None:
-    exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
-    cases = load_calibration_set().cases
+@pytest.mark.parametrize(
+    ("experiment", "cases_file", "scenarios"),
+    [("quickstart.yaml", None, 7), ("benchmark.yaml", ROOT / "benchmarks" / "data" / "heldout-verdicts.yaml", 12)],
+    ids=["shipped", "held-out"],
+)
+def test_the_paraphrase_cases_share_no_three_words_with_the_examples_and_dodge_the_patterns(
+    experiment: str, cases_file: Path | None, scenarios: int
+) -> None:
+    exp = load_experiment(ROOT / "experiments" / experiment)
+    cases = load_calibration_set(cases_file).cases
     paraphrased = [c for c in cases if c.variant == "good-paraphrase"]
     broken = [c for c in cases if c.variant == "forbidden-paraphrase"]
-    assert len({c.scenario for c in paraphrased}) == len({c.scenario for c in cases}) == 7
+    assert len({c.scenario for c in paraphrased}) == len({c.scenario for c in cases}) == scenarios
     assert {c.scenario for c in broken} == {c.scenario for c in paraphrased}
     for case in paraphrased:
         items = exp.scenarios[case.scenario].success_criteria

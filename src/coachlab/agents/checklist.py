@@ -6,6 +6,12 @@ and much better at one question about one message (72%, and 84% with coachlab's 
 gate; see `coachlab judge calibrate`). So each question shows one agent message and one
 statement. The message comes first and the statement last: the questions about one message share
 their processed prompt prefix, which an engine with a prompt cache (llama.cpp) does not process again.
+
+Asked whether "in this message, the agent <item>" is true, the 1.5B judge said no to much good
+service in other words than the item's example (29% of met items on the labelled paraphrases). The
+default question (`meaning-examples`) asks whether the message does the item's action in any words,
+shown the item's example lines as illustrations: 19% there, with fewer near-misses credited too
+(docs/measurements.md).
 """
 
 from __future__ import annotations

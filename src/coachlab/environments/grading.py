@@ -48,12 +48,12 @@ class JudgePanel:
     """Empty: no checklist grading (satisfaction only)."""
     similarity: Similarity | None = None
     """The gate; None grades without it."""
-    floor: float = 0.45
+    floor: float = 0.40
     sure: float | None = None
     """A similarity at which a line counts without asking (None: always ask)."""
     survey: bool = False
     """The satisfaction judges are asked the customer's post-chat survey (`survey_view`), not `judge_view`."""
-    question: QuestionStyle = "statement"
+    question: QuestionStyle = "meaning-examples"
     """How each per-line checklist question is put (`line_view`)."""
 
     def satisfaction_view(self) -> SatisfactionView:

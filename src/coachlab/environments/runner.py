@@ -93,7 +93,7 @@ class EpisodeRunner:
         )  # fmt: skip
         panel = JudgePanel(
             judges=[], graders=[build_line_grader(model_client=client)], similarity=self.similarity,
-            floor=self.judging.gate_floor, sure=self.judging.gate_sure,
+            floor=self.judging.gate_floor, sure=self.judging.gate_sure, question=self.judging.question,
         )  # fmt: skip
         search = ReplySearch(candidates=self.expert.candidates, panel=panel, retries=self.environment.judge_retries)
         return search, [client]

@@ -225,6 +225,8 @@ async def ensure_examples(
                 "Scenario %s: the teacher could not write example lines (%s); one per item.", scenario.id, exc
             )
             continue
+        if not any(written.values()):  # nothing to keep: the next run asks again
+            continue
         write_text_atomic(path, _dump_examples(scenario, written, backend.identity))
         logger.info("Scenario %s: the teacher wrote example lines for %d items -> %s", scenario.id, len(written), path)
         changed[scenario.id] = _merged(scenario, written)

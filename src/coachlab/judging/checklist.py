@@ -48,19 +48,23 @@ class JudgeConfig(BaseModel):
     )
     gate: Literal["auto", "embedding", "off"] = Field(
         default="auto",
-        description="Believe a 'yes' only for a line similar to the criterion's example (MiniLM cosine). auto: "
+        description="Believe a 'yes' only for a line similar to one of the criterion's example lines (MiniLM "
+        "cosine). auto: "
         "when the offline embedding model is fetched; embedding: required; off: never.",
     )
-    gate_floor: float = Field(default=0.45, ge=-1, le=1, description="The cosine a line needs to count.")
+    gate_floor: float = Field(default=0.40, ge=-1, le=1, description="The cosine a line needs to count.")
     gate_sure: float | None = Field(
-        default=0.75,
+        default=None,
         ge=-1,
         le=1,
-        description="A cosine at which a line counts without the judge's yes (None: never): the 1.5B judge said no "
-        "to plain hand-off lines at 0.75-0.86. 0.75 measured best in benchmarks/checklist_sweep.py.",
+        description="A cosine at which a line counts without the judge's yes (None: never).",
     )
+    # gate_sure was 0.75 (the 1.5B judge said no to plain hand-off lines at 0.75-0.86); the items' patterns
+    # decide hand-offs now, and on the labelled set with near-misses a line that close to the example but
+    # doing the opposite ("I can't offer free express shipping") was credited: near-misses called met 65%
+    # with it, 12% without (benchmarks/checklist_sweep.py; docs/measurements.md).
     question: Literal["statement", "meaning", "meaning-examples"] = Field(
-        default="statement",
+        default="meaning-examples",
         description="How each per-line question is put. statement: is 'in this message, the agent <item>' true; "
         "meaning: does the message do the item's action, in any words; meaning-examples: the same, shown the "
         "item's example lines as illustrations.",

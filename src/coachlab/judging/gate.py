@@ -3,7 +3,9 @@
 Measured on 32 labelled items with the embedded 1.5B judge: per-line questions alone were right on
 72% of items, and 84% with this gate (MiniLM cosine >= 0.45 to one example agent line written for
 the criterion). The gate turns away the judge's agreeable "yes" to lines about something else, and
-spares the question for lines that cannot count.
+spares the question for lines that cannot count. A line's similarity to an item is its best cosine
+to any of the item's example lines (`Criterion.all_examples`), so good service in other words than
+the first example can pass it.
 """
 
 from __future__ import annotations
