@@ -5,19 +5,21 @@
     python benchmarks/distill.py --experiment experiments/benchmark.yaml --fresh    # delete the run, start again
 
 It runs what `coachlab distill EXPERIMENT --out DIR [--resume]` runs: `train` grows the scenario tree
-and the strategy library, then `evaluate` runs the held-out scenarios under baseline / generic /
-library / teacher (a resumed run continues both; an evaluation of a library that training has
-changed since is redone from the start). The run folder (default runs/<name>-bench) is an
+and the strategy library, then `evaluate` runs the held-out scenarios under the experiment's
+conditions (by default baseline / generic / library / oracle / placebo / teacher; a resumed run
+continues both; an evaluation of a library that training has changed since is redone from the
+start). The run folder (default runs/<name>-bench) is an
 ordinary coachlab run: `coachlab report DIR`, `coachlab library list DIR` work on it.
 
 At the end it prints, from the saved run folder alone (so a resumed run prints the whole run): the
 wall time of each phase summed over every invocation; the tree's nodes by status; every strategy
 admitted, rejected, merged or retired with its evidence; then per student the task success and
-satisfaction of each condition with 95% CIs, gap closed, library minus baseline (paired) and the
-smallest difference the run could detect, the most retrieved strategies' effects, the retrieval hit
-rate on the held-out scenarios that have a `situation`; then simulator faults, judge errors, the
-judge's calibration (when `coachlab judge calibrate EXPERIMENT --out DIR` has written
-calibration.json there) and tokens per role, sent and processed by the engine where it says.
+satisfaction of each condition with 95% CIs, gap closed, every arm minus baseline (paired), the
+library's share of the oracle ceiling and the smallest difference the run could detect, the most
+retrieved strategies' effects, the retrieval hit rate on the held-out scenarios that have a
+`situation`; then simulator faults, judge errors, the judge's calibration (when
+`coachlab judge calibrate EXPERIMENT --out DIR` has written calibration.json there) and tokens per
+role, sent and processed by the engine where it says.
 """
 
 from __future__ import annotations
@@ -180,16 +182,25 @@ def _student_lines(report: EvaluationReport) -> list[str]:
                 f"({r.judged}/{r.episodes} scored; simulator faults {r.simulator_faults}, judge errors "
                 f"{r.judge_errors}, infrastructure errors {r.infrastructure_errors})"
             )
-        out.append(f"  gap closed ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials")
-        if s.gap_closed_items is not None:
-            out.append(f"  gap closed (items met): {s.gap_closed_items}")
-        if s.gap_closed_satisfaction is not None:
-            out.append(f"  gap closed (satisfaction): {s.gap_closed_satisfaction}")
+        if report.teacher is not None:
+            out.append(f"  gap closed ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials")
+            if s.gap_closed_items is not None:
+                out.append(f"  gap closed (items met): {s.gap_closed_items}")
+            if s.gap_closed_satisfaction is not None:
+                out.append(f"  gap closed (satisfaction): {s.gap_closed_satisfaction}")
         out.append(f"  library minus baseline ({measure}, paired by seed, 95% CI): {s.library_minus_baseline}")
         if s.gap_closed_items is not None:
             out.append(
                 f"  library minus baseline (items met, paired by seed, 95% CI): {s.library_minus_baseline_items}"
             )
+        for c in s.contrasts:
+            if c.condition == "library":
+                continue
+            items = "" if c.minus_baseline_items is None else f"; items met {c.minus_baseline_items}"
+            out.append(f"  {c.condition} minus baseline ({measure}, paired by seed, 95% CI): {c.minus_baseline}{items}")
+        if s.share_of_ceiling is not None:
+            items = "" if s.share_of_ceiling_items is None else f"; items met {s.share_of_ceiling_items}"
+            out.append(f"  share of the oracle ceiling ({measure}): {s.share_of_ceiling}{items}")
         effects = s.strategies
         if effects:
             out.append(

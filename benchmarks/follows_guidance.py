@@ -34,31 +34,15 @@ from pathlib import Path
 
 from coachlab.environments import EpisodeRunner
 from coachlab.experiments.config import load_experiment
+from coachlab.experiments.controls import oracle_lines
 from coachlab.experiments.simulate import build_backends
 from coachlab.explorer.verify import checklist_arm
 from coachlab.library.store import LibraryStore
 from coachlab.llm import close_backends
-from coachlab.schema import Guidance, Scenario
+from coachlab.schema import Guidance
 from coachlab.stats import clustered_bootstrap, paired_differences
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def oracle(scenario: Scenario, kind: str) -> list[Guidance]:
-    """One strategy per must item of the scenario's checklist."""
-    out: list[Guidance] = []
-    for c in scenario.success_criteria:
-        if c.forbidden or c.level != "must":
-            continue
-        text = c.text[0].upper() + c.text[1:]
-        if kind == "imperative":
-            verb, _, rest = text.partition(" ")
-            order = verb[:-1] if verb.endswith("s") and not verb.endswith("ss") else verb  # "Offers" -> "Offer"
-            guidance = f"{order} {rest}".rstrip(".") + "."
-        else:
-            guidance = f"Say, in your own words: {c.example}" if c.example else text
-        out.append(Guidance(id=f"oracle-{c.id}", situation="When the customer raises this problem", guidance=guidance))
-    return out
 
 
 def learned(run: Path | None) -> dict[str, list[Guidance]]:
@@ -94,8 +78,8 @@ async def main(experiment: Path, agent: str, seeds: int, only: list[str], run: P
             trial_seeds = list(range(1, seeds + 1))
             for arm, guidance in [
                 ("none", []),
-                ("imperative", oracle(sc, "imperative")),
-                ("example", oracle(sc, "example")),
+                ("imperative", oracle_lines(sc, "imperative")),
+                ("example", oracle_lines(sc, "example")),
                 *([("library", written[sc.id])] if run is not None else []),
             ]:
                 result = await checklist_arm(

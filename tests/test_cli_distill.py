@@ -23,8 +23,9 @@ def test_train_then_evaluate_dry_run_write_tree_and_results(tmp_path: Path) -> N
     evaluated = coachlab("evaluate", "experiments/quickstart.yaml", "--dry-run", "--out", str(out))
     assert evaluated.returncode == 0, evaluated.stderr
     results = json.loads((out / "evaluation" / "results.json").read_text())
-    assert {r["condition"] for r in results["students"][0]["rows"]} == {"baseline", "generic", "library"}
-    assert results["teacher"]["condition"] == "teacher" and results["package_version"]
+    # the quickstart's arms: baseline, library and the oracle ceiling (no teacher row)
+    assert [r["condition"] for r in results["students"][0]["rows"]] == ["baseline", "library", "oracle"]
+    assert results["teacher"] is None and results["package_version"]
     assert "name: quickstart" in results["experiment"]
     assert "| student | baseline |" in (out / "evaluation" / "results.md").read_text()
 
@@ -57,9 +58,12 @@ def test_distill_runs_train_then_evaluate_and_says_where_everything_is(tmp_path:
     done = coachlab("distill", "experiments/quickstart.yaml", "--dry-run", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "Tree: 3 nodes" in done.stdout and "| student | library |" in done.stdout
-    # the dry-run models play a story: one strategy admitted, one rejected, and the library closes the gap
+    # the dry-run models play a story: one strategy admitted, one rejected, and the library reaches the ceiling
     assert "strategies admitted: 1" in done.stdout and "rejected: 1" in done.stdout
-    assert "Gap closed by the library for student (task success): 1.00" in done.stdout
+    assert "Share of the oracle ceiling the library reached for student" in done.stdout
+    assert "| student | oracle | 1.00 [1.00, 1.00] |" in done.stdout
+    (student,) = json.loads((out / "evaluation" / "results.json").read_text())["students"]
+    assert student["share_of_ceiling"]["mean"] == student["share_of_ceiling_items"]["mean"] == 1.0
     for shown in ("scenario tree:", "strategy library:", "results:", "transcripts:"):
         assert shown in done.stdout
     assert (out / "tree.json").exists() and (out / "evaluation" / "results.md").exists()

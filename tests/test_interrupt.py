@@ -105,8 +105,8 @@ def test_ctrl_c_prints_one_line_exits_130_and_resume_finishes_with_every_episode
         assert {e for n in tree.nodes() for e in n.episode_ids} <= set(written)
     if command in ("evaluate", "distill"):
         evaluation = run / "evaluation" / "episodes.jsonl"
-        assert len(set(ids(evaluation))) == len(ids(evaluation)) == 4  # 3 student conditions + the teacher
-        assert len(EpisodeLog(evaluation).read()) == 4 and (run / "evaluation" / "results.json").exists()
+        assert len(set(ids(evaluation))) == len(ids(evaluation)) == 6  # 5 student conditions + the teacher
+        assert len(EpisodeLog(evaluation).read()) == 6 and (run / "evaluation" / "results.json").exists()
 
 
 def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes(tmp_path: Path) -> None:

@@ -1,11 +1,16 @@
 """`evaluate`: held-out scenarios under every condition, for every student, with gap closed.
 
 Conditions: `baseline` (no strategies), `generic` (one fixed list of the library's strongest
-guidance, no retrieval), `library` (per-turn retrieval of approved strategies) and `teacher` (the
-teacher as the agent: the ceiling). Trial i of a scenario has the same seed under every
-condition, so conditions are compared on paired customer randomness. Gap closed is
-(library - baseline) / (teacher - baseline) on the primary outcome, task success (satisfaction when
-the scenarios have no checklist). Items met (the share of checklist items met per episode) is the
+guidance, no retrieval), `library` (per-turn retrieval of approved strategies), the control arms
+`oracle` (the scenario's own checklist as words to say, every turn: the ceiling of any library for
+this student) and `placebo` (as many lines of the same form that fit none of the scenario's items:
+what more text does by itself), see `coachlab.experiments.controls`, and `teacher` (the teacher as
+the agent). Trial i of a scenario has the same seed under every condition, so conditions are
+compared on paired customer randomness. Gap closed is (library - baseline) / (teacher - baseline)
+and the share of the ceiling (library - baseline) / (oracle - baseline), both on the primary
+outcome, task success (satisfaction when the scenarios have no checklist), and each is None when its
+ceiling is no better than the baseline. Every arm's difference from the baseline, paired by seed,
+is reported beside them. Items met (the share of checklist items met per episode) is the
 secondary outcome beside it: one missed item of five fails task success, so when no condition
 succeeds, items met is what can still show an effect.
 
@@ -27,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
+from coachlab.experiments.controls import oracle_guidance, oracle_lines, placebo_guidance
 from coachlab.experiments.effects import StrategyEffect, ablation_condition, strategy_effects
 from coachlab.experiments.hit_rate import RetrievalHitRate, retrieval_hit_rate
 from coachlab.experiments.simulate import EpisodePlan
@@ -38,6 +44,7 @@ from coachlab.stats import Estimate, clustered_bootstrap, min_detectable_differe
 __all__ = [
     "CONDITIONS",
     "ConditionResult",
+    "Contrast",
     "EvaluateConfig",
     "EvaluationReport",
     "Price",
@@ -51,8 +58,10 @@ __all__ = [
 Price = tuple[float, float]
 """A model entry's estimated price per 1,000 prompt and completion tokens."""
 
-Condition = Literal["baseline", "generic", "library", "teacher"]
-CONDITIONS: tuple[Condition, ...] = ("baseline", "generic", "library", "teacher")
+Condition = Literal["baseline", "generic", "library", "oracle", "placebo", "teacher"]
+CONDITIONS: tuple[Condition, ...] = ("baseline", "generic", "library", "oracle", "placebo", "teacher")
+CONTROLS: tuple[Condition, ...] = ("oracle", "placebo")
+"""The control arms: run only on scenarios whose checklist has a must item (see `coachlab.experiments.controls`)."""
 
 
 class EvaluateConfig(BaseModel):
@@ -101,13 +110,21 @@ def evaluation_plans(
 ) -> list[EpisodePlan]:
     """Every (scenario, trial) under every condition and student; the teacher once per (scenario, trial).
 
+    The control arms (`oracle`, `placebo`) run only on scenarios whose checklist has a must item.
+
     With `ablate` (and the `library` condition), each approved strategy adds a condition
     `ablate-<id>`: the library without it, on the same seeds.
     """
     settings = retrieval or RetrievalConfig()
     library = settings.provider(strategies)
     generic = generic_guidance(strategies, config.generic_size)
-    guidance: dict[str, GuidanceProvider | None] = {"baseline": None, "generic": generic, "library": library}
+    guidance: dict[str, GuidanceProvider | None] = {
+        "baseline": None,
+        "generic": generic,
+        "library": library,
+        "oracle": oracle_guidance(),
+        "placebo": placebo_guidance(scenarios),
+    }
     conditions: list[str] = list(config.conditions)
     if config.ablate and "library" in config.conditions:
         for s in strategies:
@@ -122,6 +139,8 @@ def evaluation_plans(
                 if condition == "teacher":
                     plans.append(EpisodePlan(scenario, config.teacher, "teacher", trial, seed))
                     continue
+                if condition in CONTROLS and not oracle_lines(scenario):
+                    continue  # no must item, no answer key: the arm would be the baseline again
                 for student in config.students:
                     plans.append(EpisodePlan(scenario, student, condition, trial, seed, guidance[condition]))
     return plans
@@ -176,8 +195,23 @@ class ConditionResult(BaseModel):
         return sum(self.cost.values())
 
 
+class Contrast(BaseModel):
+    """One condition against the baseline for one student, paired by (scenario, trial) seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    condition: str
+    minus_baseline: Estimate = Field(
+        description="The condition's primary outcome minus the baseline's, with a CI that resamples scenarios, then "
+        "trials."
+    )
+    minus_baseline_items: Estimate | None = Field(
+        default=None, description="The same on items met (0-1 scale); None without a checklist."
+    )
+
+
 class StudentResult(BaseModel):
-    """A student's rows and the share of the teacher gap the library closes."""
+    """A student's rows, the share of the teacher gap and of the oracle ceiling the library closes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -196,6 +230,18 @@ class StudentResult(BaseModel):
     library_minus_baseline_items: Estimate = Field(
         default_factory=lambda: Estimate(mean=None, low=None, high=None, n=0),
         description="As library_minus_baseline, on items met (0-1 scale).",
+    )
+    share_of_ceiling: Estimate | None = Field(
+        default=None,
+        description="(library - baseline) / (oracle - baseline) on the primary outcome over the paired trials, with a "
+        "clustered CI (mean None when the oracle is no better than the baseline); None unless both arms ran.",
+    )
+    share_of_ceiling_items: Estimate | None = Field(
+        default=None, description="As share_of_ceiling, on items met; None without a checklist."
+    )
+    contrasts: list[Contrast] = Field(
+        default_factory=list[Contrast],
+        description="Every condition but the baseline (and ablations) minus the baseline, in the order they ran.",
     )
     strategies: list[StrategyEffect] = Field(
         default_factory=list[StrategyEffect],
@@ -382,6 +428,18 @@ def summarize_evaluation(
                 out[(e.scenario_id, e.trial)] = float(v.satisfaction)
         return out
 
+    def contrast(condition: str, student: str) -> Contrast:
+        scale = 1.0 if primary == "task_success" else 0.1  # satisfaction (1-10) on a 0-1 scale
+        diffs = paired_differences(scores("baseline", student), scores(condition, student), scale=scale)
+        items = paired_differences(
+            scores("baseline", student, on="items_met"), scores(condition, student, on="items_met")
+        )
+        return Contrast(
+            condition=condition,
+            minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
+            minus_baseline_items=clustered_bootstrap(items, seed=config.seed) if checklist else None,
+        )
+
     teacher_eps = by.get(("teacher", config.teacher), [])
     teacher_row = (
         _row("teacher", config.teacher, teacher_eps, config.threshold, config.seed, prices) if teacher_eps else None
@@ -403,6 +461,19 @@ def summarize_evaluation(
             )
             for on in outcomes
         }
+        shares = (
+            {
+                on: _gap_closed(
+                    scores("baseline", student, on=on),
+                    scores("library", student, on=on),
+                    scores("oracle", student, on=on),
+                    seed=config.seed,
+                )
+                for on in outcomes
+            }
+            if {"library", "oracle"} <= {r.condition for r in rows}
+            else {}
+        )
         diffs = paired_differences(
             scores("baseline", student), scores("library", student), scale=1.0 if primary == "task_success" else 0.1
         )
@@ -410,6 +481,12 @@ def summarize_evaluation(
             paired[scenario].extend(values)
         diffs_items = paired_differences(
             scores("baseline", student, on="items_met"), scores("library", student, on="items_met")
+        )
+        ran = [r.condition for r in rows]
+        contrasts = (
+            [contrast(c, student) for c in ran if c != "baseline" and not c.startswith("ablate-")]
+            if "baseline" in ran
+            else []
         )
         effects: list[StrategyEffect] = []
         hit_rate: RetrievalHitRate | None = None
@@ -431,6 +508,9 @@ def summarize_evaluation(
                 library_minus_baseline=clustered_bootstrap(diffs, seed=config.seed),
                 gap_closed_items=gaps.get("items_met"),
                 library_minus_baseline_items=clustered_bootstrap(diffs_items, seed=config.seed),
+                share_of_ceiling=shares.get(primary),
+                share_of_ceiling_items=shares.get("items_met"),
+                contrasts=contrasts,
                 strategies=effects,
                 retrieval=hit_rate,
             )

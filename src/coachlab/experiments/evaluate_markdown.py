@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from coachlab.experiments.effects import effects_markdown
-from coachlab.experiments.evaluate import ConditionResult, EvaluationReport, role_entry
+from coachlab.experiments.evaluate import ConditionResult, EvaluationReport, StudentResult, role_entry
 from coachlab.experiments.hit_rate import hit_rate_line
 from coachlab.judging.calibration import CalibrationReport
 
-__all__ = ["calibration_line", "to_markdown"]
+__all__ = ["calibration_line", "contrasts_markdown", "share_line", "to_markdown"]
 
 
 def _money(x: float) -> str:
@@ -41,6 +41,50 @@ def calibration_line(calibration: CalibrationReport | None) -> str:
         f"{pct(calibration.ordering_checklist)} by checklist vs {pct(calibration.ordering_satisfaction)} by "
         f"satisfaction score."
     )
+
+
+def share_line(student: StudentResult, primary: str) -> str | None:
+    """The library's share of the oracle ceiling for one student, or None when the run had no oracle arm."""
+    if student.share_of_ceiling is None:
+        return None
+    measure = primary.replace("_", " ")
+    line = (
+        f"Share of the oracle ceiling the library reached for {student.student} ((library - baseline) / (oracle - "
+        f"baseline), {measure}): {student.share_of_ceiling}"
+    )
+    if student.share_of_ceiling_items is not None:
+        line += f"; on items met {student.share_of_ceiling_items}"
+    if student.share_of_ceiling.mean is None:
+        line += " (the oracle was no better than the baseline: no library could show an effect with this student)"
+    return line + "."
+
+
+def contrasts_markdown(report: EvaluationReport) -> list[str]:
+    """Every arm minus the baseline per student (paired by seed), then the library's share of the oracle ceiling."""
+    students = [s for s in report.students if s.contrasts]
+    if not students:
+        return []
+    measure = report.primary.replace("_", " ")
+    items = any(c.minus_baseline_items is not None for s in students for c in s.contrasts)
+    out = [
+        "",
+        f"Each arm minus the baseline, paired by seed (95% CI over scenarios, then trials; {measure}"
+        + (" and items met on a 0-1 scale" if items else " on a 0-1 scale")
+        + "). oracle: the scenario's own checklist as words to say, the most any library could do for this student; "
+        "placebo: as many lines that fit none of the scenario's items, what more text does by itself.",
+        "",
+        f"| student | arm | {measure} minus baseline |" + (" items met minus baseline |" if items else ""),
+        "| --- | --- | --- |" + (" --- |" if items else ""),
+    ]
+    for s in students:
+        for c in s.contrasts:
+            cells = [s.student, c.condition, str(c.minus_baseline)]
+            if items:
+                cells.append(str(c.minus_baseline_items) if c.minus_baseline_items is not None else "n/a")
+            out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    out += [line for s in students if (line := share_line(s, report.primary)) is not None]
+    return out
 
 
 def to_markdown(report: EvaluationReport) -> str:
@@ -93,11 +137,13 @@ def to_markdown(report: EvaluationReport) -> str:
     out.append("")
     measure = "task success" if report.primary == "task_success" else "satisfaction"
     for s in report.students:
-        out.append(
-            f"Gap closed by the library for {s.student} ({measure}): {s.gap_closed} over {s.gap_closed.n} paired trials"
-            + (f"; on items met {s.gap_closed_items}" if s.gap_closed_items is not None else "")
-            + (f"; on satisfaction {s.gap_closed_satisfaction}." if s.gap_closed_satisfaction is not None else ".")
-        )
+        if report.teacher is not None:
+            out.append(
+                f"Gap closed by the library for {s.student} ({measure}): {s.gap_closed} over {s.gap_closed.n} paired "
+                "trials"
+                + (f"; on items met {s.gap_closed_items}" if s.gap_closed_items is not None else "")
+                + (f"; on satisfaction {s.gap_closed_satisfaction}." if s.gap_closed_satisfaction is not None else ".")
+            )
         out.append(
             f"Library minus baseline for {s.student} ({measure}, paired by seed, 95% CI over scenarios then trials): "
             f"{s.library_minus_baseline}."
@@ -107,6 +153,7 @@ def to_markdown(report: EvaluationReport) -> str:
                 f"Library minus baseline for {s.student} (items met, 0-1 scale, paired by seed, 95% CI over scenarios "
                 f"then trials): {s.library_minus_baseline_items}."
             )
+    out += contrasts_markdown(report)
     if report.min_detectable_difference is not None:
         scale = " (on a 0-1 scale)" if measure == "satisfaction" else ""
         out.append(

@@ -67,7 +67,9 @@ def _agent(*, strong: bool) -> Callable[[Sequence[LLMMessage]], str]:
         structured = _teacher_json(message_text(messages[-1]))
         if structured is not None:
             return structured
-        coached = _HELPFUL["guidance"] in message_text(messages[0])
+        system = message_text(messages[0])
+        # coached by the helpful strategy, or by words to say (the oracle arm's lines; the placebo's too)
+        coached = _HELPFUL["guidance"] in system or "Say, in your own words:" in system
         return DRY_RUN_GOOD_REPLY if strong or coached else _VAGUE_REPLY
 
     return reply

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from coachlab import __version__
 from coachlab.experiments.evaluate import ConditionResult, EvaluationReport
-from coachlab.experiments.evaluate_markdown import calibration_line
+from coachlab.experiments.evaluate_markdown import calibration_line, share_line
 from coachlab.schema import RoleUsage, Strategy
 from coachlab.viz.plots import growth_chart, growth_rows, satisfaction_chart, tokens_chart, transfer_chart
 from coachlab.viz.png import LABEL_LIMIT, tree_figure
@@ -316,8 +316,25 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             f"((library - baseline) / (teacher - baseline), on {report.primary.replace('_', ' ')})"
             + (f"; on items met {s.gap_closed_items}" if s.gap_closed_items is not None else "")
             for s in report.students
+            if report.teacher is not None
         ]
+        + [share for s in report.students if (share := share_line(s, report.primary)) is not None]
     )
+    arms = [(s.student, c) for s in report.students for c in s.contrasts]
+    if arms:
+        measure = report.primary.replace("_", " ")
+        doc.para(
+            "Each arm minus the baseline, paired by seed (95% CI over scenarios, then trials). oracle: the scenario's "
+            "own checklist as words to say, the most any library could do for this student; placebo: as many lines "
+            "that fit none of the scenario's items, what more text does by itself."
+        )
+        doc.table(
+            ["student", "arm", f"{measure} minus baseline", "items met minus baseline"],
+            [
+                [student, c.condition, str(c.minus_baseline), str(c.minus_baseline_items or "n/a")]
+                for student, c in arms
+            ],
+        )
     threshold = run.experiment.evaluate.threshold if run.experiment and run.experiment.evaluate else None
     if any(r.satisfaction.mean is not None for s in report.students for r in s.rows):
         doc.image("satisfaction.png", satisfaction_chart(report, threshold=threshold), "satisfaction per condition")
