@@ -15,7 +15,7 @@ by seed, and on items met the pairs better / worse / tied with an exact sign tes
 
     python benchmarks/ceiling.py [--experiment experiments/benchmark.yaml] [--students student teacher]
         [--add NAME=MODEL ...] [--arms baseline oracle placebo] [--trials 1] [--scenarios ID ...]
-        [--out runs/<name>-ceiling] [--resume]
+        [--placement system|before_last|reminder] [--out runs/<name>-ceiling] [--resume]
 
 `--add student-1.5b=qwen2.5-coder-1.5b` adds a student entry: a copy of the experiment's `student`
 entry with another embedded model, so two sizes are compared on the same settings.
@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import cast, get_args
 
 from rich.console import Console
 
@@ -42,6 +42,7 @@ from coachlab.experiments.evaluate import CONDITIONS, Condition, EvaluateConfig,
 from coachlab.experiments.progress import ProgressDisplay
 from coachlab.experiments.results import EpisodeLog
 from coachlab.experiments.simulate import build_backends, episode_concurrency
+from coachlab.library.retrieval import Placement
 from coachlab.llm import close_backends
 from coachlab.stats import sign_test
 
@@ -138,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="*", default=[], help="Scenario ids (default: evaluate.scenarios).")
     parser.add_argument("--out", type=Path, help="The run folder (default runs/<experiment name>-ceiling).")
     parser.add_argument("--resume", action="store_true", help="Continue the run in --out.")
+    parser.add_argument(
+        "--placement",
+        choices=get_args(Placement),
+        default=None,
+        help="Where the strategies sit in the agent's messages (default: the file's retrieval.placement).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -151,8 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = [s for s in students if s not in exp.config.models]
         if missing:
             raise UsageError(f"--students: no model entry {', '.join(missing)} in {args.experiment}")
+        retrieval = exp.config.retrieval
+        if args.placement is not None:
+            retrieval = retrieval.model_copy(update={"placement": args.placement})
         exp.config = exp.config.model_copy(
             update={
+                "retrieval": retrieval,
                 "evaluate": EvaluateConfig(
                     scenarios=args.scenarios or evaluate.scenarios,
                     students=students,
@@ -161,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     trials=args.trials,
                     seed=evaluate.seed,
                     retire=False,
-                )
+                ),
             }
         )
         root: Path = args.out or Path("runs") / f"{exp.config.name}-ceiling"

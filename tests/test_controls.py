@@ -6,11 +6,12 @@ import asyncio
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from autogen_core.models import LLMMessage
+from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 
-from coachlab.agents.service import service_system_prompt
+from coachlab.agents.service import service_system_prompt, service_view
 from coachlab.experiments.config import Experiment, load_experiment
 from coachlab.experiments.controls import (
     ORACLE_SITUATION,
@@ -27,7 +28,7 @@ from coachlab.experiments.results import EpisodeLog
 from coachlab.experiments.simulate import build_backends
 from coachlab.library import RetrievalConfig
 from coachlab.library.coaching import add_coaching, coaching_block
-from coachlab.library.retrieval import content_words
+from coachlab.library.retrieval import Placement, content_words
 from coachlab.llm.dryrun import DRY_RUN_GOOD_REPLY
 from coachlab.schema import (
     AgentMessage,
@@ -122,15 +123,29 @@ def test_the_control_arms_skip_scenarios_without_a_must_item() -> None:
     ]
 
 
-def test_the_guidance_block_is_the_same_in_simulation_and_in_serve() -> None:
+@pytest.mark.parametrize("placement", get_args(Placement))
+def test_the_guidance_is_placed_the_same_in_simulation_and_in_serve(placement: Placement) -> None:
     sc = scenario(success_criteria=ITEMS)
     shown = asyncio.run(oracle_guidance()(sc, []))
+    dialogue = [("customer", "My parcel is late."), ("agent", "Sorry! Let me look."), ("customer", "Well?")]
+    roles = {SystemMessage: "system", UserMessage: "user", AssistantMessage: "assistant"}
+    simulated = [(roles[type(m)], m.content) for m in service_view(sc, dialogue, shown, placement)]
+    messages = [{"role": "system", "content": service_system_prompt(sc)}] + [
+        {"role": "user" if who == "customer" else "assistant", "content": text} for who, text in dialogue
+    ]
+    served = add_coaching(messages, shown, placement=placement)
+    assert simulated == [(m["role"], m["content"]) for m in served]
     block = coaching_block(shown)
-    assert service_system_prompt(sc, shown).endswith("\n" + block)
-    served = add_coaching(
-        [{"role": "system", "content": "You are Acme's agent."}, {"role": "user", "content": "hi"}], shown
-    )
-    assert served[0]["content"] == "You are Acme's agent.\n" + block
+    texts = [str(text) for _, text in simulated]
+    if placement == "system":
+        assert len(simulated) == 4 and texts[0].endswith("\n" + block)
+    elif placement == "before_last":
+        assert texts[0] == service_system_prompt(sc) and simulated[3] == ("system", block)
+    else:
+        assert texts[0].endswith("\n" + block)
+        assert simulated[3] == ("system", f"Reminder from your coach: {shown[0].situation}: {shown[0].guidance}")
+    assert simulated[-1] == ("user", "Well?")  # the customer's last line stays last
+    assert add_coaching(messages, [], placement=placement) == messages
 
 
 def _ep(sid: str, condition: str, trial: int, met: int, success: bool = False) -> Episode:

@@ -109,6 +109,20 @@ def test_chat_is_coached_and_the_answer_comes_back_byte_for_byte(tmp_path: Path)
     assert sent.headers["authorization"] == f"Bearer {CALLER_KEY}"
 
 
+def test_serve_places_the_strategies_where_the_run_placed_them(tmp_path: Path) -> None:
+    """`retrieval.placement: before_last` in the run: the block goes right before the caller's last line."""
+    run = run_folder(tmp_path, retrieval="retrieval: {kind: lexical, k: 2, placement: before_last}\n")
+    live = LiveLibrary(run)
+    chat = [*LATE_CHAT, {"role": "assistant", "content": "Sorry! Which order?"}, {"role": "user", "content": "A-1."}]
+    with OpenAIStub(reply=lambda request: "On it.") as stub:
+        with proxy(live, ProxyConfig(upstream=stub.url)) as url:
+            client(url).chat.completions.create(model="small", messages=chat)  # type: ignore[arg-type]
+        sent = stub.requests[-1]
+    assert sent.body is not None
+    block = {"role": "system", "content": coaching_block([LATE.as_guidance()])}
+    assert sent.body["messages"] == [*chat[:3], block, chat[3]]
+
+
 def test_streaming_passes_every_byte_through(tmp_path: Path) -> None:
     live = LiveLibrary(run_folder(tmp_path))
     with OpenAIStub(reply=lambda request: "Your refund is on its way today.") as stub:

@@ -9,14 +9,20 @@ from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessa
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents._text import clean_line
-from coachlab.library.coaching import coaching_block
+from coachlab.library.coaching import coaching_parts
+from coachlab.library.retrieval import Placement
 from coachlab.schema import Guidance, Scenario
 
 __all__ = ["Guidance", "build_service_agent", "parse_agent_line", "service_system_prompt", "service_view"]
 
 
-def service_system_prompt(scenario: Scenario, guidance: Sequence[Guidance] = ()) -> str:
-    """The service agent's system prompt: only what the company knows (never the private goal)."""
+def service_system_prompt(
+    scenario: Scenario, guidance: Sequence[Guidance] = (), placement: Placement = "system"
+) -> str:
+    """The service agent's system prompt: only what the company knows (never the private goal).
+
+    The strategies' part of it is what `coaching_parts(guidance, placement)` puts in a system prompt.
+    """
     view = scenario.public_view()
     lines = [
         f"You are a customer-service agent for {view['company']}, chatting with a customer "
@@ -30,21 +36,33 @@ def service_system_prompt(scenario: Scenario, guidance: Sequence[Guidance] = ())
         lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]
     lines.append("Company policy (always follow it):")
     lines += [f"- {rule}" for rule in scenario.policy]
-    if guidance:
-        lines.append(coaching_block(guidance))  # the same block coachlab.add_coaching gives production
+    in_system, _ = coaching_parts(guidance, placement)
+    if in_system:
+        lines.append(in_system)  # what coachlab.add_coaching gives production
     return "\n".join(lines)
 
 
 def service_view(
-    scenario: Scenario, dialogue: list[tuple[str, str]], guidance: Sequence[Guidance] = ()
+    scenario: Scenario,
+    dialogue: list[tuple[str, str]],
+    guidance: Sequence[Guidance] = (),
+    placement: Placement = "system",
 ) -> list[LLMMessage]:
-    """The agent's view: system prompt, then the dialogue as chat turns (customer = user)."""
-    view: list[LLMMessage] = [SystemMessage(content=service_system_prompt(scenario, guidance))]
+    """The agent's view: system prompt, then the dialogue as chat turns (customer = user).
+
+    With `placement` other than `system`, a system message with the strategies goes right before
+    the customer's last line, as `coachlab.add_coaching` places it in production.
+    """
+    view: list[LLMMessage] = [SystemMessage(content=service_system_prompt(scenario, guidance, placement))]
     for who, text in dialogue:
         if who == "customer":
             view.append(UserMessage(content=text, source="customer"))
         else:
             view.append(AssistantMessage(content=text, source="agent"))
+    _, before_last = coaching_parts(guidance, placement)
+    if before_last:
+        users = [i for i, m in enumerate(view) if isinstance(m, UserMessage)]
+        view.insert(users[-1] if users else len(view), SystemMessage(content=before_last))
     return view
 
 

@@ -51,6 +51,7 @@ from coachlab.environments.grading import (
 )
 from coachlab.errors import CoachlabError, ModelResponseError
 from coachlab.judging import simulator_fault
+from coachlab.library.retrieval import Placement
 from coachlab.schema import (
     AgentMessage,
     CustomerMessage,
@@ -218,12 +219,14 @@ async def agent_reply(
     guidance: Sequence[Guidance] = (),
     search: ReplySearch | None = None,
     cancellation_token: CancellationToken | None = None,
+    placement: Placement = "system",
 ) -> str:
     """The service agent's next line after `dialogue` (the teacher's reply at a failure point).
 
     With `search` (the expert), the best of several candidates on the scenario's checklist.
+    `placement` is where `guidance` sits in its messages (`RetrievalConfig.placement`).
     """
-    view = service_view(scenario, dialogue, guidance)
+    view = service_view(scenario, dialogue, guidance, placement)
     return await _reply(agent, scenario, view, cancellation_token or CancellationToken(), search)
 
 
@@ -334,6 +337,7 @@ async def run_episode(
     guidance: GuidanceProvider | None = None,
     usage: Callable[[], Mapping[str, RoleUsage]] | None = None,
     cancellation_token: CancellationToken | None = None,
+    placement: Placement = "system",
 ) -> Episode:
     """Run one episode to its end and judge it.
 
@@ -355,6 +359,7 @@ async def run_episode(
         guidance: Per-turn strategy retrieval for the service agent.
         usage: Reads the tokens each role spent, once the episode is judged (recorded on it).
         cancellation_token: Cancels the model calls in flight.
+        placement: Where the strategies sit in the agent's messages (`RetrievalConfig.placement`).
     """
     cfg = config or EnvironmentConfig()
     token = cancellation_token or CancellationToken()
@@ -436,7 +441,7 @@ async def run_episode(
                                 scores=[g.score for g in shown],
                             )
                         )
-                view = service_view(scenario, dialogue, shown)
+                view = service_view(scenario, dialogue, shown, placement)
                 text = await _reply(agents.agent, scenario, view, token, agents.agent_search, shown_items)
                 if say("agent", text or "..."):
                     reason, detail = TerminationReason.LOOP_DETECTED, "the agent repeated itself"

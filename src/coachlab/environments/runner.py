@@ -36,6 +36,7 @@ from coachlab.environments.grading import JudgePanel, grade_checklist
 from coachlab.errors import ModelResponseError, UsageError
 from coachlab.judging import JudgeConfig
 from coachlab.judging.gate import Similarity
+from coachlab.library.retrieval import Placement
 from coachlab.llm import Backend, ResponseCache, RoleClient
 from coachlab.schema import Criterion, CriterionResult, Episode, Event, Guidance, RoleUsage, Scenario
 from coachlab.stats import seed_for
@@ -67,6 +68,7 @@ class EpisodeRunner:
         similarity: The checklist's similarity gate, or None to grade without it.
         expert: How the expert plays the agent (best-of-N search).
         experts: The model entries that are experts (the teacher): they search, no other model does.
+        placement: Where strategies sit in the service agent's messages (the experiment's `retrieval.placement`).
     """
 
     backends: Mapping[str, Backend]
@@ -77,6 +79,7 @@ class EpisodeRunner:
     similarity: Similarity | None = None
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     experts: frozenset[str] = frozenset()
+    placement: Placement = "system"
 
     def _grader_args(self, *, votes: int) -> dict[str, float] | None:
         """The checklist grader's call arguments: greedy with one vote (`judge.grader_temperature`)."""
@@ -209,6 +212,7 @@ class EpisodeRunner:
             bus=self.bus,
             guidance=guidance,
             usage=usage,
+            placement=self.placement,
         )
 
     async def reply_at(
@@ -231,7 +235,7 @@ class EpisodeRunner:
         client = RoleClient(self.backends[agent_model], role="agent", seed=seed, trial=0, cache=self.cache)
         search, graders = self.search(agent_model, seed=seed, trial=0)
         agent = build_service_agent(model_client=client)
-        text = await agent_reply(agent, scenario, dialogue, guidance=guidance, search=search)
+        text = await agent_reply(agent, scenario, dialogue, guidance=guidance, search=search, placement=self.placement)
         cost = {"agent": client.usage}
         if graders:
             cost["judge"] = sum((c.usage for c in graders), RoleUsage())

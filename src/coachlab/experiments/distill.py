@@ -209,7 +209,7 @@ async def train_experiment(
     runner = EpisodeRunner(
         backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]),
         judging=experiment.config.judge, similarity=experiment.judge_gate(), expert=experiment.config.expert,
-        experts=experiment.experts(),
+        experts=experiment.experts(), placement=experiment.config.retrieval.placement,
     )  # fmt: skip
     try:
         before = dict(experiment.scenarios)

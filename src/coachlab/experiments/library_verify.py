@@ -113,6 +113,7 @@ async def verify_strategy(
     runner = EpisodeRunner(
         backends, experiment.config.environment, cache=cache, bus=EventBus([writer]),
         judging=experiment.config.judge, similarity=experiment.judge_gate(),
+        placement=experiment.config.retrieval.placement,
     )  # fmt: skip
     try:
         trainer = Trainer(runner, config, [], run_dir=layout.root, retrieval=retrieval)

@@ -250,6 +250,7 @@ class Simulation:
             similarity=experiment.judge_gate(),
             expert=experiment.config.expert,
             experts=experiment.experts(),
+            placement=experiment.config.retrieval.placement,
         )
 
     def pending(self, plans: Sequence[EpisodePlan], *, resume: bool, retry_failed: bool = False) -> list[EpisodePlan]:

@@ -34,6 +34,7 @@ from coachlab.errors import UsageError
 from coachlab.library.retrieval import (
     AsyncRetriever,
     LexicalRetriever,
+    Placement,
     RetrievalConfig,
     Retriever,
     default_floor,
@@ -46,10 +47,12 @@ from coachlab.yamlio import load_yaml, validate_yaml
 
 __all__ = [
     "COACHING_HEADER",
+    "REMINDER_HEADER",
     "CoachingLibrary",
     "LiveLibrary",
     "add_coaching",
     "coaching_block",
+    "coaching_parts",
     "dialogue_from_messages",
     "library_folder",
     "load_library",
@@ -75,6 +78,28 @@ def coaching_block(guidance: Sequence[Guidance]) -> str:
     if not guidance:
         return ""
     return "\n".join([COACHING_HEADER, *(f"- {g.situation}: {g.guidance}" for g in guidance)])
+
+
+REMINDER_HEADER = "Reminder from your coach:"
+"""How the one-line reminder of the best strategy begins (`placement: reminder`)."""
+
+
+def coaching_parts(guidance: Sequence[Guidance], placement: Placement = "system") -> tuple[str, str]:
+    """Where a turn's strategies go: (the end of the system prompt, a system message before the customer's last line).
+
+    Either is "" when that place gets nothing, both when `guidance` is empty. Simulation
+    (`service_view`) and production (`add_coaching`) both place the strategies from these two
+    texts, so what was measured is what runs.
+    """
+    if not guidance:
+        return "", ""
+    block = coaching_block(guidance)
+    if placement == "before_last":
+        return "", block
+    if placement == "reminder":
+        first = guidance[0]
+        return block, f"{REMINDER_HEADER} {first.situation}: {first.guidance}"
+    return block, ""
 
 
 def _content_text(content: object) -> str:
@@ -123,19 +148,31 @@ def situation_from_messages(messages: Iterable[object], *, last: int = 4) -> str
     return situation_text(dialogue_from_messages(messages), last=last)
 
 
-def add_coaching(messages: Sequence[Mapping[str, Any]], guidance: Sequence[Guidance]) -> list[dict[str, Any]]:
-    """A copy of `messages` with the coaching block at the end of the system prompt.
+def add_coaching(
+    messages: Sequence[Mapping[str, Any]], guidance: Sequence[Guidance], *, placement: Placement = "system"
+) -> list[dict[str, Any]]:
+    """A copy of `messages` with the strategies placed as simulation placed them (`coaching_parts`).
 
-    The block goes at the end of the last system (or developer) message that opens the
-    conversation, on a new line, which is where simulation put it; without one, a system message
+    With `system` (the default) the coaching block goes at the end of the last system (or
+    developer) message that opens the conversation, on a new line; without one, a system message
     holding the block is put first. A system message whose content is a list of parts gets the
-    block as one more text part. Without guidance, the messages come back unchanged (copied).
-    The input is never modified.
+    block as one more text part. With `before_last` the block is a system message of its own right
+    before the last user message (at the end without one); with `reminder` the block goes in the
+    system prompt and a one-line reminder of the best strategy before the last user message.
+    Without guidance, the messages come back unchanged (copied). The input is never modified.
     """
     out = [dict(m) for m in messages]
-    block = coaching_block(guidance)
-    if not block:
-        return out
+    in_system, before_last = coaching_parts(guidance, placement)
+    if in_system:
+        out = _append_to_system(out, in_system)
+    if before_last:
+        users = [i for i, m in enumerate(out) if m.get("role") == "user"]
+        at = users[-1] if users else len(out)
+        out.insert(at, {"role": "system", "content": before_last})
+    return out
+
+
+def _append_to_system(out: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
     lead = 0
     while lead < len(out) and out[lead].get("role") in _SYSTEM_ROLES:
         lead += 1
@@ -310,8 +347,8 @@ class CoachingLibrary:
         return await self.asearch(situation_from_messages(messages))
 
     def coach(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """`messages` with the coaching block for them added to the system prompt (`add_coaching`)."""
-        return add_coaching(messages, self.retrieve(messages))
+        """`messages` with the strategies that fit them placed as the run placed them (`add_coaching`)."""
+        return add_coaching(messages, self.retrieve(messages), placement=self.retrieval.placement)
 
     def coaching_block(self, messages: Iterable[object]) -> str:
         """The coaching block for a conversation ("" when no strategy fits)."""

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_LINE_CHARS",
     "AsyncRetriever",
     "LexicalRetriever",
+    "Placement",
     "RetrievalConfig",
     "Retriever",
     "RetrieverKind",
@@ -263,8 +264,22 @@ def default_floor(retriever: Retriever) -> float:
     return 0.1 if isinstance(retriever, LexicalRetriever) else 0.4
 
 
+Placement = Literal["system", "before_last", "reminder"]
+"""Where the strategies shown in a turn sit in the service agent's messages (`RetrievalConfig.placement`).
+
+- `system`: the coaching block at the end of the system prompt;
+- `before_last`: the block in a system message of its own, right before the customer's last line;
+- `reminder`: the block at the end of the system prompt, and the best strategy again, as one line in a
+  system message right before the customer's last line.
+"""
+
+
 class RetrievalConfig(BaseModel):
-    """The `retrieval:` section of an experiment: how the service agent finds strategies per turn."""
+    """The `retrieval:` section of an experiment: how the service agent finds strategies per turn.
+
+    `coachlab serve` and `CoachingLibrary` read the same section from the run, so production finds
+    and places strategies as simulation did.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -280,6 +295,12 @@ class RetrievalConfig(BaseModel):
     )
     model: str = Field(default="all-minilm-l6-v2", description="The offline embedding model (catalog name or folder).")
     endpoint: OpenAIEmbedderConfig | None = Field(default=None, description="The embeddings endpoint for `openai`.")
+    placement: Placement = Field(
+        default="system",
+        description="Where the strategies sit in the agent's messages: system (end of the system prompt), before_last "
+        "(a system message right before the customer's last line) or reminder (both: the block in the system prompt "
+        "and the best strategy as one line before the customer's last line).",
+    )
 
     def retriever(self, strategies: Sequence[Strategy]) -> Retriever:
         """The retriever over `strategies` (see `make_retriever`)."""

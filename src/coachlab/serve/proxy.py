@@ -247,7 +247,8 @@ class _Proxy:
                 outcome.shown = shown
                 if shown:
                     outcome.coaching = "coached"
-                    body = json.dumps({**payload, "messages": add_coaching(messages, shown)}).encode()
+                    placed = add_coaching(messages, shown, placement=library.retrieval.placement)
+                    body = json.dumps({**payload, "messages": placed}).encode()
             outcome.retrieval_ms = (time.perf_counter() - searched) * 1000
         upstream = await self._send(request, "/chat/completions", body)
         extra = _coachlab_headers(outcome)
