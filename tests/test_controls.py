@@ -20,6 +20,8 @@ from coachlab.experiments.controls import (
     oracle_lines,
     placebo_guidance,
     placebo_lines,
+    twin_guidance,
+    twins,
 )
 from coachlab.experiments.distill import evaluate_experiment
 from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation
@@ -255,3 +257,31 @@ def test_evaluate_shows_the_oracle_every_turn_and_the_student_that_follows_it_re
             assert shown == []
     oracle_block = coaching_block(oracle_lines(scenarios["late"]))
     assert sum(p.endswith("\n" + oracle_block) for p in prompts) == oracle_turns
+
+
+def test_the_twin_is_the_training_scenario_of_the_same_situation_with_its_case_facts_generalised() -> None:
+    reship = Criterion(
+        id="reship", text="offers a free reship", example="I'll send a new camping stove, ref NF-RS-220481."
+    )
+    twin = scenario(
+        id="train-stall",
+        situation="stalled-tracking",
+        facts={"item": "Trailblaze camping stove"},
+        success_criteria=[reship],
+    )
+    held = scenario(id="ho-stall", situation="stalled-tracking", success_criteria=ITEMS)
+    other = scenario(id="ho-bill", situation="bill-shock", success_criteria=ITEMS)
+    pairs = twins([held, other], [twin])
+    assert list(pairs) == ["ho-stall"] and pairs["ho-stall"].id == "train-stall"
+    (line,) = asyncio.run(twin_guidance(pairs)(held, []))
+    assert line.id == "twin-reship" and line.situation == ORACLE_SITUATION
+    assert line.guidance == "Say, in your own words: I'll send a new item, ref the reference number."
+    assert asyncio.run(twin_guidance(pairs)(other, [])) == []
+
+    config = EvaluateConfig(scenarios=["ho-stall", "ho-bill"], trials=1, conditions=["baseline", "twin"])
+    plans = evaluation_plans(config, [held, other], [], training=[twin])
+    assert sorted((p.scenario.id, p.condition) for p in plans) == [
+        ("ho-bill", "baseline"),
+        ("ho-stall", "baseline"),
+        ("ho-stall", "twin"),
+    ]

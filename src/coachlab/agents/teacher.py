@@ -234,13 +234,16 @@ def _phrase_pattern(words: Sequence[str], left: Sequence[str] = (), right: Seque
 
 
 def _replace(text: str, pattern: re.Pattern[str], name: str) -> str:
-    """Every match of `pattern` in `text` becomes `name` ("the item"; "item" after a determiner: "his item")."""
+    """Every match of `pattern` in `text` becomes `name` ("the item"; "item" after a determiner: "his (new) item")."""
 
     def sub(m: re.Match[str]) -> str:
         before = text[: m.start()].rstrip()
         words = re.findall(r"[A-Za-z]+", before)
         owned = before.endswith(("'s", "s'", "\u2019s"))
-        return name if owned or (words and words[-1].lower() in _DETERMINERS) else f"the {name}"
+        tokens = before.lower().split()[-2:]
+        # "item" right after a determiner, or after one and an adjective ("a new item"); else "the item"
+        modified = len(tokens) == 2 and tokens[0] in _DETERMINERS and tokens[1].isalpha() and tokens[1] not in _FILLER
+        return name if owned or (words and words[-1].lower() in _DETERMINERS) or modified else f"the {name}"
 
     return pattern.sub(sub, text)
 
@@ -283,12 +286,33 @@ def _swaps(scenario: Scenario) -> list[tuple[int, re.Pattern[str], str]]:
     return sorted(swaps, key=lambda s: -s[0])
 
 
+_CODE = re.compile(r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)+(?![\w-])")
+"""A reference code: capitals and digits in hyphenated parts ("NF-RS-220481", "RF-QZ81L")."""
+_ISO_DATE = re.compile(r"(?<![\w-])\d{4}-\d\d-\d\d(?![\w-])")
+_THING_KEYS = ("item", "product", "device", "model", "hotel", "plan")
+"""Fact fields whose value ends in the thing's own noun ("... camping stove"): that noun alone names the case too."""
+
+
+def _head_nouns(scenario: Scenario) -> list[tuple[re.Pattern[str], str]]:
+    """(pattern, field name) for the last word of each thing-like fact ("stove" of "Trailblaze camping stove")."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    for key, value in scenario.facts.items():
+        name = key.replace("_", " ").strip().lower()
+        if isinstance(value, bool) or not any(k in name.split() for k in _THING_KEYS):
+            continue
+        words = re.findall(r"[a-z]{4,}", str(value).lower().split(",")[0])
+        if words:
+            found.append((re.compile(rf"(?<![\w-]){re.escape(words[-1])}s?(?![\w-])", re.IGNORECASE), name))
+    return found
+
+
 def _redact_text(text: str, scenario: Scenario) -> str:
     for _, pattern, name in _swaps(scenario):
         text = _replace(text, pattern, name)
-    for pattern, name in _money(scenario):
+    for pattern, name in [*_money(scenario), *_head_nouns(scenario)]:
         text = _replace(text, pattern, name)
-    return text
+    text = _replace(text, _CODE, "reference number")  # the student gives the one in its own records
+    return _replace(text, _ISO_DATE, "date")
 
 
 _SPAN = 4

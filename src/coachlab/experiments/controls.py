@@ -10,16 +10,22 @@
   service lines about other matters) that share no content word with any of this scenario's items.
   Placebo minus baseline is what more text in the prompt does by itself; oracle minus placebo is
   what the content does.
+- `twin`: the oracle of the held-out scenario's training twin (the training scenario of the same
+  `situation`), its case facts generalised as the teacher's strategies are (`redact_case_details`:
+  "camping stove" -> "the item", "NF-RS-220481" -> "the reference number"). Words learned on
+  another case of the same situation, at their best: twin minus baseline is how far such words
+  carry over to a new case, the ceiling of transfer.
 
-Both are built from the scenario at each turn, with no teacher, no retrieval and no randomness, so
+All three are built from the scenario at each turn, with no teacher, no retrieval and no randomness, so
 every trial of every student sees the same lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
+from coachlab.agents.teacher import StrategyDraft, redact_case_details
 from coachlab.environments import GuidanceProvider
 from coachlab.library.retrieval import content_words
 from coachlab.schema import Criterion, Guidance, Scenario
@@ -32,6 +38,9 @@ __all__ = [
     "oracle_lines",
     "placebo_guidance",
     "placebo_lines",
+    "twin_guidance",
+    "twin_lines",
+    "twins",
 ]
 
 ORACLE_SITUATION = "When the customer raises this problem"
@@ -151,5 +160,36 @@ def placebo_guidance(scenarios: Sequence[Scenario]) -> GuidanceProvider:
         if scenario.id not in cache:
             cache[scenario.id] = placebo_lines(scenario, pool(scenario))
         return cache[scenario.id]
+
+    return provide
+
+
+def twins(held_out: Sequence[Scenario], training: Sequence[Scenario]) -> dict[str, Scenario]:
+    """Each held-out scenario's training twin: the first training scenario of its `situation` with a must item."""
+    out: dict[str, Scenario] = {}
+    for scenario in held_out:
+        if scenario.situation is None:
+            continue
+        twin = next((t for t in training if t.situation == scenario.situation and oracle_lines(t)), None)
+        if twin is not None and twin.id != scenario.id:
+            out[scenario.id] = twin
+    return out
+
+
+def twin_lines(twin: Scenario) -> list[Guidance]:
+    """The twin's oracle lines with its case facts generalised (`redact_case_details` against the twin)."""
+    out: list[Guidance] = []
+    for g in oracle_lines(twin):
+        general = redact_case_details(StrategyDraft(situation=g.situation, guidance=g.guidance), twin)
+        out.append(Guidance(id=g.id.replace("oracle-", "twin-", 1), situation=g.situation, guidance=general.guidance))
+    return out
+
+
+def twin_guidance(pairs: Mapping[str, Scenario]) -> GuidanceProvider:
+    """The `twin` condition: `twin_lines` of the held-out scenario's twin in `pairs` (by held-out id), every turn."""
+    lines = {sid: twin_lines(twin) for sid, twin in pairs.items()}
+
+    async def provide(scenario: Scenario, _: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+        return lines.get(scenario.id, [])
 
     return provide

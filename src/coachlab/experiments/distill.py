@@ -284,7 +284,8 @@ async def evaluate_experiment(
         run = record(continuing=False)  # with the checklists the teacher has just written
     scenarios = [experiment.scenarios[s] for s in config.scenarios]
     try:
-        plans = evaluation_plans(config, scenarios, library.strategies, retrieval)
+        training = train_roots(experiment) if experiment.config.train else []  # where the twin control finds twins
+        plans = evaluation_plans(config, scenarios, library.strategies, retrieval, training=training)
     except EmbeddingEndpointError as exc:  # the strategies are embedded here, before any episode
         raise SimulationError(
             f"{exc}. The library's strategies could not be embedded for retrieval, so nothing was evaluated: check "

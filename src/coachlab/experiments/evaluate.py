@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.environments import GuidanceProvider
-from coachlab.experiments.controls import oracle_guidance, oracle_lines, placebo_guidance
+from coachlab.experiments.controls import oracle_guidance, oracle_lines, placebo_guidance, twin_guidance, twins
 from coachlab.experiments.effects import StrategyEffect, ablation_condition, strategy_effects
 from coachlab.experiments.hit_rate import RetrievalHitRate, retrieval_hit_rate
 from coachlab.experiments.simulate import EpisodePlan
@@ -58,10 +58,12 @@ __all__ = [
 Price = tuple[float, float]
 """A model entry's estimated price per 1,000 prompt and completion tokens."""
 
-Condition = Literal["baseline", "generic", "library", "oracle", "placebo", "teacher"]
+Condition = Literal["baseline", "generic", "library", "oracle", "placebo", "twin", "teacher"]
 CONDITIONS: tuple[Condition, ...] = ("baseline", "generic", "library", "oracle", "placebo", "teacher")
-CONTROLS: tuple[Condition, ...] = ("oracle", "placebo")
-"""The control arms: run only on scenarios whose checklist has a must item (see `coachlab.experiments.controls`)."""
+"""The conditions `evaluate` runs unless `evaluate.conditions` says otherwise (`twin` only on request)."""
+CONTROLS: tuple[Condition, ...] = ("oracle", "placebo", "twin")
+"""The control arms: run only on scenarios whose checklist has a must item (see `coachlab.experiments.controls`);
+`twin` only on those with a training twin."""
 
 
 class EvaluateConfig(BaseModel):
@@ -107,10 +109,12 @@ def evaluation_plans(
     scenarios: Sequence[Scenario],
     strategies: Sequence[Strategy],
     retrieval: RetrievalConfig | None = None,
+    training: Sequence[Scenario] = (),
 ) -> list[EpisodePlan]:
     """Every (scenario, trial) under every condition and student; the teacher once per (scenario, trial).
 
-    The control arms (`oracle`, `placebo`) run only on scenarios whose checklist has a must item.
+    The control arms (`oracle`, `placebo`, `twin`) run only on scenarios whose checklist has a must
+    item; `twin` only on those with a twin among the `training` scenarios (`controls.twins`).
 
     With `ablate` (and the `library` condition), each approved strategy adds a condition
     `ablate-<id>`: the library without it, on the same seeds.
@@ -125,6 +129,8 @@ def evaluation_plans(
         "oracle": oracle_guidance(),
         "placebo": placebo_guidance(scenarios),
     }
+    pairs = twins(scenarios, training)
+    guidance["twin"] = twin_guidance(pairs)
     conditions: list[str] = list(config.conditions)
     if config.ablate and "library" in config.conditions:
         for s in strategies:
@@ -141,6 +147,8 @@ def evaluation_plans(
                     continue
                 if condition in CONTROLS and not oracle_lines(scenario):
                     continue  # no must item, no answer key: the arm would be the baseline again
+                if condition == "twin" and scenario.id not in pairs:
+                    continue
                 for student in config.students:
                     plans.append(EpisodePlan(scenario, student, condition, trial, seed, guidance[condition]))
     return plans
