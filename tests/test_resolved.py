@@ -76,18 +76,18 @@ def test_resolved_config_round_trips_and_is_byte_identical_for_the_same_inputs()
 
     data = json.loads(text)["train"]
     assert data["experiment"]["train"]["success_rate"] == 1.0 and data["experiment"]["train"]["threshold"] == 7.0
-    assert data["experiment"]["train"]["scenarios"] == ["retail-late-delivery", "telecom-bill-shock"]
+    assert data["experiment"]["train"]["scenarios"] == ["bm-retail-stalled-parcel", "bm-banking-card-blocked"]
     assert data["experiment"]["environment"]["max_turns"] == 4  # defaults and file values alike
-    assert data["scenarios"]["telecom-bill-shock"]["persona"]["id"] == "furious-frank"  # as run, persona inlined
-    assert set(data["personas"]) >= {"furious-frank", "anxious-anna"} and len(data["scenarios"]) == 13
+    assert data["scenarios"]["bm-banking-card-blocked"]["persona"]["id"] == "bakery-owner-grace"  # persona inlined
+    assert set(data["personas"]) >= {"furious-frank", "anxious-anna"} and len(data["scenarios"]) == 37
     student = data["models"]["student"]["identity"]
-    assert student["model"] == "qwen2.5-coder-0.5b" and student["scripted"] is True
+    assert student["model"] == "qwen2.5-coder-1.5b" and student["scripted"] is True
     assert student["settings"]["max_tokens"] == 96 and student["settings"]["top_p"] == 0.95  # a provider default
     assert "n_threads" not in student["settings"]  # a transport setting, not an answer's
     assert data["scripted"] is True and data["retrieval"]["kind"] in ("embedding", "lexical")
     assert data["versions"]["coachlab"] and data["versions"]["autogen-agentchat"] and data["platform"]
     assert re.fullmatch(r"[0-9a-f]{64}", data["fingerprint"])
-    assert data["files"]["persona:furious-frank"].endswith("personas/furious-frank.yaml")
+    assert data["files"]["persona:bakery-owner-grace"].endswith("personas/bakery-owner-grace.yaml")
 
 
 def test_identities_expand_the_endpoint_and_keep_keys_and_credentials_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +151,7 @@ def test_labelling_scenarios_with_a_situation_lets_a_run_in_progress_resume() ->
     )
     exp.scenarios = {k: s.model_copy(update={"situation": "late-parcel"}) for k, s in exp.scenarios.items()}
     labelled = resolve_run(exp, backends, command="train")
-    assert labelled.scenarios["retail-late-delivery"]["situation"] == "late-parcel"  # recorded, not fingerprinted
+    assert labelled.scenarios["bm-retail-stalled-parcel"]["situation"] == "late-parcel"  # recorded, not fingerprinted
     assert labelled.fingerprint == base.fingerprint == old.with_fingerprint().fingerprint
     assert compare_runs(old, labelled) == []
 
@@ -188,16 +188,16 @@ REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
     "a new root": (
         lambda p: edit(
             p / "experiments/quickstart.yaml",
-            "scenarios: [retail-late-delivery, telecom-bill-shock]",
-            "scenarios: [retail-late-delivery, telecom-bill-shock, banking-card-declined]",
+            "scenarios: [bm-retail-stalled-parcel, bm-banking-card-blocked]",
+            "scenarios: [bm-retail-stalled-parcel, bm-banking-card-blocked, banking-card-declined]",
         ),
         'experiments/quickstart.yaml: train.scenarios[2]: (absent) -> "banking-card-declined"',
     ),
     "the student's temperature": (
         lambda p: edit(
             p / "experiments/quickstart.yaml",
-            "qwen2.5-coder-0.5b, temperature: 0.7",
-            "qwen2.5-coder-0.5b, temperature: 0.3",
+            "qwen2.5-coder-1.5b, temperature: 0.7, max_tokens: 96",
+            "qwen2.5-coder-1.5b, temperature: 0.3, max_tokens: 96",
         ),
         "experiments/quickstart.yaml: models.student.config.temperature: 0.7 -> 0.3",
     ),
@@ -212,18 +212,24 @@ REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
         "experiments/quickstart.yaml: retrieval.k: 3 -> 1",
     ),
     "a policy line of a training scenario": (
-        lambda p: edit(p / "scenarios/retail.yaml", "refund the shipping fee.", "refund the whole order."),
-        "scenarios/retail.yaml: retail-late-delivery.policy[1]: ",
+        lambda p: edit(
+            p / "scenarios/benchmark/train.yaml",
+            "refund the shipping fee to the original payment method.",
+            "refund the whole order.",
+        ),
+        "scenarios/benchmark/train.yaml: bm-retail-stalled-parcel.policy[2]: ",
     ),
     "a checklist item of a training scenario": (
         lambda p: edit(
-            p / "scenarios/retail.yaml", "offers to reship the order by free express", "offers a reship by express"
+            p / "scenarios/benchmark/train.yaml",
+            "offers to reship the order by free express",
+            "offers a reship by express",
         ),
-        "scenarios/retail.yaml: retail-late-delivery.success_criteria[1].text: ",
+        "scenarios/benchmark/train.yaml: bm-retail-stalled-parcel.success_criteria[0].text: ",
     ),
     "the persona of a training scenario": (
-        lambda p: edit(p / "personas/furious-frank.yaml", "patience: low", "patience: very low"),
-        'personas/furious-frank.yaml: furious-frank.patience: "low" -> "very low"',
+        lambda p: edit(p / "personas/bakery-owner-grace.yaml", "patience: low", "patience: very low"),
+        'personas/bakery-owner-grace.yaml: bakery-owner-grace.patience: "low" -> "very low"',
     ),
 }
 
@@ -231,8 +237,8 @@ ALLOWED: dict[str, Callable[[Path], None]] = {
     "concurrency": lambda p: edit(p / "experiments/quickstart.yaml", "concurrency: 1 ", "concurrency: 8 "),
     "a model's concurrency and retries": lambda p: edit(
         p / "experiments/quickstart.yaml",
-        "config: {model: qwen2.5-coder-0.5b, temperature: 0.7, max_tokens: 96, n_threads: 2}",
-        "config: {model: qwen2.5-coder-0.5b, temperature: 0.7, max_tokens: 96, n_threads: 2}\n"
+        "config: {model: qwen2.5-coder-1.5b, temperature: 0.7, max_tokens: 96, n_threads: 2}",
+        "config: {model: qwen2.5-coder-1.5b, temperature: 0.7, max_tokens: 96, n_threads: 2}\n"
         "    concurrency: 3\n    retry: {max_retries: 9}",
     ),
     "the description": lambda p: edit(p / "experiments/quickstart.yaml", "description: Embedded", "description: The"),
@@ -332,18 +338,18 @@ def test_a_dry_run_goes_to_its_own_folder_and_says_so(tmp_path: Path, monkeypatc
 
 def test_a_checklist_the_teacher_wrote_is_part_of_the_record_and_editing_it_is_refused(tmp_path: Path) -> None:
     experiment = copy_project(tmp_path)
-    scenarios = tmp_path / "scenarios" / "retail.yaml"
+    scenarios = tmp_path / "scenarios" / "benchmark" / "train.yaml"
     data = yaml.safe_load(scenarios.read_text())
-    (late,) = [s for s in data["scenarios"] if s["id"] == "retail-late-delivery"]
+    (late,) = [s for s in data["scenarios"] if s["id"] == "bm-retail-stalled-parcel"]
     del late["success_criteria"]  # the teacher writes it, into the run folder
     scenarios.write_text(yaml.safe_dump(data, sort_keys=False))
     run = tmp_path / "run"
     assert coachlab("train", str(experiment), "--dry-run", "--out", str(run)).code == 0
-    written = run / "criteria" / "retail-late-delivery.yaml"
+    written = run / "criteria" / "bm-retail-stalled-parcel.yaml"
     record = load_record(run)
     assert record is not None and record.train is not None
-    assert record.train.scenarios["retail-late-delivery"]["success_criteria"]  # the record holds it as run
-    assert record.train.files["criteria:retail-late-delivery"] == str(written)
+    assert record.train.scenarios["bm-retail-stalled-parcel"]["success_criteria"]  # the record holds it as run
+    assert record.train.files["criteria:bm-retail-stalled-parcel"] == str(written)
 
     text = written.read_text()
     first = re.search(r"text: (.+)", text)
