@@ -38,7 +38,7 @@ from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.cli import stop_on_sigterm
 from coachlab.experiments.config import Experiment, load_experiment
 from coachlab.experiments.distill import evaluate_experiment
-from coachlab.experiments.evaluate import CONDITIONS, Condition, EvaluateConfig, EvaluationReport
+from coachlab.experiments.evaluate import Condition, EvaluateConfig, EvaluationReport
 from coachlab.experiments.progress import ProgressDisplay
 from coachlab.experiments.results import EpisodeLog
 from coachlab.experiments.simulate import build_backends, episode_concurrency
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Model entries to play the agent (default: the experiment's evaluate.students and every --add).",
     )
     parser.add_argument("--add", nargs="*", default=[], help="NAME=MODEL: a copy of the student entry, another model.")
-    parser.add_argument("--arms", nargs="+", default=["baseline", "oracle", "placebo"], choices=list(CONDITIONS))
+    parser.add_argument("--arms", nargs="+", default=["baseline", "oracle", "placebo"], choices=get_args(Condition))
     parser.add_argument("--trials", type=int, default=1, help="Trials per scenario and arm (same seeds in every arm).")
     parser.add_argument("--scenarios", nargs="*", default=[], help="Scenario ids (default: evaluate.scenarios).")
     parser.add_argument("--out", type=Path, help="The run folder (default runs/<experiment name>-ceiling).")
