@@ -34,12 +34,12 @@ from typing import cast, get_args
 
 from rich.console import Console
 
+from coachlab.cli import stop_on_sigterm
+from coachlab.cli.progress import ProgressDisplay
 from coachlab.errors import CoachlabError, UsageError
-from coachlab.experiments.cli import stop_on_sigterm
-from coachlab.experiments.config import Experiment, load_experiment
-from coachlab.experiments.distill import evaluate_experiment
-from coachlab.experiments.evaluate import Condition, EvaluateConfig, EvaluationReport
-from coachlab.experiments.progress import ProgressDisplay
+from coachlab.experiments.config import Condition, EvaluateConfig, Experiment, load_experiment
+from coachlab.experiments.evaluate import evaluate_experiment
+from coachlab.experiments.evaluation_report import EvaluationReport
 from coachlab.experiments.results import EpisodeLog
 from coachlab.experiments.simulate import build_backends, episode_concurrency
 from coachlab.library.retrieval import Placement

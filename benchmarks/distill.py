@@ -39,20 +39,16 @@ from typing import Any, cast
 
 from rich.console import Console
 
+from coachlab.cli import stop_on_sigterm
+from coachlab.cli.progress import ProgressDisplay
 from coachlab.errors import CoachlabError, UsageError
-from coachlab.experiments.cli import stop_on_sigterm
 from coachlab.experiments.config import Experiment, load_experiment
-from coachlab.experiments.distill import (
-    RunLayout,
-    evaluate_experiment,
-    evaluation_outdated,
-    load_calibration,
-    train_experiment,
-)
-from coachlab.experiments.evaluate import EvaluationReport
+from coachlab.experiments.distill import train_experiment
+from coachlab.experiments.evaluate import evaluate_experiment
 from coachlab.experiments.evaluate_markdown import calibration_line
+from coachlab.experiments.evaluation_report import EvaluationReport
 from coachlab.experiments.hit_rate import hit_rate_line
-from coachlab.experiments.progress import ProgressDisplay
+from coachlab.experiments.runfolder import RunLayout, evaluation_outdated, load_calibration
 from coachlab.experiments.simulate import build_backends, episode_concurrency
 from coachlab.llm import Backend, ModelClient, close_backends
 from coachlab.schema import AuditStatus, Strategy

@@ -156,7 +156,7 @@ async def drive(port: int, clients: int, seconds: float, start: int, *, spread: 
 
 
 def start_proxy(run: Path, upstream: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", "serve", str(run)]
+    command = [sys.executable, "-c", "from coachlab.cli import main; main()", "serve", str(run)]
     command += ["--upstream", upstream, "--port", str(port), "--log-file", str(log)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -18,7 +18,8 @@ from pathlib import Path
 from autogen_core.models import LLMMessage
 
 from coachlab.experiments.config import load_experiment
-from coachlab.experiments.distill import evaluate_experiment, train_experiment
+from coachlab.experiments.distill import train_experiment
+from coachlab.experiments.evaluate import evaluate_experiment
 from coachlab.experiments.simulate import build_backends
 from coachlab.testing import ScriptedChatCompletionClient, dry_run_clients
 

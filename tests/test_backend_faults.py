@@ -23,8 +23,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+from coachlab.cli import app
 from coachlab.errors import UsageError
-from coachlab.experiments.cli import app
 from coachlab.experiments.results import EpisodeLog, RunSummary
 from coachlab.explorer import NodeStatus, ScenarioTree
 from coachlab.library import LibraryStore

@@ -42,8 +42,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
+from coachlab.cli import app, main
 from coachlab.errors import ConfigError
-from coachlab.experiments.cli import app, main
 from coachlab.experiments.config import ExperimentConfig, load_experiment, load_personas, load_scenarios
 from coachlab.schema import Persona, ScenarioSpec
 from coachlab.yamlio import load_yaml

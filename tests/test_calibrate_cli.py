@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from coachlab.experiments.cli import app
+from coachlab.cli import app
 from coachlab.experiments.config import load_experiment
 from coachlab.judging.calibration import load_calibration_set, spearman
 

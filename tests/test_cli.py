@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def coachlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", *args],
+        [sys.executable, "-c", "from coachlab.cli import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -74,7 +74,7 @@ def test_missing_embedded_model_names_the_fetch_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from coachlab.experiments.cli import main; main()",
+            "from coachlab.cli import main; main()",
             "simulate",
             "experiments/quickstart.yaml",
             "--out",

@@ -12,7 +12,7 @@ import pytest
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 
 from coachlab.agents.service import service_system_prompt, service_view
-from coachlab.experiments.config import Experiment, load_experiment
+from coachlab.experiments.config import EvaluateConfig, Experiment, load_experiment
 from coachlab.experiments.controls import (
     ORACLE_SITUATION,
     item_words,
@@ -23,9 +23,9 @@ from coachlab.experiments.controls import (
     twin_guidance,
     twins,
 )
-from coachlab.experiments.distill import evaluate_experiment
-from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation
+from coachlab.experiments.evaluate import evaluate_experiment, evaluation_plans
 from coachlab.experiments.evaluate_markdown import to_markdown
+from coachlab.experiments.evaluation_report import summarize_evaluation
 from coachlab.experiments.results import EpisodeLog
 from coachlab.experiments.simulate import build_backends
 from coachlab.library import RetrievalConfig

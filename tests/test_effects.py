@@ -10,12 +10,12 @@ from pathlib import Path
 from autogen_core.models import LLMMessage
 from typer.testing import CliRunner
 
-from coachlab.experiments.cli import app
-from coachlab.experiments.config import Experiment, load_experiment
-from coachlab.experiments.distill import evaluate_experiment
+from coachlab.cli import app
+from coachlab.experiments.config import EvaluateConfig, Experiment, load_experiment
 from coachlab.experiments.effects import StrategyEffect, only_retired_since, retire_harmful
-from coachlab.experiments.evaluate import EvaluateConfig, evaluation_plans, summarize_evaluation
+from coachlab.experiments.evaluate import evaluate_experiment, evaluation_plans
 from coachlab.experiments.evaluate_markdown import to_markdown
+from coachlab.experiments.evaluation_report import summarize_evaluation
 from coachlab.experiments.simulate import build_backends
 from coachlab.library import LexicalRetriever, LibraryStore, RetrievalConfig
 from coachlab.library.coaching import load_library

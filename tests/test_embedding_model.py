@@ -24,8 +24,8 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 from typer.testing import CliRunner
 
+from coachlab.cli import app
 from coachlab.errors import UsageError
-from coachlab.experiments.cli import app
 from coachlab.library import BertEmbedder, load_embedder
 from coachlab.library.safetensors_file import read_safetensors
 from coachlab.llm.weights import (

@@ -336,7 +336,7 @@ def test_an_embeddings_endpoint_that_is_down_ends_train_nodes_and_evaluate_with_
 ) -> None:
     from typer.testing import CliRunner
 
-    from coachlab.experiments.cli import app
+    from coachlab.cli import app
     from coachlab.explorer import NodeStatus, ScenarioTree
 
     experiment, run = endpoint_experiment(tmp_path), tmp_path / "run"
@@ -365,7 +365,7 @@ def test_an_embeddings_endpoint_that_is_down_ends_train_nodes_and_evaluate_with_
 
         endpoint["down"] = True  # evaluate embeds the library first, before any episode (a fresh process)
         evaluated = subprocess.run(
-            [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", "evaluate", str(experiment),
+            [sys.executable, "-c", "from coachlab.cli import main; main()", "evaluate", str(experiment),
              "--dry-run", "--out", str(run)],
             capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}, timeout=300,
             check=False,

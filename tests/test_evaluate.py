@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from coachlab.experiments.evaluate import EvaluateConfig, EvaluationReport, evaluation_plans, summarize_evaluation
+from coachlab.experiments.config import EvaluateConfig
+from coachlab.experiments.evaluate import evaluation_plans
 from coachlab.experiments.evaluate_markdown import to_markdown
+from coachlab.experiments.evaluation_report import EvaluationReport, summarize_evaluation
 from coachlab.schema import CriterionResult, Episode, EpisodeEnded, RoleUsage, TerminationReason
 from helpers import scenario, verdict
 

@@ -11,10 +11,10 @@ import pytest
 from autogen_core.models import LLMMessage
 
 from coachlab.errors import ConfigError
-from coachlab.experiments.config import Experiment, load_experiment, load_scenarios
-from coachlab.experiments.distill import evaluate_experiment
-from coachlab.experiments.evaluate import EvaluateConfig, EvaluationReport, summarize_evaluation
+from coachlab.experiments.config import EvaluateConfig, Experiment, load_experiment, load_scenarios
+from coachlab.experiments.evaluate import evaluate_experiment
 from coachlab.experiments.evaluate_markdown import to_markdown
+from coachlab.experiments.evaluation_report import EvaluationReport, summarize_evaluation
 from coachlab.experiments.hit_rate import learned_situations, situations_by_origin
 from coachlab.experiments.simulate import build_backends
 from coachlab.explorer import ScenarioTree

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from coachlab.experiments.cli import app
+from coachlab.cli import app
 from coachlab.experiments.results import EpisodeLog
 from coachlab.explorer import NodeStatus, ScenarioTree
 from coachlab.testing.openai_stub import OpenAIStub
@@ -32,8 +32,7 @@ CHILD = (
     # A process started with SIGINT ignored keeps ignoring it (Python installs its Ctrl-C handler only where the
     # signal was at its default), so under `nohup pytest` or `pytest &` in a script the child would finish with
     # exit 0. The child restores the default, as a user's terminal has it.
-    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from coachlab.experiments.cli import main; main()"
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from coachlab.cli import main; main()"
 )
 IGNORING_SIGINT = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
 """Starts the child with SIGINT ignored whatever this process does, so the tests check the worst case everywhere."""

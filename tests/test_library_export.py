@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from coachlab import coaching_block
-from coachlab.experiments.cli import app
+from coachlab.cli import app
 from coachlab.experiments.evaluate import generic_guidance
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus, Evidence, Strategy

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from coachlab.cli import app
 from coachlab.errors import UsageError
-from coachlab.experiments.cli import app
 from coachlab.experiments.results import EpisodeLog
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus, Strategy

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from coachlab.cli import app
 from coachlab.errors import CoachlabError
-from coachlab.experiments.cli import app
 from coachlab.experiments.resolved import load_record
 from coachlab.judging.calibration import CalibrationReport
 from coachlab.llm import Backend, ModelEntry
@@ -114,7 +114,7 @@ def test_replay_stops_cleanly_at_the_first_call_the_recording_lacks_naming_the_r
     db.close()
     monkeypatch.delenv(KEY)
     done = subprocess.run(
-        [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", "simulate", str(experiment),
+        [sys.executable, "-c", "from coachlab.cli import main; main()", "simulate", str(experiment),
          "--replay", str(tmp_path / "run")],
         capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}, timeout=300,
         check=False,

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from coachlab.cli import app
 from coachlab.errors import CoachlabError
-from coachlab.experiments.cli import app
 from coachlab.experiments.config import load_experiment
 from coachlab.experiments.guard import compare_runs
 from coachlab.experiments.resolved import RunRecord, fingerprint_payload, load_record, resolve_run

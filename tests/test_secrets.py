@@ -28,8 +28,8 @@ import pytest
 import yaml
 from autogen_core.models import LLMMessage, UserMessage
 
+from coachlab.cli import main
 from coachlab.errors import ConfigError
-from coachlab.experiments.cli import main
 from coachlab.llm import Backend, BackendError, ModelEntry, RoleClient, build_chat_client
 from coachlab.llm.cache import ResponseCache
 from coachlab.redact import (
@@ -145,7 +145,7 @@ def write_experiment(tmp_path: Path, stub: OpenAIStub, *, retries: int = 4) -> P
 DRIVER = """
 import logging, sys, traceback
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-from coachlab.experiments.cli import main
+from coachlab.cli import main
 for command in sys.argv[1:]:
     sys.argv = ["coachlab", *command.split("|")]
     try:

@@ -280,7 +280,7 @@ def test_a_newly_approved_version_is_served_without_a_restart(tmp_path: Path) ->
 
 def coachlab(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from coachlab.experiments.cli import main; main()", *args],
+        [sys.executable, "-c", "from coachlab.cli import main; main()", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

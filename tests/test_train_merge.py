@@ -16,8 +16,8 @@ from autogen_core.models import LLMMessage
 from typer.testing import CliRunner
 
 from coachlab.agents.teacher import TEACHER_SYSTEM_PROMPT
+from coachlab.cli import app
 from coachlab.environments import EnvironmentConfig, EpisodeRunner
-from coachlab.experiments.cli import app
 from coachlab.explorer.train import TrainConfig, Trainer, TrainSummary
 from coachlab.explorer.verify import VerifyConfig
 from coachlab.library import RetrievalConfig

@@ -24,13 +24,13 @@ from markdown_it import MarkdownIt
 from PIL import Image
 from typer.testing import CliRunner
 
+from coachlab.cli import app as coachlab_app
+from coachlab.cli.viz import can_open_browser, report, tree_app
 from coachlab.errors import UsageError
-from coachlab.experiments.cli import app as coachlab_app
 from coachlab.explorer.tree import ScenarioTree
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus
 from coachlab.viz import load_run, page_data, render_page, role_costs, script_json, write_report, write_tree_png
-from coachlab.viz.cli import can_open_browser, report, tree_app
 from coachlab.viz.layout import NO_SCORE_COLOR, satisfaction_color, tidy_layout
 from coachlab.viz.run import DRY_RUN, NO_EVALUATION
 from viz_run import HELPFUL, INJECTION, MUTATION_INJECTION, big_run, scripted_run
@@ -357,7 +357,7 @@ def cli() -> typer.Typer:
 
 def test_tree_show_png_and_report_commands(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[str] = []
-    monkeypatch.setattr("coachlab.viz.cli.open_in_browser", lambda path: opened.append(str(path)) or True)
+    monkeypatch.setattr("coachlab.cli.viz.open_in_browser", lambda path: opened.append(str(path)) or True)
     runner = CliRunner()
     page = tmp_path / "page" / "tree.html"
     shown = runner.invoke(cli(), ["tree", "show", str(run_dir), "--out", str(page), "--no-open"])

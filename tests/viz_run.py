@@ -18,7 +18,8 @@ from autogen_core.models import LLMMessage
 
 from coachlab.agents.teacher import TEACHER_SYSTEM_PROMPT
 from coachlab.experiments.config import load_experiment
-from coachlab.experiments.distill import evaluate_experiment, train_experiment
+from coachlab.experiments.distill import train_experiment
+from coachlab.experiments.evaluate import evaluate_experiment
 from coachlab.experiments.simulate import build_backends
 from coachlab.schema import Verdict
 from coachlab.testing import ScriptedChatCompletionClient, message_text

@@ -10,13 +10,13 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coachlab.environments import EnvironmentConfig, ExpertConfig
 from coachlab.envref import literal_secrets
 from coachlab.errors import ConfigError
-from coachlab.experiments.evaluate import EvaluateConfig
 from coachlab.explorer.config import TrainConfig
 from coachlab.judging import JudgeConfig
 from coachlab.judging.gate import Similarity, load_gate
@@ -26,7 +26,11 @@ from coachlab.schema import Persona, Scenario, ScenarioSpec
 from coachlab.yamlio import YamlDocument, load_yaml, validate_yaml
 
 __all__ = [
+    "CONDITIONS",
+    "CONTROLS",
     "CacheConfig",
+    "Condition",
+    "EvaluateConfig",
     "Experiment",
     "ExperimentConfig",
     "SimulateConfig",
@@ -36,6 +40,40 @@ __all__ = [
 ]
 
 REQUIRED_ROLES = ("customer", "judge")
+
+
+Condition = Literal["baseline", "generic", "library", "oracle", "placebo", "twin", "teacher"]
+CONDITIONS: tuple[Condition, ...] = ("baseline", "generic", "library", "oracle", "placebo", "teacher")
+"""The conditions `evaluate` runs unless `evaluate.conditions` says otherwise (`twin` only on request)."""
+CONTROLS: tuple[Condition, ...] = ("oracle", "placebo", "twin")
+"""The control arms: run only on scenarios whose checklist has a must item (see `coachlab.experiments.controls`);
+`twin` only on those with a training twin."""
+
+
+class EvaluateConfig(BaseModel):
+    """The `evaluate:` section of an experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenarios: list[str] = Field(min_length=1, description="Held-out scenario ids (never used by train).")
+    students: list[str] = Field(default_factory=lambda: ["student"], description="Students: the transfer matrix.")
+    teacher: str = "teacher"
+    conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
+    trials: int = Field(default=4, ge=1, le=1000)
+    generic_size: int = Field(default=5, ge=1, description="Strategies in the generic condition's fixed list.")
+    threshold: int = Field(default=7, ge=1, le=10, description="pass^k threshold.")
+    seed: int = 0
+    ablate: bool = Field(
+        default=False,
+        description="Also run the library without each approved strategy (leave-one-out) on every scenario and trial: "
+        "one more library run per strategy.",
+    )
+    retire: bool = Field(
+        default=True, description="Mark strategies that did harm on these scenarios `retired` in the library."
+    )
+    retire_min_episodes: int = Field(
+        default=4, ge=1, description="Scored episodes a strategy must have been shown in before it can be retired."
+    )
 
 
 class SimulateConfig(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coachlab.experiments.effects import effects_markdown
-from coachlab.experiments.evaluate import ConditionResult, EvaluationReport, StudentResult, role_entry
+from coachlab.experiments.evaluation_report import ConditionResult, EvaluationReport, StudentResult, role_entry
 from coachlab.experiments.hit_rate import hit_rate_line
 from coachlab.judging.calibration import CalibrationReport
 

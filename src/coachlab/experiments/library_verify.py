@@ -21,10 +21,10 @@ from pathlib import Path
 from coachlab.environments import EpisodeRunner, EventBus
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
-from coachlab.experiments.distill import RunLayout, cache_path, saved_criteria, train_roots
 from coachlab.experiments.guard import compare_runs
 from coachlab.experiments.resolved import RESOLVED_FILE, load_record, resolve_run
 from coachlab.experiments.results import EpisodeLog
+from coachlab.experiments.runfolder import RunLayout, cache_path, saved_criteria, train_roots
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer
 from coachlab.library import LibraryStore, RetrievalConfig

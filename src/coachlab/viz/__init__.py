@@ -1,7 +1,7 @@
 """Pictures of a run: the interactive tree page, the static tree picture and the experiment report.
 
 All three read a run folder through `load_run`, so they show the same saved tree, library and
-results. The names below load on first use: `coachlab.viz.cli` is imported by the command line
+results. The names below load on first use: `coachlab.cli.viz` is imported by the command line
 at start-up and must not pull in matplotlib and the run readers before a command needs them.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from coachlab.experiments.evaluate import ConditionResult, EvaluationReport
+from coachlab.experiments.evaluation_report import ConditionResult, EvaluationReport
 from coachlab.explorer.tree import NodeStatus
 from coachlab.schema import AuditStatus
 from coachlab.viz.png import satisfaction_cmap

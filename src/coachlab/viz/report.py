@@ -19,8 +19,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from coachlab import __version__
-from coachlab.experiments.evaluate import ConditionResult, EvaluationReport
 from coachlab.experiments.evaluate_markdown import calibration_line, share_line
+from coachlab.experiments.evaluation_report import ConditionResult, EvaluationReport
 from coachlab.schema import RoleUsage, Strategy
 from coachlab.viz.plots import growth_chart, growth_rows, satisfaction_chart, tokens_chart, transfer_chart
 from coachlab.viz.png import LABEL_LIMIT, tree_figure

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from coachlab.errors import ConfigError, UsageError
 from coachlab.experiments.config import ExperimentConfig
-from coachlab.experiments.evaluate import EvaluationReport
+from coachlab.experiments.evaluation_report import EvaluationReport
 from coachlab.experiments.resolved import RunRecord, load_record
 from coachlab.experiments.results import EpisodeLog
 from coachlab.explorer.tree import ScenarioTree, TreeNode

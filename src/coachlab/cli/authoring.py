@@ -1,6 +1,6 @@
 """Commands: `coachlab persona new|validate|draft` and `coachlab validate`: writing and checking YAML.
 
-Registered in the main app (`coachlab.experiments.cli`): `persona_app` as `coachlab persona`,
+Registered in the main app (`coachlab.cli`): `persona_app` as `coachlab persona`,
 `validate` as `coachlab validate`.
 """
 

@@ -1,6 +1,6 @@
 """Commands: `coachlab train|evaluate|distill EXPERIMENT`: the distillation loop and its held-out evaluation.
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.command("train")(train)` and likewise
+Registered in the main app (`coachlab.cli`) with `app.command("train")(train)` and likewise
 `evaluate` and `distill`; `distill` runs the other two in turn.
 """
 
@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from coachlab.errors import UsageError
-from coachlab.experiments.cli_support import (
+from coachlab.cli.support import (
     ReplayFrom,
     RetryFailed,
     check_retry,
@@ -24,6 +23,7 @@ from coachlab.experiments.cli_support import (
     mode_line,
     run_closing,
 )
+from coachlab.errors import UsageError
 from coachlab.experiments.replay import open_replay, run_folder
 
 if TYPE_CHECKING:
@@ -113,9 +113,10 @@ def _train(
     recording: Replay | None = None,
 ) -> Path:
     """Run `train` and print its summary; returns the run folder."""
+    from coachlab.cli.progress import ProgressDisplay
     from coachlab.experiments.config import load_experiment
-    from coachlab.experiments.distill import RunLayout, train_experiment, train_roots
-    from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.distill import train_experiment
+    from coachlab.experiments.runfolder import RunLayout, train_roots
 
     cfg = load_experiment(experiment).config
     if cfg.train is None:
@@ -206,10 +207,11 @@ def _evaluate(
     recording: Replay | None = None,
 ) -> Path:
     """Run `evaluate` and print its table; returns the results folder (deleted first with `overwrite`)."""
+    from coachlab.cli.progress import ProgressDisplay
     from coachlab.experiments.config import load_experiment
-    from coachlab.experiments.distill import RunLayout, evaluate_experiment
+    from coachlab.experiments.evaluate import evaluate_experiment
     from coachlab.experiments.evaluate_markdown import to_markdown
-    from coachlab.experiments.progress import ProgressDisplay
+    from coachlab.experiments.runfolder import RunLayout
     from coachlab.experiments.simulate import episode_concurrency
 
     cfg = load_experiment(experiment).config
@@ -287,7 +289,7 @@ def _distill(
     start: float,
 ) -> None:
     """Run `distill`: train, then evaluate, then say where everything is."""
-    from coachlab.experiments.distill import RunLayout, evaluated_version, evaluation_outdated
+    from coachlab.experiments.runfolder import RunLayout, evaluated_version, evaluation_outdated
     from coachlab.experiments.simulate import elapsed
     from coachlab.library import LibraryStore
 

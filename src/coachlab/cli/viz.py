@@ -2,7 +2,7 @@
 
 Registered in the main app with::
 
-    from coachlab.viz.cli import report, tree_app
+    from coachlab.cli.viz import report, tree_app
     app.add_typer(tree_app, name="tree")
     app.command("report")(report)
 

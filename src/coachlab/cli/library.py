@@ -1,6 +1,6 @@
 """Commands: `coachlab library list|show|approve|reject|edit|verify|diff|export RUN_DIR`: audit a run's library.
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.add_typer(library_app, name="library")`.
+Registered in the main app (`coachlab.cli`) with `app.add_typer(library_app, name="library")`.
 Every change writes a new library version with the decision in each strategy's audit trail.
 Errors are `CoachlabError`s, which the main entry point prints as one line.
 """
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 import typer
 from rich.console import Console
 
+from coachlab.cli.support import run_closing
 from coachlab.errors import UsageError
-from coachlab.experiments.cli_support import run_closing
 from coachlab.schema import AuditStatus
 
 if TYPE_CHECKING:
     from coachlab.experiments.effects import StrategyEffect
-    from coachlab.experiments.evaluate import EvaluationReport
+    from coachlab.experiments.evaluation_report import EvaluationReport
 
 __all__ = ["library_app"]
 
@@ -37,7 +37,7 @@ By = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audi
 
 
 def _store(run_dir: Path):
-    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.runfolder import RunLayout
     from coachlab.library import LibraryStore
 
     store = LibraryStore(RunLayout(run_dir).library)
@@ -48,8 +48,8 @@ def _store(run_dir: Path):
 
 def _evaluation(run_dir: Path) -> EvaluationReport | None:
     """The run's latest evaluation results (None when there is none; a note when they cannot be read)."""
-    from coachlab.experiments.distill import RunLayout
-    from coachlab.experiments.evaluate import EvaluationReport
+    from coachlab.experiments.evaluation_report import EvaluationReport
+    from coachlab.experiments.runfolder import RunLayout
 
     path = RunLayout(run_dir).evaluation / "results.json"
     if not path.is_file():
@@ -84,7 +84,7 @@ def library_list(
     """List the strategies: status, measured uplift, and what the latest evaluation measured for each."""
     from rich.table import Table
 
-    from coachlab.experiments.distill import RunLayout
+    from coachlab.experiments.runfolder import RunLayout
 
     if status is not None and status not in {s.value for s in AuditStatus}:
         raise UsageError(f"--status {status}: use one of {', '.join(s.value for s in AuditStatus)}.")

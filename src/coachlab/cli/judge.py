@@ -1,6 +1,6 @@
 """Commands: `coachlab judge calibrate EXPERIMENT`: how far to trust the experiment's judge.
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.add_typer(judge_app, name="judge")`.
+Registered in the main app (`coachlab.cli`) with `app.add_typer(judge_app, name="judge")`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from coachlab.cli.support import run_closing
 from coachlab.errors import UsageError
-from coachlab.experiments.cli_support import run_closing
 
 __all__ = ["judge_app"]
 

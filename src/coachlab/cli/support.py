@@ -1,7 +1,7 @@
 """What the command modules share: the consoles, the run options, running work, Ctrl-C, --dry-run.
 
-Used by the run commands (`simulate_cli`, `distill_cli`), by `judge_cli` and `library_cli` (`run_closing`)
-and by the entry point in `coachlab.experiments.cli` (`err`); imports none of them.
+Used by the run commands (`simulate`, `distill`), by `judge` and `library` (`run_closing`) and by
+the entry point in `coachlab.cli.app` (`err`); imports none of them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The `coachlab` command line: the app that gathers every command, and the entry point `main`.
+"""The app that gathers every command, and the entry point `main`.
 
-The commands live in their own modules: `simulate_cli` (simulate), `distill_cli` (train, evaluate,
-distill), `authoring_cli` (validate, persona), `models_cli`, `library_cli`, `judge_cli`,
-`coachlab.viz.cli` (report, tree) and `coachlab.serve.cli` (serve); what they share is in `cli_support`.
+Each command lives in its own module of this package: `simulate`, `distill` (train, evaluate,
+distill), `authoring` (validate, persona), `models`, `library`, `judge`, `viz` (report, tree) and
+`serve`; what they share is in `support`.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import warnings
 
 import typer
 
+from coachlab.cli.authoring import persona_app, validate
+from coachlab.cli.distill import distill, evaluate, train
+from coachlab.cli.judge import judge_app
+from coachlab.cli.library import library_app
+from coachlab.cli.models import models_app
+from coachlab.cli.serve import serve
+from coachlab.cli.simulate import simulate
+from coachlab.cli.support import err
+from coachlab.cli.viz import report, tree_app
 from coachlab.errors import CoachlabError
-from coachlab.experiments.authoring_cli import persona_app, validate
-from coachlab.experiments.cli_support import err
-from coachlab.experiments.distill_cli import distill, evaluate, train
-from coachlab.experiments.judge_cli import judge_app
-from coachlab.experiments.library_cli import library_app
-from coachlab.experiments.models_cli import models_app
-from coachlab.experiments.simulate_cli import simulate
-from coachlab.serve.cli import serve
-from coachlab.viz.cli import report, tree_app
 
 __all__ = ["app", "main", "stop_on_sigterm"]
 

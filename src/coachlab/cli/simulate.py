@@ -1,6 +1,6 @@
 """Command: `coachlab simulate EXPERIMENT`: every scenario x agent x trial of an experiment, then the table.
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.command("simulate")(simulate)`.
+Registered in the main app (`coachlab.cli`) with `app.command("simulate")(simulate)`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from coachlab.errors import UsageError
-from coachlab.experiments.cli_support import (
+from coachlab.cli.support import (
     ReplayFrom,
     RetryFailed,
     check_retry,
@@ -25,6 +24,7 @@ from coachlab.experiments.cli_support import (
     mode_line,
     run_closing,
 )
+from coachlab.errors import UsageError
 from coachlab.experiments.replay import open_replay, run_folder
 
 if TYPE_CHECKING:
@@ -57,11 +57,11 @@ def simulate(
     replay: ReplayFrom = None,
 ) -> None:
     """Simulate every scenario x agent x trial of an experiment and print the results table."""
+    from coachlab.cli.progress import ProgressDisplay
+    from coachlab.cli.report_table import print_summary
     from coachlab.experiments.config import load_experiment
-    from coachlab.experiments.distill import saved_criteria
     from coachlab.experiments.guard import record_run
-    from coachlab.experiments.progress import ProgressDisplay
-    from coachlab.experiments.report_table import print_summary
+    from coachlab.experiments.runfolder import saved_criteria
     from coachlab.experiments.simulate import (
         Simulation,
         build_backends,
@@ -165,7 +165,7 @@ async def _simulate_with_criteria(
 
     `record` saves the run's record again when the teacher wrote a checklist (it is part of what ran).
     """
-    from coachlab.experiments.distill import add_criteria
+    from coachlab.experiments.runfolder import add_criteria
 
     before = dict(exp.scenarios)
     await add_criteria(exp, [p.scenario for p in todo], dict(backends), root, "teacher")

@@ -1,6 +1,6 @@
 """Command: `coachlab serve LIBRARY --upstream URL`: the OpenAI-compatible coaching proxy.
 
-Registered in the main app (`coachlab.experiments.cli`) with `app.command("serve")(serve)`.
+Registered in the main app (`coachlab.cli`) with `app.command("serve")(serve)`.
 """
 
 from __future__ import annotations
