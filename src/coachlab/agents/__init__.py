@@ -1,4 +1,4 @@
-"""Agent factories over AutoGen's AssistantAgent: customer, service agent, judge."""
+"""Agent factories over AutoGen's AssistantAgent (customer, service agent, judge, teacher), and draft checks."""
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents.checklist import CHECKLIST_SYSTEM_PROMPT, LineAnswer, ask_line, build_line_grader, line_view
@@ -10,6 +10,14 @@ from coachlab.agents.customer import (
     customer_view,
     parse_customer_line,
     role_slip,
+)
+from coachlab.agents.drafts import (
+    StrategyDraft,
+    StrategyDrafts,
+    draft_problem,
+    leaked_detail,
+    private_details,
+    redact_case_details,
 )
 from coachlab.agents.judge import (
     JUDGE_SYSTEM_PROMPT,
@@ -34,14 +42,9 @@ from coachlab.agents.teacher import (
     ChildScenario,
     ChildScenarios,
     Hindsight,
-    StrategyDraft,
-    StrategyDrafts,
     build_teacher,
-    leaked_detail,
-    private_details,
     propose_children,
     propose_strategies,
-    redact_case_details,
     refine_strategy,
 )
 
@@ -75,6 +78,7 @@ __all__ = [
     "customer_system_prompt",
     "customer_view",
     "draft_persona",
+    "draft_problem",
     "judge_view",
     "leaked_detail",
     "line_view",

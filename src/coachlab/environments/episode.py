@@ -108,9 +108,10 @@ class ExpertConfig(BaseModel):
         default=1,
         ge=1,
         le=16,
+        # Privileged, like the hindsight teacher: it makes a small embedded teacher a ceiling worth
+        # distilling. The student never searches.
         description="Replies the teacher samples per agent turn; the checklist grader keeps the one that shows the "
-        "most items not yet shown and breaks none (1: no search). Privileged, like the hindsight teacher: it makes a "
-        "small embedded teacher a ceiling worth distilling. The student never searches.",
+        "most items not yet shown and breaks none (1: no search).",
     )
 
 

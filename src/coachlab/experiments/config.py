@@ -91,8 +91,8 @@ class SimulateConfig(BaseModel):
         default=None,
         ge=1,
         le=4096,
-        description="Episodes in flight at once (simulate and evaluate). Default: 1 when a model runs in this process"
-        " (in-process models take turns on the CPU, so more episodes in flight only evict each other's KV prefixes),"
+        # In-process models take turns on the CPU: more episodes in flight only evict each other's KV prefixes.
+        description="Episodes in flight at once (simulate and evaluate). Default: 1 when a model runs in this process,"
         " else 4.",
     )
     satisfaction_threshold: int = Field(default=7, ge=1, le=10, description="Score that counts as a pass (pass^k).")

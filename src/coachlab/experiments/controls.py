@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from coachlab.agents.teacher import StrategyDraft, redact_case_details
+from coachlab.agents.drafts import StrategyDraft, redact_case_details
 from coachlab.environments import GuidanceProvider
 from coachlab.library.retrieval import content_words
 from coachlab.schema import Criterion, Guidance, Scenario

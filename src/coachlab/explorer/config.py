@@ -33,25 +33,25 @@ class TrainConfig(BaseModel):
     teacher_margin: float = Field(default=2.0, ge=0, description="...or when the teacher beats it by more than this.")
     barely_margin: float = Field(default=1.0, ge=0, description="Passed nodes this close to the threshold grow too.")
     strategies_per_failure: int = Field(default=2, ge=1, le=5)
+    # Two strategies, each a situation, an action and the words to say, run to about 150-250 tokens
+    # of JSON: more than a reply-sized limit (160 in the quickstart) holds.
     writer_max_tokens: int | None = Field(
         default=400,
         ge=16,
         description="The teacher's token limit when it writes strategies, refinements and children (None: its "
-        "model entry's max_tokens, which sizes its replies as the agent). Two strategies, each a situation, an action "
-        "and the words to say, run to about 150-250 tokens of JSON, more than a reply-sized limit (160 in the "
-        "quickstart) holds.",
+        "model entry's max_tokens).",
     )
+    # Off by default: the missed checklist items already say what the customer needed, and a small
+    # teacher (the embedded 1.5B) copies the goal's words into every draft, which the leak check then
+    # refuses. Worth turning on for a strong teacher.
     hindsight_goal: bool = Field(
         default=False,
-        description="Show the teacher the persona's private goal and satisfied_when when it writes strategies. The "
-        "missed checklist items already say what the customer needed; a small teacher (the embedded 1.5B) copies the "
-        "goal's words into every draft, and the leak check refuses them all. Turn on for a strong teacher.",
+        description="Show the teacher the persona's private goal and satisfied_when when it writes strategies.",
     )
     hindsight_examples: bool = Field(
         default=True,
         description="Show the teacher the checklist's example lines for the items the student missed (what a good "
-        "agent says), so a strategy's words to say are the ones that work. The examples hold the case's facts; the "
-        "strategy's are redacted and refused as for any draft.",
+        "agent says) when it writes strategies.",
     )
     children_per_failure: int = Field(default=2, ge=0, le=5)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)

@@ -69,23 +69,24 @@ class JudgeConfig(BaseModel):
         "meaning: does the message do the item's action, in any words; meaning-examples: the same, shown the "
         "item's example lines as illustrations.",
     )
+    # Greedy by default: at the judge's 0.2, three identical student replies got two different answers
+    # on one item. Several votes keep the entry's temperature, since votes differ only by sampling.
     grader_temperature: float | None = Field(
         default=0.0,
         ge=0,
         le=2,
-        description="Sampling temperature of the yes/no checklist questions with one vote (0: greedy, so one line "
-        "and item always get one answer; None: the judge entry's). Measured: at the judge's 0.2, three identical "
-        "student replies got two different answers on one item. Several votes keep the entry's temperature: "
-        "votes differ only by sampling.",
+        description="Sampling temperature of the yes/no checklist questions with one vote (0: greedy; None: the "
+        "judge entry's). Several votes use the judge entry's temperature.",
     )
     satisfaction: Literal["judge", "customer"] = Field(
         default="judge",
         description="Who rates satisfaction. judge: the judge model reads the transcript; customer: the "
-        "customer's model answers a post-chat survey as the persona, in its own context, where the chat it has "
-        "just had is already processed (on embedded models the judge's largest cost). Same fields either way; "
-        "the checklist is always graded by the judge model. Measured on the calibration set (embedded 1.5B): the "
-        "survey orders good above degraded chats in 26% vs the judge's 81%, so the default stays judge.",
+        "customer's model answers a post-chat survey as the persona, in its own context. The checklist is always "
+        "graded by the judge model.",
     )
+    # The survey saves the judge's largest cost on embedded models (the chat is already in the customer's
+    # context), but on the calibration set (embedded 1.5B) it orders good above degraded chats in 26% against
+    # the judge's 81%: the default stays judge.
 
     examples: int = Field(
         default=0,
