@@ -13,6 +13,8 @@ The simulation core lives in the subpackages: personas and scenarios (`coachlab.
 models layer (`coachlab.llm`), the agents (`coachlab.agents`), the episode environment
 (`coachlab.environments`), the library (`coachlab.library`) and the runners (`coachlab.experiments`).
 Names are imported on first use, so `import coachlab` stays light.
+
+The map of the packages is docs/architecture.md.
 """
 
 from __future__ import annotations

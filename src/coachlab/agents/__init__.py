@@ -1,4 +1,7 @@
-"""Agent factories over AutoGen's AssistantAgent (customer, service agent, judge, teacher), and draft checks."""
+"""Agent factories over AutoGen's AssistantAgent (customer, service agent, judge, teacher), and draft checks.
+
+The map of the packages is docs/architecture.md.
+"""
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents.checklist import CHECKLIST_SYSTEM_PROMPT, LineAnswer, ask_line, build_line_grader, line_view

@@ -1,4 +1,7 @@
-"""The episode environment: turn order, what each agent observes, termination, events."""
+"""The episode environment: turn order, what each agent observes, termination, events.
+
+The map of the packages is docs/architecture.md.
+"""
 
 from coachlab.environments.bus import EventBus, Observer
 from coachlab.environments.episode import (

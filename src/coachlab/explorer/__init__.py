@@ -1,4 +1,7 @@
-"""The scenario-tree explorer: the tree that grows harder scenarios from the student's failures."""
+"""The scenario-tree explorer: the tree that grows harder scenarios from the student's failures.
+
+The map of the packages is docs/architecture.md.
+"""
 
 from coachlab.explorer.tree import NodeStatus, ScenarioTree, TreeNode
 from coachlab.explorer.verify import (

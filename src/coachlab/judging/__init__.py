@@ -4,6 +4,8 @@ The model calls live in `coachlab.agents.checklist` (one yes/no question per age
 criterion) and are orchestrated by `coachlab.environments.grading`; this package holds what needs
 no model: which lines are graded, the similarity gate, majority votes, task success, simulator
 faults and the calibration set.
+
+The map of the packages is docs/architecture.md.
 """
 
 from coachlab.judging.checklist import (

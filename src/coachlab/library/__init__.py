@@ -2,6 +2,8 @@
 
 The embedding retrievers need numpy (and the offline model the `tokenizers` package); they are
 imported on first use, so `import coachlab.library` works without them.
+
+The map of the packages is docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The models layer: clients from YAML, the embedded local model, cache, retries, limits."""
+"""The models layer: clients from YAML, the embedded local model, cache, retries, limits.
+
+The map of the packages is docs/architecture.md.
+"""
 
 from coachlab.llm._base import EngineContexts, ModelClient, WholeReplyClient
 from coachlab.llm.cache import CacheKey, ResponseCache

@@ -1,4 +1,7 @@
-"""Pydantic models shared by every part of coachlab."""
+"""Pydantic models shared by every part of coachlab.
+
+The map of the packages is docs/architecture.md.
+"""
 
 from coachlab.schema.criterion import Criterion, CriterionLevel, CriterionResult, CriterionStatus
 from coachlab.schema.episode import Episode, RoleUsage

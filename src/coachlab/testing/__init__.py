@@ -1,6 +1,8 @@
 """Helpers for testing with coachlab (shipped for users' tests too): scripted models, dry runs, stub server.
 
 The scripted clients live in the models layer (`coachlab.llm`); they are re-exported here.
+
+The map of the packages is docs/architecture.md.
 """
 
 from coachlab.llm.dryrun import dry_run_client, dry_run_clients

@@ -3,6 +3,8 @@
 All three read a run folder through `load_run`, so they show the same saved tree, library and
 results. The names below load on first use: `coachlab.cli.viz` is imported by the command line
 at start-up and must not pull in matplotlib and the run readers before a command needs them.
+
+The map of the packages is docs/architecture.md.
 """
 
 from __future__ import annotations
