@@ -41,15 +41,16 @@ from rich.console import Console
 
 from coachlab.cli import stop_on_sigterm
 from coachlab.cli.progress import ProgressDisplay
+from coachlab.environments import Observer
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.config import Experiment, load_experiment
-from coachlab.experiments.distill import train_experiment
-from coachlab.experiments.evaluate import evaluate_experiment
+from coachlab.experiments.distill import Phase, distill_experiment
 from coachlab.experiments.evaluate_markdown import calibration_line
 from coachlab.experiments.evaluation_report import EvaluationReport
 from coachlab.experiments.hit_rate import hit_rate_line
-from coachlab.experiments.runfolder import RunLayout, evaluation_outdated, load_calibration
+from coachlab.experiments.runfolder import RunLayout, load_calibration
 from coachlab.experiments.simulate import build_backends, episode_concurrency
+from coachlab.explorer.train import TrainSummary
 from coachlab.llm import Backend, ModelClient, close_backends
 from coachlab.schema import AuditStatus, Strategy
 from coachlab.viz.run import NO_EVALUATION, RunData, load_run, role_costs
@@ -105,24 +106,29 @@ async def _closing(backends: Mapping[str, Backend], work: Coroutine[Any, Any, No
 
 
 async def distill(exp: Experiment, backends: dict[str, Backend], root: Path, *, resume: bool, use_cache: bool) -> None:
-    """Train, then evaluate, in `root` (what `coachlab distill --out ROOT [--resume]` runs)."""
+    """Train, then evaluate, in `root` (what `coachlab distill --out ROOT [--resume]` runs), timing each phase."""
     _count_invocation(root)
-    with _clock(root, "train"), ProgressDisplay(None, console=progress, label="train episodes") as display:
-        await train_experiment(exp, backends, run_dir=root, resume=resume, use_cache=use_cache, observers=[display])
-    layout = RunLayout(root)
-    if resume and evaluation_outdated(layout):
-        progress.print("The library changed since the last evaluation: evaluating from the start.")
-        shutil.rmtree(layout.evaluation)
-    with _clock(root, "evaluate"), ProgressDisplay(None, console=progress, label="evaluation episodes") as display:
-        await evaluate_experiment(
-            exp,
-            backends,
-            run_dir=root,
-            resume=resume,
-            concurrency=episode_concurrency(exp.config.simulate.concurrency, backends.values()),
-            use_cache=use_cache,
-            observers=[display],
-        )
+    labels = {"train": "train episodes", "evaluate": "evaluation episodes"}
+
+    @contextlib.contextmanager
+    def watch(phase: Phase) -> Generator[Sequence[Observer]]:
+        with _clock(root, phase), ProgressDisplay(None, console=progress, label=labels[phase]) as display:
+            yield [display]
+
+    def trained(summary: TrainSummary, restarted: tuple[int | None, int] | None) -> None:
+        if restarted is not None:
+            progress.print("The library changed since the last evaluation: evaluating from the start.")
+
+    await distill_experiment(
+        exp,
+        backends,
+        run_dir=root,
+        resume=resume,
+        concurrency=episode_concurrency(exp.config.simulate.concurrency, backends.values()),
+        use_cache=use_cache,
+        watch=watch,
+        trained=trained,
+    )
 
 
 # -- printing, from the saved run folder ------------------------------------------------------------------
@@ -205,8 +211,9 @@ def _student_lines(report: EvaluationReport) -> list[str]:
             )
             for e in effects[:TOP_EFFECTS]:
                 verdict = "harmful" if e.harmful else e.direction
-                out.append(f"    {e.strategy_id}, shown in {e.episodes} episodes ({e.turns} turns), {verdict}: "
-                           f"{e.evidence()}")  # fmt: skip
+                out.append(
+                    f"    {e.strategy_id}, shown in {e.episodes} episodes ({e.turns} turns), {verdict}: {e.evidence()}"
+                )
         if any(r.condition == "library" for r in s.rows):
             out.append(f"  {hit_rate_line(s.student, s.retrieval)}")
     if report.min_detectable_difference is not None:
@@ -243,9 +250,10 @@ def summary(root: Path, experiment: Path) -> list[str]:
     phases = [times.get(p) for p in PHASES]
     total = sum(t for t in phases if t is not None) if any(t is not None for t in phases) else None
     out.append(
-        "time: " + ", ".join(f"{p} {_minutes(t)}" for p, t in zip(PHASES, phases, strict=True))
+        "time: "
+        + ", ".join(f"{p} {_minutes(t)}" for p, t in zip(PHASES, phases, strict=True))
         + f", total {_minutes(total)} (wall time over {int(times.get('invocations', 0))} invocation(s))"
-    )  # fmt: skip
+    )
     out += _train_lines(run)
     report = run.evaluation
     if report is None:
@@ -289,8 +297,18 @@ def main(argv: Sequence[str] | None = None, *, clients: Mapping[str, ModelClient
             shutil.rmtree(root, ignore_errors=True)
         elif not args.resume and RunLayout(root).tree.exists():
             raise UsageError(f"{root} already holds a run: pass --resume to continue it, or --fresh to start again.")
-        names = list(dict.fromkeys(["customer", "judge", cfg.train.student, cfg.train.teacher,
-                                    *cfg.evaluate.students, cfg.evaluate.teacher]))  # fmt: skip
+        names = list(
+            dict.fromkeys(
+                [
+                    "customer",
+                    "judge",
+                    cfg.train.student,
+                    cfg.train.teacher,
+                    *cfg.evaluate.students,
+                    cfg.evaluate.teacher,
+                ]
+            )
+        )
         backends = build_backends(exp, names, clients=clients)
     except CoachlabError as exc:
         print(f"error: {exc}", file=sys.stderr)

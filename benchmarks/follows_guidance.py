@@ -93,9 +93,11 @@ async def main(experiment: Path, agent: str, seeds: int, only: list[str], run: P
     finally:
         await close_backends(backends.values())
     must = {sc.id: sum(1 for c in sc.success_criteria if c.level == "must" and not c.forbidden) for sc in scenarios}
-    print(f"\n{agent} ({exp.config.models[agent].config.get('model')}), {len(scenarios)} scenarios x {seeds} seeds, "
-          f"first reply to the opening line; score = must items met - forbidden items broken "
-          f"(mean must items per scenario {sum(must.values()) / len(must):.1f})")  # fmt: skip
+    print(
+        f"\n{agent} ({exp.config.models[agent].config.get('model')}), {len(scenarios)} scenarios x {seeds} seeds, "
+        f"first reply to the opening line; score = must items met - forbidden items broken "
+        f"(mean must items per scenario {sum(must.values()) / len(must):.1f})"
+    )
     for arm, by in scores.items():
         print(f"  {arm:>10}: {clustered_bootstrap(by)} per reply")
     for arm in ("imperative", "example", *(["library"] if run is not None else [])):

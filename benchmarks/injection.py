@@ -73,9 +73,13 @@ class Recording(RoleClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         result = await super().create(
-            messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-            extra_create_args=extra_create_args, cancellation_token=cancellation_token,
-        )  # fmt: skip
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
         self.answers.append(str(result.content))
         return result
 

@@ -197,9 +197,16 @@ def rss_child(episodes: int, concurrency: int, out_dir: Path, *, keep_requests: 
 def memory_run(episodes: int, concurrency: int, out_dir: Path, *, keep_requests: bool) -> dict[str, float]:
     """Run `rss_child` in a fresh interpreter and return its figures."""
     command = [
-        sys.executable, __file__, "--rss-child", str(episodes), "--rss-concurrency", str(concurrency),
-        "--out", str(out_dir), *([] if keep_requests else ["--drop-requests"]),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--rss-child",
+        str(episodes),
+        "--rss-concurrency",
+        str(concurrency),
+        "--out",
+        str(out_dir),
+        *([] if keep_requests else ["--drop-requests"]),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -60,19 +60,37 @@ SITUATIONS = [
     ("handover", "When the customer asks to speak to a manager or a human"),
 ]
 CONVERSATIONS = [
-    ["My parcel for order A-100 is five days late. Where is it?", "I'm sorry. Let me check the tracking.",
-     "It has said out for delivery for three days. I want my money back."],
-    ["I was charged twice for my subscription this month.", "Let me look at your billing record.",
-     "Both charges are on my statement, please reverse one."],
-    ["My flight to Lisbon was cancelled and I need to be home tonight.", "I can look at other flights for you.",
-     "Anything today is fine, I have to get back for work."],
-    ["I can't log in, the reset email never arrives.", "Which address should I send it to?",
-     "The same one as always, I have tried five times."],
-    ["My internet is slow every evening, it has been weeks.", "Sorry about that. Did you restart the router?",
-     "Yes, many times. I am paying for 500 Mbit and get 20."],
-    ["I got a blue kettle but I ordered the red one.", "Apologies, I can send a replacement.",
-     "Fine, but I do not want to pay for returning the wrong one."],
-]  # fmt: skip
+    [
+        "My parcel for order A-100 is five days late. Where is it?",
+        "I'm sorry. Let me check the tracking.",
+        "It has said out for delivery for three days. I want my money back.",
+    ],
+    [
+        "I was charged twice for my subscription this month.",
+        "Let me look at your billing record.",
+        "Both charges are on my statement, please reverse one.",
+    ],
+    [
+        "My flight to Lisbon was cancelled and I need to be home tonight.",
+        "I can look at other flights for you.",
+        "Anything today is fine, I have to get back for work.",
+    ],
+    [
+        "I can't log in, the reset email never arrives.",
+        "Which address should I send it to?",
+        "The same one as always, I have tried five times.",
+    ],
+    [
+        "My internet is slow every evening, it has been weeks.",
+        "Sorry about that. Did you restart the router?",
+        "Yes, many times. I am paying for 500 Mbit and get 20.",
+    ],
+    [
+        "I got a blue kettle but I ordered the red one.",
+        "Apologies, I can send a replacement.",
+        "Fine, but I do not want to pay for returning the wrong one.",
+    ],
+]
 SYSTEM = (
     "You are the customer-service agent of Acme. Be brief, friendly and precise. Never promise what the "
     "records do not show. Refund shipping when a parcel is two or more days late. Escalate billing errors "

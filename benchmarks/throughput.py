@@ -296,9 +296,11 @@ def main() -> None:
         help="Where the models come from; repeat to compare (default: --episodes-from).",
     )
     parser.add_argument(
-        "--episodes-from", type=Path, default=Path("experiments/quickstart.yaml"),
+        "--episodes-from",
+        type=Path,
+        default=Path("experiments/quickstart.yaml"),
         help="Scenarios, environment and judge settings (default experiments/quickstart.yaml).",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--teacher-every", type=int, default=4, help="Every k-th episode has the teacher as the agent (0: never)."
     )
@@ -307,13 +309,16 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="Base seed of the episodes.")
     parser.add_argument(
-        "--scenarios", type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        "--scenarios",
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         help="Comma-separated scenario ids to draw the episodes from (default: simulate's and train's).",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--order", choices=["auto", "grouped", "interleaved"], default="auto",
+        "--order",
+        choices=["auto", "grouped", "interleaved"],
+        default="auto",
         help="Episode order (default auto: what the backends call for; see coachlab.experiments.simulate).",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/throughput"), help="Folder for the runs (default runs/throughput)."
     )

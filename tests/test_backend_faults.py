@@ -197,8 +197,11 @@ def test_simulate_survives_every_fault_kind_and_retry_failed_reruns_exactly_the_
         assert summary.overall["student/baseline"].n == 2  # only the two judged episodes are averaged
         # every transient fault fired, and the Retry-After wait happened before each retry
         assert {k: injected[k] for k in ("http_429", "hang", "drop_before_response", "drop_mid_body")} == {
-            "http_429": 2, "hang": 1, "drop_before_response": 1, "drop_mid_body": 1
-        }  # fmt: skip
+            "http_429": 2,
+            "hang": 1,
+            "drop_before_response": 1,
+            "drop_mid_body": 1,
+        }
         assert injected["bad_json_truncated"] == injected["bad_json_malformed"] == 1
         waited = waits_after(requests, rate_limited(retry_after=0.2))
         assert len(waited) == 2 and all(0.2 <= w < 1.5 for w in waited), waited  # waited, then went on

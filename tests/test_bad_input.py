@@ -366,9 +366,11 @@ def _mutate(draw: st.DrawFn, what: str, kind: str, root: type[BaseModel], data: 
             ((*at, name), info)
             for at, model in model_maps(root, data)
             for name, info in model.model_fields.items()
-            if any(isinstance(m, annotated_types.Ge | annotated_types.Gt | annotated_types.Le | annotated_types.Lt)
-                   for m in info.metadata)
-        ]  # fmt: skip
+            if any(
+                isinstance(m, annotated_types.Ge | annotated_types.Gt | annotated_types.Le | annotated_types.Lt)
+                for m in info.metadata
+            )
+        ]
         if not numbers:  # personas and scenarios have no numbers: an id longer than ids may be
             ids = [p for p, _ in walk(data) if p and p[-1] == "id"]
             too_long = draw(st.sampled_from(ids))

@@ -27,9 +27,19 @@ def test_the_shipped_set_labels_every_item_of_shipped_scenarios() -> None:
 def test_calibrate_dry_run_prints_and_saves_the_figures(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["judge", "calibrate", str(ROOT / "experiments" / "quickstart.yaml"), "--dry-run", "--out", str(tmp_path),
-         "--only", "retail-late-delivery", "--gate", "off"],
-    )  # fmt: skip
+        [
+            "judge",
+            "calibrate",
+            str(ROOT / "experiments" / "quickstart.yaml"),
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+            "--only",
+            "retail-late-delivery",
+            "--gate",
+            "off",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "checklist item accuracy" in result.output and "seconds per verdict" in result.output
     saved = json.loads((tmp_path / "calibration.json").read_text())

@@ -23,9 +23,12 @@ RESHIP = Criterion(
 )
 REFERENCE = Criterion(id="reference", text="gives a reference number", level="nice")
 HANDOFF = Criterion(
-    id="hand-off", text="tells the customer to contact another team", forbidden=True, policy=True,
+    id="hand-off",
+    text="tells the customer to contact another team",
+    forbidden=True,
+    policy=True,
     example="Please contact our customer service team.",
-)  # fmt: skip
+)
 CASE = scenario().model_copy(update={"success_criteria": [RESHIP, REFERENCE, HANDOFF]})
 
 

@@ -32,8 +32,11 @@ def start(run_dir: Path) -> subprocess.Popen[bytes]:
     with (run_dir.parent / f"{run_dir.name}.stderr").open("ab") as log:
         return subprocess.Popen(
             [sys.executable, str(SCRIPT), str(EXPERIMENT), str(run_dir)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def stderr(run_dir: Path) -> str:

@@ -132,12 +132,27 @@ def test_the_benchmark_prints_every_figure_from_the_saved_run(
     # With the judge calibrated (calibration.json in the run folder), its figures replace the hint: a resume that has
     # nothing left to run prints them.
     calibration = CalibrationReport(
-        judge="judge-model", votes=1, gate=False, cases=7, unreadable=0, items=42, item_accuracy=0.9, item_kappa=0.8,
-        false_met_rate=0.1, missed_met_rate=0.1, accuracy_by_variant={}, split_item_rate=None,
-        ordering_checklist=0.75, ordering_satisfaction=0.5, handoff_satisfaction_at_least_good=None,
-        handoff_task_success=None, good_task_success=None, spearman_checklist=None, spearman_satisfaction=None,
+        judge="judge-model",
+        votes=1,
+        gate=False,
+        cases=7,
+        unreadable=0,
+        items=42,
+        item_accuracy=0.9,
+        item_kappa=0.8,
+        false_met_rate=0.1,
+        missed_met_rate=0.1,
+        accuracy_by_variant={},
+        split_item_rate=None,
+        ordering_checklist=0.75,
+        ordering_satisfaction=0.5,
+        handoff_satisfaction_at_least_good=None,
+        handoff_task_success=None,
+        good_task_success=None,
+        spearman_checklist=None,
+        spearman_satisfaction=None,
         seconds_per_verdict=1.0,
-    )  # fmt: skip
+    )
     (run / "calibration.json").write_text(calibration.model_dump_json())
     code, again, err = _run(bench, capsys, "--experiment", experiment, "--out", run, "--resume")
     assert code == 0, err

@@ -77,9 +77,12 @@ def test_a_strategy_shown_where_the_library_loses_is_harmful_with_its_numbers() 
     assert md.split("| student | bad |")[1].split("\n")[0].endswith("| harmful |")
     # too few episodes shown: the same numbers are not enough to retire it
     strict = summarize_evaluation(
-        episodes, CONFIG.model_copy(update={"retire_min_episodes": 9}), library_version=2, package_version="t",
+        episodes,
+        CONFIG.model_copy(update={"retire_min_episodes": 9}),
+        library_version=2,
+        package_version="t",
         experiment="x",
-    )  # fmt: skip
+    )
     assert not any(e.harmful for e in strict.students[0].strategies)
 
 

@@ -365,11 +365,22 @@ def test_an_embeddings_endpoint_that_is_down_ends_train_nodes_and_evaluate_with_
 
         endpoint["down"] = True  # evaluate embeds the library first, before any episode (a fresh process)
         evaluated = subprocess.run(
-            [sys.executable, "-c", "from coachlab.cli import main; main()", "evaluate", str(experiment),
-             "--dry-run", "--out", str(run)],
-            capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}, timeout=300,
+            [
+                sys.executable,
+                "-c",
+                "from coachlab.cli import main; main()",
+                "evaluate",
+                str(experiment),
+                "--dry-run",
+                "--out",
+                str(run),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"},
+            timeout=300,
             check=False,
-        )  # fmt: skip
+        )
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr + evaluated.stdout
     (line,) = [line for line in evaluated.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: embeddings endpoint {stub.url} (e) failed: InternalServerError")

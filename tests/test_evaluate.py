@@ -71,9 +71,12 @@ def test_gap_closed_has_a_real_interval_when_trials_vary() -> None:
         for i, s in enumerate(values)
     ]
     report = summarize_evaluation(
-        episodes, CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
-        library_version=1, package_version="0", experiment="x",
-    )  # fmt: skip
+        episodes,
+        CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1,
+        package_version="0",
+        experiment="x",
+    )
     gap = report.students[0].gap_closed
     assert gap.mean is not None and abs(gap.mean - (6 - 4) / (8 - 4)) < 1e-9
     assert gap.low is not None and gap.high is not None and gap.low < gap.mean < gap.high
@@ -122,9 +125,12 @@ def test_task_success_is_primary_and_simulator_faults_are_counted_never_scored()
             episodes.append(judged(sid, "teacher", t, True, 6))
     spoiled = ep("a", "library", "student", 5, 1).model_copy(update={"verdict": None, "simulator_fault": "looped"})
     report = summarize_evaluation(
-        [*episodes, spoiled], CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
-        library_version=1, package_version="t", experiment="",
-    )  # fmt: skip
+        [*episodes, spoiled],
+        CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1,
+        package_version="t",
+        experiment="",
+    )
     assert report.primary == "task_success" and report.simulator_faults == 1
     rows = {r.condition: r for r in report.students[0].rows}
     assert rows["baseline"].task_success.mean == 0.0 and rows["library"].task_success.mean == 0.5
@@ -156,9 +162,12 @@ def test_items_met_shows_the_library_s_effect_when_no_episode_is_a_task_success(
         for i, m in enumerate(values)
     ]
     report = summarize_evaluation(
-        episodes, CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
-        library_version=1, package_version="t", experiment="",
-    )  # fmt: skip
+        episodes,
+        CONFIG.model_copy(update={"conditions": ["baseline", "library", "teacher"]}),
+        library_version=1,
+        package_version="t",
+        experiment="",
+    )
     assert report.primary == "task_success"
     (student,) = report.students
     rows = {r.condition: r for r in student.rows}

@@ -56,8 +56,9 @@ def _strategy(sid: str, situation: str, *, node: str, scenario_id: str | None = 
 
 # Learned on a child node of the stalled-tracking training scenario; and on a refund-past-window one, though its
 # text reads like a billing tip (so retrieval shows it for the bill-shock case: shown, but not a hit).
-LATE_TIP = _strategy("late-tip", "When a parcel is late and the tracking has not moved", node="tr-late.1",
-                     scenario_id="tr-late-1")  # fmt: skip
+LATE_TIP = _strategy(
+    "late-tip", "When a parcel is late and the tracking has not moved", node="tr-late.1", scenario_id="tr-late-1"
+)
 BILL_TIP = _strategy("bill-tip", "When a phone bill doubled", node="tr-refund")
 
 
@@ -104,9 +105,15 @@ def _summary(situations: dict[str, str]) -> EvaluationReport:
     ]
     learned = {"late-tip": ["stalled-tracking"], "bill-tip": ["refund-past-window"]}
     return summarize_evaluation(
-        episodes, config, library_version=1, package_version="t", experiment="x",
-        strategy_ids=["late-tip", "bill-tip"], situations=situations, learned_in=learned,
-    )  # fmt: skip
+        episodes,
+        config,
+        library_version=1,
+        package_version="t",
+        experiment="x",
+        strategy_ids=["late-tip", "bill-tip"],
+        situations=situations,
+        learned_in=learned,
+    )
 
 
 def test_hit_rate_counts_library_turns_of_held_out_scenarios_with_a_situation() -> None:

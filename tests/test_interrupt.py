@@ -48,9 +48,11 @@ def interrupt(
     """Start `coachlab ARGS`, wait until `ready()`, send `signum` just after a model request arrives."""
     with subprocess.Popen(
         [*IGNORING_SIGINT, sys.executable, "-c", CHILD, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
-    ) as proc:  # fmt: skip
+    ) as proc:
         try:
             deadline = time.monotonic() + 60
             while not ready() and proc.poll() is None and time.monotonic() < deadline:

@@ -100,8 +100,17 @@ def test_verify_needs_the_run_s_own_experiment_and_a_source_node(run: Path, tmp_
     changed = tmp_path / "changed.yaml"
     changed.write_text((tmp_path / "verify.yaml").read_text().replace("trials: 6", "trials: 8"), encoding="utf-8")
     with pytest.raises(UsageError, match=r"(?s)trained with another experiment.*train\.verify\.trials: 6 -> 8"):
-        cli("library", "verify", str(run), "retail-late-delivery-0-1", "--by", "ana", "--dry-run",
-            "--experiment", str(changed))  # fmt: skip
+        cli(
+            "library",
+            "verify",
+            str(run),
+            "retail-late-delivery-0-1",
+            "--by",
+            "ana",
+            "--dry-run",
+            "--experiment",
+            str(changed),
+        )
     with pytest.raises(UsageError, match="no strategy 'nope'"):
         cli("library", "verify", str(run), "nope", "--by", "ana", "--dry-run")
     hand_written = Strategy(id="hand-written", situation="When asked", guidance="Answer.")

@@ -126,9 +126,13 @@ def test_word_checks_read_amounts_and_codes() -> None:
 
 def test_a_hand_off_in_other_words_breaks_the_forbidden_item_when_the_grader_sees_it() -> None:
     handoff = Criterion(
-        id="hands-off", text="tells the customer to contact another team", forbidden=True, policy=True,
-        example="Please contact our customer service team.", pattern=r"contact our customer service",
-    )  # fmt: skip
+        id="hands-off",
+        text="tells the customer to contact another team",
+        forbidden=True,
+        policy=True,
+        example="Please contact our customer service team.",
+        pattern=r"contact our customer service",
+    )
     line = "Our specialists in the Resolutions group are best placed for this, drop them a line."
     result = grade([line], [handoff], grader_saying_yes_to("drop them a line"))["hands-off"]
     assert result.status == "not_met" and result.quote == line
@@ -200,9 +204,15 @@ def test_calibration_reports_paraphrase_recall_near_misses_and_breaches_apart() 
 
         items = [CriterionResult(id=c.id, status="met") for c in checklist]
         return Verdict(
-            rationale="-", satisfaction=7, resolved=True, policy_followed=True, failure_turn=None,
-            customer_in_role=True, criteria=items, task_success=True,
-        )  # fmt: skip
+            rationale="-",
+            satisfaction=7,
+            resolved=True,
+            policy_followed=True,
+            failure_turn=None,
+            customer_in_role=True,
+            criteria=items,
+            task_success=True,
+        )
 
     results = [CaseResult(case=c, verdict=everything_met(c.id), seconds=1.0) for c in cases]
     report = summarize_calibration(results, judge="j", votes=1, gate=True, criteria={"retail-late-delivery": checklist})

@@ -33,12 +33,23 @@ KEY = "COACHLAB_REPLAY_TEST_KEY"
 CALIBRATION = CalibrationReport.model_validate(
     {"judge": "judge-under-test", "votes": 1, "gate": False, "cases": 49, "unreadable": 0, "items": 200}
     | dict.fromkeys(
-        ["item_accuracy", "item_kappa", "false_met_rate", "missed_met_rate", "split_item_rate", "ordering_checklist",
-         "ordering_satisfaction", "handoff_satisfaction_at_least_good", "handoff_task_success", "good_task_success",
-         "spearman_checklist", "spearman_satisfaction"],
+        [
+            "item_accuracy",
+            "item_kappa",
+            "false_met_rate",
+            "missed_met_rate",
+            "split_item_rate",
+            "ordering_checklist",
+            "ordering_satisfaction",
+            "handoff_satisfaction_at_least_good",
+            "handoff_task_success",
+            "good_task_success",
+            "spearman_checklist",
+            "spearman_satisfaction",
+        ],
     )
     | {"accuracy_by_variant": {}, "seconds_per_verdict": 1.0}
-)  # fmt: skip
+)
 SERVER = "COACHLAB_REPLAY_TEST_SERVER"
 
 
@@ -114,11 +125,21 @@ def test_replay_stops_cleanly_at_the_first_call_the_recording_lacks_naming_the_r
     db.close()
     monkeypatch.delenv(KEY)
     done = subprocess.run(
-        [sys.executable, "-c", "from coachlab.cli import main; main()", "simulate", str(experiment),
-         "--replay", str(tmp_path / "run")],
-        capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from coachlab.cli import main; main()",
+            "simulate",
+            str(experiment),
+            "--replay",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+        timeout=300,
         check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     lines = [line for line in done.stderr.splitlines() if line.strip()]

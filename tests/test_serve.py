@@ -295,10 +295,18 @@ def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
     key = "tok-71c2e9a04b3f5d86"
     with OpenAIStub(reply=lambda r: "Sorted.") as stub:
         process = coachlab(
-            "serve", str(run), "--upstream", stub.url, "--port", str(port), "--log-file", str(log),
-            "--upstream-key-env", "ACME_UPSTREAM_KEY",
+            "serve",
+            str(run),
+            "--upstream",
+            stub.url,
+            "--port",
+            str(port),
+            "--log-file",
+            str(log),
+            "--upstream-key-env",
+            "ACME_UPSTREAM_KEY",
             env={"ACME_UPSTREAM_KEY": key},
-        )  # fmt: skip
+        )
         try:
             deadline = time.monotonic() + 60
             while True:

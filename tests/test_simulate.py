@@ -177,9 +177,15 @@ def test_on_servers_trials_stay_interleaved_and_grouping_keeps_the_planned_order
     assert order_episodes(plans, "interleaved") == plans
     first, second = plans[0].scenario.id, plans[2].scenario.id
     assert [(p.scenario.id, p.agent_model, p.trial) for p in order_episodes(plans, "grouped")] == [
-        (first, "student", 0), (first, "teacher", 0), (first, "student", 1), (first, "teacher", 1),
-        (second, "student", 0), (second, "teacher", 0), (second, "student", 1), (second, "teacher", 1),
-    ]  # fmt: skip
+        (first, "student", 0),
+        (first, "teacher", 0),
+        (first, "student", 1),
+        (first, "teacher", 1),
+        (second, "student", 0),
+        (second, "teacher", 0),
+        (second, "student", 1),
+        (second, "teacher", 1),
+    ]
 
 
 def test_episodes_in_flight_default_to_one_with_an_in_process_model_and_follow_the_file_when_set() -> None:

@@ -165,15 +165,23 @@ def test_the_hindsight_teacher_reads_the_missed_items_and_the_private_goal_and_w
     answers = iter([json.dumps({"strategies": [narrated]}), json.dumps({"strategies": [GOOD]})])
     client = ScriptedChatCompletionClient(lambda m: next(answers))
     hindsight = Hindsight(
-        missed=["offers to reship the order by free express"], broken=["tells the customer to contact another team"],
-        rationale="Vague twice.", goal=SECRET_GOAL, satisfied_when="a date", best_reply="I can look into it.",
-    )  # fmt: skip
+        missed=["offers to reship the order by free express"],
+        broken=["tells the customer to contact another team"],
+        rationale="Vague twice.",
+        goal=SECRET_GOAL,
+        satisfied_when="a date",
+        best_reply="I can look into it.",
+    )
     drafts = asyncio.run(
         propose_strategies(
-            build_teacher(model_client=client, output=StrategyDrafts), scenario(), DIALOGUE,
-            student_reply="Please wait.", teacher_reply="I've reshipped it.", hindsight=hindsight,
+            build_teacher(model_client=client, output=StrategyDrafts),
+            scenario(),
+            DIALOGUE,
+            student_reply="Please wait.",
+            teacher_reply="I've reshipped it.",
+            hindsight=hindsight,
         )
-    )  # fmt: skip
+    )
     first = message_text(client.calls[0][-1])
     assert "hindsight" in first and SECRET_GOAL in first and "offers to reship the order by free express" in first
     assert (

@@ -187,9 +187,16 @@ def test_mixed_rollouts_let_the_teacher_play_some_agent_turns(tmp_path: Path) ->
     run = EpisodeRunner(backends, EnvironmentConfig(max_turns=6, loop_repeats=10))
     seed = next(s for s in range(100) if {0} <= mixed_turns(s, 0.5, 7) and 1 not in mixed_turns(s, 0.5, 7))
     ep = asyncio.run(
-        run.run(scenario(), agent_model="student", trial=0, seed=seed, episode_id="e", mentor_model="teacher",
-                student_share=0.5)
-    )  # fmt: skip
+        run.run(
+            scenario(),
+            agent_model="student",
+            trial=0,
+            seed=seed,
+            episode_id="e",
+            mentor_model="teacher",
+            student_share=0.5,
+        )
+    )
     agent_lines = [e for e in ep.events if e.type == "agent_message"]
     assert len(agent_lines) == 6
     for line in agent_lines:
@@ -201,9 +208,16 @@ def test_mixed_rollouts_let_the_teacher_play_some_agent_turns(tmp_path: Path) ->
     prefix, reply, turn = failure_point(ep)
     assert reply == "Please wait." and turn == 1 and prefix[-1][0] == "customer"
     again = asyncio.run(
-        run.run(scenario(), agent_model="student", trial=0, seed=seed, episode_id="e2", mentor_model="teacher",
-                student_share=0.5)
-    )  # fmt: skip
+        run.run(
+            scenario(),
+            agent_model="student",
+            trial=0,
+            seed=seed,
+            episode_id="e2",
+            mentor_model="teacher",
+            student_share=0.5,
+        )
+    )
     assert [e.origin for e in again.events if e.type == "agent_message"] == [e.origin for e in agent_lines]
 
 

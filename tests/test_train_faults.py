@@ -95,9 +95,12 @@ def run(
         for name, fn in fns.items()
     }
     config = TrainConfig(
-        trials=2, max_iterations=2, max_depth=1, children_per_failure=1,
+        trials=2,
+        max_iterations=2,
+        max_depth=1,
+        children_per_failure=1,
         verify=VerifyConfig(trials=2, criterion=criterion, refine_rounds=0),  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     roots = [
         scenario(),
         scenario(id="wrong-size", title="Wrong size", issue="The sweater came too small.", facts={"order": "B-200"}),

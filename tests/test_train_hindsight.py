@@ -35,9 +35,12 @@ def strategy_prompts(
     backends = {name: Backend.from_client(name, ScriptedChatCompletionClient(fn)) for name, fn in fns.items()}
     episodes: list[Episode] = []
     trainer = Trainer(
-        EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), config, [scenario()], run_dir=run_dir,
+        EpisodeRunner(backends, EnvironmentConfig(max_turns=3)),
+        config,
+        [scenario()],
+        run_dir=run_dir,
         record=episodes.append,
-    )  # fmt: skip
+    )
     asyncio.run(trainer.run())
     return asked
 
@@ -95,20 +98,26 @@ def test_the_teacher_reads_what_a_good_agent_says_for_the_items_the_student_miss
     hindsight = trainer.coach.hindsight(case, worst, worst, 1)
     assert hindsight.examples == ["I'll reship it by express today."]  # not the forbidden item's, none for "greets"
     quiet = Trainer(
-        EpisodeRunner({}, EnvironmentConfig(max_turns=3)), CONFIG.model_copy(update={"hindsight_examples": False}),
-        [case], run_dir=tmp_path / "off", record=lambda e: None,
-    )  # fmt: skip
+        EpisodeRunner({}, EnvironmentConfig(max_turns=3)),
+        CONFIG.model_copy(update={"hindsight_examples": False}),
+        [case],
+        run_dir=tmp_path / "off",
+        record=lambda e: None,
+    )
     assert quiet.coach.hindsight(case, worst, worst, 1).examples == []
 
     good = {"situation": "When the customer asks where a late parcel is", "guidance": "Offer a reship."}
     client = ScriptedChatCompletionClient(lambda m: json.dumps({"strategies": [good]}))
     asyncio.run(
         propose_strategies(
-            build_teacher(model_client=client, output=StrategyDrafts), case, [("customer", "Where is it?")],
-            student_reply="Please wait.", teacher_reply="I can reship it.",
+            build_teacher(model_client=client, output=StrategyDrafts),
+            case,
+            [("customer", "Where is it?")],
+            student_reply="Please wait.",
+            teacher_reply="I can reship it.",
             hindsight=Hindsight(examples=hindsight.examples),
         )
-    )  # fmt: skip
+    )
     assert 'A good agent would have said, for example: "I\'ll reship it by express today."' in message_text(
         client.calls[0][-1]
     )

@@ -68,14 +68,21 @@ def train(run_dir: Path, **over: object) -> tuple[Trainer, TrainSummary]:
     fns = {"customer": customer, "judge": judge, "student": student, "teacher": teacher}
     backends = {name: Backend.from_client(name, ScriptedChatCompletionClient(fn)) for name, fn in fns.items()}
     config = TrainConfig(
-        trials=2, verify=VerifyConfig(trials=6, refine_rounds=0), max_depth=0, max_iterations=1,
-        strategies_per_failure=1, children_per_failure=0,
-    ).model_copy(update=over)  # fmt: skip
+        trials=2,
+        verify=VerifyConfig(trials=6, refine_rounds=0),
+        max_depth=0,
+        max_iterations=1,
+        strategies_per_failure=1,
+        children_per_failure=0,
+    ).model_copy(update=over)
     roots = [scenario(id="first-parcel"), scenario(id="second-order", issue="Order ORDER-B is five days late.")]
     trainer = Trainer(
-        EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), config, roots, run_dir=run_dir,
+        EpisodeRunner(backends, EnvironmentConfig(max_turns=3)),
+        config,
+        roots,
+        run_dir=run_dir,
         retrieval=RetrievalConfig(kind="lexical"),
-    )  # fmt: skip
+    )
     return trainer, asyncio.run(trainer.run())
 
 

@@ -97,11 +97,16 @@ def imitate(candidate: Guidance) -> tuple[object, object]:
     }
     return asyncio.run(
         verify_imitation(
-            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), scenario(), candidate, PREFIX,
-            agent_model="student", teacher_reply=TEACHER_REPLY, seeds=SEEDS,
+            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)),
+            scenario(),
+            candidate,
+            PREFIX,
+            agent_model="student",
+            teacher_reply=TEACHER_REPLY,
+            seeds=SEEDS,
             config=VerifyConfig(criterion="imitation"),
         )
-    )  # fmt: skip
+    )
 
 
 def test_imitation_accepts_a_strategy_that_makes_the_student_reply_like_the_teacher() -> None:
@@ -148,10 +153,15 @@ def test_imitation_counts_a_judge_answer_by_position() -> None:
 def test_four_trials_all_better_can_never_admit() -> None:
     result = asyncio.run(
         verify_guidance(
-            runner(), scenario(), HELPFUL, agent_model="student", seeds=SEEDS[:4], config=VerifyConfig(trials=4),
+            runner(),
+            scenario(),
+            HELPFUL,
+            agent_model="student",
+            seeds=SEEDS[:4],
+            config=VerifyConfig(trials=4),
             id_prefix="n1",
         )
-    )  # fmt: skip
+    )
     ev = result.evidence
     assert not result.accepted and ev.wins == 4 and ev.p_value == 0.0625
     assert "fewer than min_pairs 5" in ev.note
@@ -169,10 +179,15 @@ def test_a_strategy_that_pleases_the_customer_but_breaks_policy_is_rejected() ->
     }
     result = asyncio.run(
         verify_guidance(
-            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)), scenario(), HELPFUL, agent_model="student",
-            seeds=SEEDS, config=VerifyConfig(), id_prefix="n1",
+            EpisodeRunner(backends, EnvironmentConfig(max_turns=3)),
+            scenario(),
+            HELPFUL,
+            agent_model="student",
+            seeds=SEEDS,
+            config=VerifyConfig(),
+            id_prefix="n1",
         )
-    )  # fmt: skip
+    )
     ev = result.evidence
     assert not result.accepted and ev.wins == 6  # better every time, but
     assert ev.policy_breaks_with == 6 and ev.policy_breaks_without == 0 and "broke a policy item" in ev.note

@@ -155,11 +155,16 @@ def test_unknown_processed_stays_unknown_in_sums_and_empty_usage_adds_nothing() 
     assert (known + unknown).prompt_tokens == 150
     old = Episode.model_validate(
         {
-            "id": "s/baseline/student/0", "scenario_id": "s", "agent_model": "student", "trial": 0, "seed": 1,
-            "events": [], "termination": "max_turns",
+            "id": "s/baseline/student/0",
+            "scenario_id": "s",
+            "agent_model": "student",
+            "trial": 0,
+            "seed": 1,
+            "events": [],
+            "termination": "max_turns",
             "usage": {"agent": {"calls": 3, "cached_calls": 0, "prompt_tokens": 10, "completion_tokens": 2}},
         }
-    )  # fmt: skip
+    )
     assert old.usage["agent"].prompt_processed is None
 
 

@@ -6,8 +6,10 @@ Registered in the main app (`coachlab.cli`) with `app.command("train")(train)` a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,8 +29,10 @@ from coachlab.errors import UsageError
 from coachlab.experiments.replay import open_replay, run_folder
 
 if TYPE_CHECKING:
+    from coachlab.environments import Observer
     from coachlab.experiments.config import Experiment
     from coachlab.experiments.replay import Replay
+    from coachlab.explorer.train import TrainSummary
     from coachlab.llm import Backend
 
 __all__ = ["distill", "evaluate", "train"]
@@ -40,7 +44,7 @@ def _prepare(
     overwrite: bool,
     dry_run: bool,
     names: list[str],
-    teacher: str,
+    strong: list[str],
     *,
     recording: Replay | None = None,
     library: bool = False,
@@ -61,7 +65,7 @@ def _prepare(
     else:
         if overwrite and root.exists():
             shutil.rmtree(root)
-        clients = dry_run_clients(names, strong=[teacher]) if dry_run else None
+        clients = dry_run_clients(names, strong=strong) if dry_run else None
         backends = build_backends(exp, names, clients=clients)
     mode_line(dry_run, recording)
     for name, backend in backends.items():
@@ -92,9 +96,15 @@ def train(
     again = f"coachlab train {experiment}" + (" --dry-run" if dry_run else "") + (f" --out {out}" if out else "")
     try:
         _train(
-            experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
-            again=again, recording=recording,
-        )  # fmt: skip
+            experiment,
+            out,
+            resume=resume,
+            retry_failed=retry_failed,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            again=again,
+            recording=recording,
+        )
     finally:
         if recording is not None:
             recording.close()
@@ -116,13 +126,13 @@ def _train(
     from coachlab.cli.progress import ProgressDisplay
     from coachlab.experiments.config import load_experiment
     from coachlab.experiments.distill import train_experiment
-    from coachlab.experiments.runfolder import RunLayout, train_roots
+    from coachlab.experiments.runfolder import train_roots
 
     cfg = load_experiment(experiment).config
     if cfg.train is None:
         raise UsageError(f"{experiment}: no `train:` section; add one to run coachlab train.")
     names = ["customer", "judge", cfg.train.student, cfg.train.teacher]
-    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names, cfg.train.teacher, recording=recording)
+    exp, root, backends = _prepare(experiment, out, overwrite, dry_run, names, [cfg.train.teacher], recording=recording)
     resume = resume or recording is not None  # a replay continues from the recording's record
     console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
     try:
@@ -130,12 +140,25 @@ def _train(
             summary = run_closing(
                 backends,
                 train_experiment(
-                    exp, backends, run_dir=root, resume=resume, retry_failed=retry_failed,
-                    use_cache=not (dry_run or recording), observers=[display],
+                    exp,
+                    backends,
+                    run_dir=root,
+                    resume=resume,
+                    retry_failed=retry_failed,
+                    use_cache=not (dry_run or recording),
+                    observers=[display],
                 ),
-            )  # fmt: skip
+            )
     except KeyboardInterrupt:
         interrupted(f"Interrupted: the tree and library are saved in {root}. Resume with: {again} --resume")
+    _print_trained(summary, root, again)
+    return root
+
+
+def _print_trained(summary: TrainSummary, root: Path, again: str) -> None:
+    """Print what a training run did and where it is."""
+    from coachlab.experiments.runfolder import RunLayout
+
     layout = RunLayout(root)
     if summary.retried:
         console.print(f"Redone after infrastructure errors: {', '.join(summary.retried)}.")
@@ -151,7 +174,6 @@ def _train(
             f"({', '.join(summary.errors)}): redo them with {again} --resume --retry-failed[/yellow]"
         )
     console.print(f"Tree: {layout.tree}   Library: {layout.library}/   Episodes: {layout.train}/episodes.jsonl")
-    return root
 
 
 def evaluate(
@@ -219,9 +241,15 @@ def _evaluate(
         raise UsageError(f"{experiment}: no `evaluate:` section; add one to run coachlab evaluate.")
     names = ["customer", "judge", *cfg.evaluate.students, cfg.evaluate.teacher]
     exp, root, backends = _prepare(
-        experiment, out, overwrite and recording is not None, dry_run, names, cfg.evaluate.teacher,
-        recording=recording, library=True,
-    )  # fmt: skip
+        experiment,
+        out,
+        overwrite and recording is not None,
+        dry_run,
+        names,
+        [cfg.evaluate.teacher],
+        recording=recording,
+        library=True,
+    )
     if recording is not None:
         resume = True  # a replay continues from the recording's record
     elif overwrite and RunLayout(root).evaluation.exists():
@@ -270,8 +298,16 @@ def distill(
     check_retry(resume, retry_failed)
     recording = open_replay(replay, resume=resume, dry_run=dry_run)
     try:
-        _distill(experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
-                 recording=recording, start=start)  # fmt: skip
+        _distill(
+            experiment,
+            out,
+            resume=resume,
+            retry_failed=retry_failed,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            recording=recording,
+            start=start,
+        )
     finally:
         if recording is not None:
             recording.close()
@@ -289,25 +325,67 @@ def _distill(
     start: float,
 ) -> None:
     """Run `distill`: train, then evaluate, then say where everything is."""
-    from coachlab.experiments.runfolder import RunLayout, evaluated_version, evaluation_outdated
-    from coachlab.experiments.simulate import elapsed
-    from coachlab.library import LibraryStore
+    from coachlab.cli.progress import ProgressDisplay
+    from coachlab.experiments.config import load_experiment
+    from coachlab.experiments.distill import Phase, distill_experiment
+    from coachlab.experiments.evaluate_markdown import to_markdown
+    from coachlab.experiments.runfolder import RunLayout, train_roots
+    from coachlab.experiments.simulate import elapsed, episode_concurrency
 
     again = f"coachlab distill {experiment}" + (" --dry-run" if dry_run else "") + (f" --out {out}" if out else "")
-    root = _train(
-        experiment, out, resume=resume, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run, again=again,
-        recording=recording,
-    )  # fmt: skip
-    console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
+    cfg = load_experiment(experiment).config
+    if cfg.train is None or cfg.evaluate is None:
+        missing = "train" if cfg.train is None else "evaluate"
+        raise UsageError(f"{experiment}: no `{missing}:` section; distill needs `train:` and `evaluate:`.")
+    names = ["customer", "judge", cfg.train.student, cfg.train.teacher, *cfg.evaluate.students, cfg.evaluate.teacher]
+    strong = [cfg.train.teacher, cfg.evaluate.teacher]
+    exp, root, backends = _prepare(
+        experiment, out, overwrite, dry_run, list(dict.fromkeys(names)), strong, recording=recording
+    )
+    resume = resume or recording is not None  # a replay continues from the recording's record
     layout = RunLayout(root)
-    was, now = evaluated_version(layout), LibraryStore(layout.library).load().version
-    stale = resume and evaluation_outdated(layout)
-    if stale:  # training changed the library (a node redone by --retry-failed): the old numbers measure another one
-        console.print(f"The library changed since the last evaluation (v{was} -> v{now}): evaluating from the start.")
-    _evaluate(
-        experiment, root, resume=resume, retry_failed=retry_failed, overwrite=stale, concurrency=None,
-        dry_run=dry_run, again=again, recording=recording,
-    )  # fmt: skip
+    console.print(f"[bold]{exp.config.name}[/bold]: training on {', '.join(s.id for s in train_roots(exp))} -> {root}")
+    phase: list[Phase] = ["train"]
+
+    @contextlib.contextmanager
+    def watch(now: Phase) -> Generator[Sequence[Observer]]:
+        phase[0] = now
+        label = "train episodes" if now == "train" else "evaluation episodes"
+        with ProgressDisplay(None, console=console, label=label) as display:
+            yield [display]
+
+    def trained(summary: TrainSummary, restarted: tuple[int | None, int] | None) -> None:
+        _print_trained(summary, root, again)
+        console.print(f"[bold]Training done in {elapsed(start)}[/bold]; evaluating on the held-out scenarios.")
+        if (
+            restarted is not None
+        ):  # a node redone by --retry-failed changed the library: the old numbers measure another
+            was, now = restarted
+            console.print(
+                f"The library changed since the last evaluation (v{was} -> v{now}): evaluating from the start."
+            )
+
+    try:
+        done = run_closing(
+            backends,
+            distill_experiment(
+                exp,
+                backends,
+                run_dir=root,
+                resume=resume,
+                retry_failed=retry_failed,
+                use_cache=not (dry_run or recording),
+                concurrency=episode_concurrency(exp.config.simulate.concurrency, backends.values()),
+                watch=watch,
+                trained=trained,
+            ),
+        )
+    except KeyboardInterrupt:
+        if phase[0] == "train":
+            interrupted(f"Interrupted: the tree and library are saved in {root}. Resume with: {again} --resume")
+        interrupted(f"Interrupted: finished episodes are kept in {layout.evaluation}. Resume with: {again} --resume")
+    console.print(to_markdown(done.report), markup=False)
+    console.print(f"Results: {layout.evaluation}/results.json and results.md")
     console.print(f"\n[bold]Finished in {elapsed(start)}[/bold]. Where things are:")
     console.print(f"  scenario tree:    {layout.tree}")
     console.print(f"  strategy library: {layout.library}/   (coachlab library list {root})")

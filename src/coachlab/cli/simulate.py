@@ -105,9 +105,13 @@ def simulate(
     todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
     saved_criteria(exp, chosen, root)
     record = functools.partial(
-        record_run, exp, backends, root=root, command="simulate",
+        record_run,
+        exp,
+        backends,
+        root=root,
+        command="simulate",
         simulate={"trials": n_trials, "scenarios": [s.id for s in chosen]},
-    )  # fmt: skip
+    )
     record(continuing=resume and sim.paths.episodes.exists())
     sim.save_config(keep_existing=resume)
     mode_line(dry_run, recording)

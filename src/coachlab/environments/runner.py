@@ -91,13 +91,22 @@ class EpisodeRunner:
         if model not in self.experts or self.expert.candidates < 2 or self.judging.checklist != "per_line":
             return None, []
         client = RoleClient(
-            self.backends["judge"], role="judge-search", seed=seed_for(seed, "search"), trial=trial, cache=self.cache,
-            context=CHECKLIST_CONTEXT, create_args=self._grader_args(votes=1),
-        )  # fmt: skip
+            self.backends["judge"],
+            role="judge-search",
+            seed=seed_for(seed, "search"),
+            trial=trial,
+            cache=self.cache,
+            context=CHECKLIST_CONTEXT,
+            create_args=self._grader_args(votes=1),
+        )
         panel = JudgePanel(
-            judges=[], graders=[build_line_grader(model_client=client)], similarity=self.similarity,
-            floor=self.judging.gate_floor, sure=self.judging.gate_sure, question=self.judging.question,
-        )  # fmt: skip
+            judges=[],
+            graders=[build_line_grader(model_client=client)],
+            similarity=self.similarity,
+            floor=self.judging.gate_floor,
+            sure=self.judging.gate_sure,
+            question=self.judging.question,
+        )
         search = ReplySearch(candidates=self.expert.candidates, panel=panel, retries=self.environment.judge_retries)
         return search, [client]
 
@@ -142,15 +151,25 @@ class EpisodeRunner:
             judges.append(build_judge(model_client=judge))
             if self.judging.checklist == "per_line":
                 grader = RoleClient(
-                    backend, role=f"{role}-checklist", seed=vote_seed, trial=trial, cache=self.cache,
-                    context=CHECKLIST_CONTEXT, create_args=self._grader_args(votes=self.judging.votes),
-                )  # fmt: skip
+                    backend,
+                    role=f"{role}-checklist",
+                    seed=vote_seed,
+                    trial=trial,
+                    cache=self.cache,
+                    context=CHECKLIST_CONTEXT,
+                    create_args=self._grader_args(votes=self.judging.votes),
+                )
                 clients.append(grader)
                 graders.append(build_line_grader(model_client=grader))
         panel = JudgePanel(
-            judges=judges, graders=graders, similarity=self.similarity, floor=self.judging.gate_floor,
-            sure=self.judging.gate_sure, survey=survey, question=self.judging.question,
-        )  # fmt: skip
+            judges=judges,
+            graders=graders,
+            similarity=self.similarity,
+            floor=self.judging.gate_floor,
+            sure=self.judging.gate_sure,
+            survey=survey,
+            question=self.judging.question,
+        )
         return panel, clients
 
     async def run(
@@ -254,9 +273,13 @@ class EpisodeRunner:
         client = RoleClient(self.backends["judge"], role="judge-compare", seed=seed, trial=0, cache=self.cache)
         try:
             comparison = await compare_replies(
-                build_comparer(model_client=client), scenario, dialogue, first, second,
+                build_comparer(model_client=client),
+                scenario,
+                dialogue,
+                first,
+                second,
                 retries=self.environment.judge_retries,
-            )  # fmt: skip
+            )
         except ModelResponseError:
             comparison = None
         return comparison, client.usage

@@ -70,9 +70,12 @@ async def run_calibration(
     """
     cases.check(experiment.scenarios, where="calibration set")
     runner = EpisodeRunner(
-        backends, EnvironmentConfig(), cache=None, judging=judging.model_copy(update={"checklist": "per_line"}),
+        backends,
+        EnvironmentConfig(),
+        cache=None,
+        judging=judging.model_copy(update={"checklist": "per_line"}),
         similarity=similarity,
-    )  # fmt: skip
+    )
     results: list[CaseResult] = []
     for case in cases.cases:
         scenario = experiment.scenarios[case.scenario]
@@ -93,10 +96,13 @@ async def run_calibration(
         done = time.perf_counter()
         results.append(
             CaseResult(
-                case=case, verdict=verdict, seconds=done - started, seconds_satisfaction=middle - started,
+                case=case,
+                verdict=verdict,
+                seconds=done - started,
+                seconds_satisfaction=middle - started,
                 seconds_checklist=done - middle,
             )
-        )  # fmt: skip
+        )
         progress(case.id)
     pairs: list[PairResult] = []
     if compare:
@@ -129,9 +135,13 @@ async def run_calibration(
                 )
             progress(f"{case.id} (pair)")
     return summarize_calibration(
-        results, judge=backends["judge"].identity, votes=judging.votes, gate=similarity is not None, pairs=pairs,
+        results,
+        judge=backends["judge"].identity,
+        votes=judging.votes,
+        gate=similarity is not None,
+        pairs=pairs,
         criteria={sid: s.success_criteria for sid, s in experiment.scenarios.items()},
-    )  # fmt: skip
+    )
 
 
 def _pct(x: float | None) -> str:

@@ -1,26 +1,47 @@
-"""The runner behind `coachlab train`: grow the scenario tree and the strategy library in a run folder.
+"""The runners behind `coachlab train` and `coachlab distill`: grow the tree and the library, then evaluate.
 
-`coachlab distill` is train, then `coachlab.experiments.evaluate.evaluate_experiment`.
+`train_experiment` grows the scenario tree and the strategy library in a run folder;
+`distill_experiment` is train, then `coachlab.experiments.evaluate.evaluate_experiment`, with the
+one rule between them: an evaluation of another library than the latest is started again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from coachlab.environments import EpisodeRunner, EventBus, Observer
 from coachlab.errors import UsageError
 from coachlab.experiments.config import Experiment
+from coachlab.experiments.evaluate import evaluate_experiment
+from coachlab.experiments.evaluation_report import EvaluationReport
 from coachlab.experiments.guard import record_run
 from coachlab.experiments.results import EpisodeLog
-from coachlab.experiments.runfolder import RunLayout, add_criteria, open_cache, saved_criteria, train_roots
+from coachlab.experiments.runfolder import (
+    RunLayout,
+    add_criteria,
+    evaluated_version,
+    evaluation_outdated,
+    open_cache,
+    saved_criteria,
+    train_roots,
+)
 from coachlab.experiments.simulate import keep_experiment_copy
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.explorer.train import Trainer, TrainSummary
+from coachlab.library import LibraryStore
 from coachlab.llm import Backend
 
-__all__ = ["train_experiment"]
+__all__ = ["Distilled", "Phase", "distill_experiment", "train_experiment"]
+
+Phase = Literal["train", "evaluate"]
+"""The two phases of `distill_experiment`."""
 
 
 async def train_experiment(
@@ -57,10 +78,16 @@ async def train_experiment(
     log.repair()
     cache = open_cache(experiment, layout.root) if use_cache else None
     runner = EpisodeRunner(
-        backends, experiment.config.environment, cache=cache, bus=EventBus([writer, *observers]),
-        judging=experiment.config.judge, similarity=experiment.judge_gate(), expert=experiment.config.expert,
-        experts=experiment.experts(), placement=experiment.config.retrieval.placement,
-    )  # fmt: skip
+        backends,
+        experiment.config.environment,
+        cache=cache,
+        bus=EventBus([writer, *observers]),
+        judging=experiment.config.judge,
+        similarity=experiment.judge_gate(),
+        expert=experiment.config.expert,
+        experts=experiment.experts(),
+        placement=experiment.config.retrieval.placement,
+    )
     try:
         before = dict(experiment.scenarios)
         await add_criteria(experiment, train_roots(experiment), backends, layout.root, config.teacher)
@@ -80,3 +107,77 @@ async def train_experiment(
         log.close()
         if cache is not None:
             cache.close()
+
+
+@dataclass(frozen=True)
+class Distilled:
+    """What `distill_experiment` did."""
+
+    summary: TrainSummary
+    report: EvaluationReport
+    restarted: tuple[int | None, int] | None
+    """(evaluated, latest) library versions when an earlier evaluation of another library was dropped."""
+
+
+@contextlib.contextmanager
+def _unwatched(phase: Phase) -> Generator[Sequence[Observer]]:
+    yield ()
+
+
+async def distill_experiment(
+    experiment: Experiment,
+    backends: dict[str, Backend],
+    *,
+    run_dir: Path,
+    resume: bool,
+    concurrency: int,
+    retry_failed: bool = False,
+    use_cache: bool = True,
+    watch: Callable[[Phase], AbstractContextManager[Sequence[Observer]]] = _unwatched,
+    trained: Callable[[TrainSummary, tuple[int | None, int] | None], None] | None = None,
+) -> Distilled:
+    """Train, then evaluate on the held-out scenarios, in `run_dir` (what `coachlab distill` runs).
+
+    A resumed run whose training changed the library (a node redone by `retry_failed`) holds an
+    evaluation of another library: it is deleted and the evaluation starts again.
+
+    Args:
+        experiment: The experiment, with `train:` and `evaluate:` sections.
+        backends: A backend per model entry either phase uses.
+        run_dir: The run folder.
+        resume: Continue an interrupted run.
+        concurrency: Evaluation episodes in flight.
+        retry_failed: With `resume`, redo what ended on an infrastructure error.
+        use_cache: Use the run's response cache.
+        watch: Per phase, a context around it that gives the observers of its episodes (a progress display).
+        trained: Called between the phases with the training summary and `Distilled.restarted`.
+    """
+    with watch("train") as observers:
+        summary = await train_experiment(
+            experiment,
+            backends,
+            run_dir=run_dir,
+            resume=resume,
+            retry_failed=retry_failed,
+            use_cache=use_cache,
+            observers=observers,
+        )
+    layout = RunLayout(run_dir)
+    restarted: tuple[int | None, int] | None = None
+    if resume and evaluation_outdated(layout):
+        restarted = (evaluated_version(layout), LibraryStore(layout.library).load().version)
+        shutil.rmtree(layout.evaluation)
+    if trained is not None:
+        trained(summary, restarted)
+    with watch("evaluate") as observers:
+        report = await evaluate_experiment(
+            experiment,
+            backends,
+            run_dir=run_dir,
+            resume=resume,
+            concurrency=concurrency,
+            retry_failed=retry_failed,
+            use_cache=use_cache,
+            observers=observers,
+        )
+    return Distilled(summary=summary, report=report, restarted=restarted)

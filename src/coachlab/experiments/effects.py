@@ -224,16 +224,23 @@ def strategy_effects(
             clustered_bootstrap(paired_differences(_outcomes(ablated, primary), scores), seed=seed) if ablated else None
         )
         effect = StrategyEffect(
-            strategy_id=sid, student=student, primary=primary, episodes=len(keys), turns=turns[sid],
-            success_shown=clustered_bootstrap(s_yes, seed=seed), success_not_shown=clustered_bootstrap(s_no, seed=seed),
+            strategy_id=sid,
+            student=student,
+            primary=primary,
+            episodes=len(keys),
+            turns=turns[sid],
+            success_shown=clustered_bootstrap(s_yes, seed=seed),
+            success_not_shown=clustered_bootstrap(s_no, seed=seed),
             success_effect=clustered_difference(s_yes, s_no, seed=seed),
-            items_shown=clustered_bootstrap(i_yes, seed=seed), items_not_shown=clustered_bootstrap(i_no, seed=seed),
+            items_shown=clustered_bootstrap(i_yes, seed=seed),
+            items_not_shown=clustered_bootstrap(i_no, seed=seed),
             items_effect=clustered_difference(i_yes, i_no, seed=seed),
             satisfaction_shown=clustered_bootstrap(f_yes, seed=seed),
             satisfaction_not_shown=clustered_bootstrap(f_no, seed=seed),
             satisfaction_effect=clustered_difference(f_yes, f_no, seed=seed),
-            vs_baseline=vs_baseline, ablation=ablation,
-        )  # fmt: skip
+            vs_baseline=vs_baseline,
+            ablation=ablation,
+        )
         effects.append(effect.model_copy(update={"harmful": _harmful(effect, min_episodes)}))
     return sorted(effects, key=lambda e: (-e.episodes, e.strategy_id))
 

@@ -169,9 +169,13 @@ async def evaluate_experiment(
             "retrieval.endpoint and that its server is up, then run the same command again."
         ) from None
     sim = Simulation(
-        experiment, backends, out_dir=layout.evaluation, observers=observers, use_cache=use_cache,
+        experiment,
+        backends,
+        out_dir=layout.evaluation,
+        observers=observers,
+        use_cache=use_cache,
         cache_path=cache_path(experiment, layout.root),
-    )  # fmt: skip
+    )
     try:
         todo = sim.pending(plans, resume=resume, retry_failed=retry_failed)
         await sim.run(todo, concurrency=concurrency)
@@ -194,9 +198,10 @@ async def evaluate_experiment(
         retire_harmful(store, effects, evaluated=library)
         latest = {s.id: s for s in store.load().strategies}
         retired = {
-            e.strategy_id for e in effects
+            e.strategy_id
+            for e in effects
             if e.harmful and e.strategy_id in latest and latest[e.strategy_id].status is AuditStatus.RETIRED
-        }  # fmt: skip
+        }
         report = report.model_copy(update={"retired": sorted(retired)})
     write_json_atomic(layout.evaluation / "results.json", report)
     write_text_atomic(layout.evaluation / "results.md", to_markdown(report))

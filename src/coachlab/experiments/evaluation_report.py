@@ -392,13 +392,20 @@ def summarize_evaluation(
         hit_rate: RetrievalHitRate | None = None
         if "library" in config.conditions:
             effects = strategy_effects(
-                episodes, student=student, primary=primary, strategy_ids=strategy_ids,
-                min_episodes=config.retire_min_episodes, seed=config.seed,
-            )  # fmt: skip
-            hit_rate = retrieval_hit_rate(
-                episodes, student=student, situations=situations or {}, learned_in=learned_in or {},
+                episodes,
+                student=student,
+                primary=primary,
                 strategy_ids=strategy_ids,
-            )  # fmt: skip
+                min_episodes=config.retire_min_episodes,
+                seed=config.seed,
+            )
+            hit_rate = retrieval_hit_rate(
+                episodes,
+                student=student,
+                situations=situations or {},
+                learned_in=learned_in or {},
+                strategy_ids=strategy_ids,
+            )
         students.append(
             StudentResult(
                 student=student,

@@ -111,10 +111,14 @@ async def verify_strategy(
     cached = use_cache and experiment.config.cache.enabled
     cache = ResponseCache(cache_path(experiment, layout.root)) if cached else None
     runner = EpisodeRunner(
-        backends, experiment.config.environment, cache=cache, bus=EventBus([writer]),
-        judging=experiment.config.judge, similarity=experiment.judge_gate(),
+        backends,
+        experiment.config.environment,
+        cache=cache,
+        bus=EventBus([writer]),
+        judging=experiment.config.judge,
+        similarity=experiment.judge_gate(),
         placement=experiment.config.retrieval.placement,
-    )  # fmt: skip
+    )
     try:
         trainer = Trainer(runner, config, [], run_dir=layout.root, retrieval=retrieval)
         result = await trainer.reverify(strategy, failure, tag=f"v{library.version}")

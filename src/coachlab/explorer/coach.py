@@ -81,9 +81,12 @@ class Coach:
         """The teacher as a writer (strategies, refinements, children), with room for its JSON."""
         room = self.config.writer_max_tokens
         return RoleClient(
-            self.runner.backends[self.config.teacher], role=role, seed=seed, cache=self.runner.cache,
+            self.runner.backends[self.config.teacher],
+            role=role,
+            seed=seed,
+            cache=self.runner.cache,
             create_args={"max_tokens": room} if room is not None else None,
-        )  # fmt: skip
+        )
 
     def hindsight(self, scenario: Scenario, worst: Episode, best: Episode, at: int) -> Hindsight:
         """What the teacher may read after the fact: missed items, the judge's words, the private goal, the best try."""
@@ -139,10 +142,14 @@ class Coach:
         writer = self.teacher_client("teacher", seeds[0])
         try:
             drafts = await propose_strategies(
-                build_teacher(model_client=writer, output=StrategyDrafts), scenario, prefix,
-                student_reply=student_reply, teacher_reply=teacher_reply, count=cfg.strategies_per_failure,
+                build_teacher(model_client=writer, output=StrategyDrafts),
+                scenario,
+                prefix,
+                student_reply=student_reply,
+                teacher_reply=teacher_reply,
+                count=cfg.strategies_per_failure,
                 hindsight=self.hindsight(scenario, worst, best, len(prefix)),
-            )  # fmt: skip
+            )
         except ModelResponseError as exc:
             logger.warning("node %s: no strategies: %s", node.id, exc)
             return []
@@ -155,12 +162,15 @@ class Coach:
             strategy = strategy.model_copy(
                 update={
                     "provenance": Provenance(
-                        scenario_id=scenario.id, node_id=node.id, episode_id=worst.id,
+                        scenario_id=scenario.id,
+                        node_id=node.id,
+                        episode_id=worst.id,
                         failure_turn=worst.verdict.failure_turn if worst.verdict else None,
-                        teacher_model=self.runner.backends[cfg.teacher].identity, iteration=iteration,
+                        teacher_model=self.runner.backends[cfg.teacher].identity,
+                        iteration=iteration,
                     )
                 }
-            )  # fmt: skip
+            )
             decided.append(strategy)
         return decided
 
@@ -192,9 +202,12 @@ class Coach:
             if cfg.verify.criterion == "uplift" and bench.without is None:
                 bench.without = result.without
             strategy = Strategy(
-                id=sid, situation=draft.situation, guidance=draft.guidance, evidence=result.evidence,
+                id=sid,
+                situation=draft.situation,
+                guidance=draft.guidance,
+                evidence=result.evidence,
                 attempts=list(attempts),
-            )  # fmt: skip
+            )
             if result.accepted:
                 status = AuditStatus.APPROVED if cfg.admit_as == "approved" else AuditStatus.PROPOSED
                 return strategy.with_status(status, by="train", at=datetime.now(UTC), why=result.evidence.note)
@@ -207,9 +220,11 @@ class Coach:
             writer = self.teacher_client("teacher-refine", seeds[0] + round_)
             try:
                 draft = await refine_strategy(
-                    build_teacher(model_client=writer, output=StrategyDraft), node.scenario, draft,
+                    build_teacher(model_client=writer, output=StrategyDraft),
+                    node.scenario,
+                    draft,
                     result=result.evidence.note,
-                )  # fmt: skip
+                )
             except ModelResponseError as exc:
                 logger.warning("node %s: refinement failed: %s", node.id, exc)
                 return _best(rejected)
@@ -232,23 +247,48 @@ class Coach:
         criterion = criterion or cfg.verify.criterion
         if criterion == "checklist" and bench.missed:
             result, bench.checklist_without = await verify_checklist(
-                self.runner, node.scenario, candidate, bench.prefix, bench.missed, agent_model=cfg.student,
-                seeds=bench.seeds, config=cfg.verify, base=bench.base, without=bench.checklist_without,
+                self.runner,
+                node.scenario,
+                candidate,
+                bench.prefix,
+                bench.missed,
+                agent_model=cfg.student,
+                seeds=bench.seeds,
+                config=cfg.verify,
+                base=bench.base,
+                without=bench.checklist_without,
                 concurrency=self.concurrency,
-            )  # fmt: skip
+            )
             return result
         if criterion == "imitation":
             result, bench.imitation_without = await verify_imitation(
-                self.runner, node.scenario, candidate, bench.prefix, agent_model=cfg.student,
-                teacher_reply=bench.teacher_reply, seeds=bench.seeds, config=cfg.verify, base=bench.base,
-                without=bench.imitation_without, concurrency=self.concurrency,
-            )  # fmt: skip
+                self.runner,
+                node.scenario,
+                candidate,
+                bench.prefix,
+                agent_model=cfg.student,
+                teacher_reply=bench.teacher_reply,
+                seeds=bench.seeds,
+                config=cfg.verify,
+                base=bench.base,
+                without=bench.imitation_without,
+                concurrency=self.concurrency,
+            )
             return result
         return await verify_guidance(
-            self.runner, node.scenario, candidate, agent_model=cfg.student, seeds=bench.seeds, config=cfg.verify,
-            id_prefix=id_prefix, without=bench.without, base=guidance, mentor_model=cfg.teacher,
-            student_share=cfg.share_at(node.depth), concurrency=self.concurrency,
-        )  # fmt: skip
+            self.runner,
+            node.scenario,
+            candidate,
+            agent_model=cfg.student,
+            seeds=bench.seeds,
+            config=cfg.verify,
+            id_prefix=id_prefix,
+            without=bench.without,
+            base=guidance,
+            mentor_model=cfg.teacher,
+            student_share=cfg.share_at(node.depth),
+            concurrency=self.concurrency,
+        )
 
     async def reverify(
         self,
@@ -268,10 +308,12 @@ class Coach:
         if criterion == "imitation":
             teacher_reply, _ = await self.runner.reply_at(node.scenario, prefix, agent_model=cfg.teacher, seed=seeds[0])
         bench = _Bench(
-            prefix=prefix, teacher_reply=teacher_reply, seeds=seeds,
+            prefix=prefix,
+            teacher_reply=teacher_reply,
+            seeds=seeds,
             missed=missed_items(node.scenario, failure) if failure is not None else [],
             base=list(await guidance(node.scenario, prefix)) if guidance is not None else [],
-        )  # fmt: skip
+        )
         id_prefix = f"{node.id}/reverify/{strategy.id}/{tag}"
         return await self._verify(node, strategy.as_guidance(), bench, guidance, id_prefix, criterion=criterion)
 

@@ -238,11 +238,18 @@ class Trainer:
         summary.failed += int(outcome.failed)
         status = NodeStatus.EXPANDED if children else (NodeStatus.FAILED if outcome.failed else NodeStatus.PASSED)
         self.tree.update(
-            node.id, status=status, student_mean=outcome.student_mean, teacher_mean=outcome.teacher_mean,
-            student_success=outcome.student_success, teacher_success=outcome.teacher_success,
-            simulator_faults=outcome.simulator_faults, episode_ids=episode_ids, failure_turn=outcome.failure_turn,
-            strategy_ids=produced, usage=usage,
-        )  # fmt: skip
+            node.id,
+            status=status,
+            student_mean=outcome.student_mean,
+            teacher_mean=outcome.teacher_mean,
+            student_success=outcome.student_success,
+            teacher_success=outcome.teacher_success,
+            simulator_faults=outcome.simulator_faults,
+            episode_ids=episode_ids,
+            failure_turn=outcome.failure_turn,
+            strategy_ids=produced,
+            usage=usage,
+        )
 
     async def _merge_duplicates(self, node: TreeNode, decided: list[Strategy]) -> tuple[list[Strategy], dict[str, str]]:
         """What to write to the library for `decided`, and which admitted candidates were merged into which strategy.
@@ -257,10 +264,12 @@ class Trainer:
             self._embedder = embedder_for(self.retrieval)
         ours = {s.id for s in decided}
         pool = [
-            s for s in self.library.load().strategies
-            if s.status in (AuditStatus.APPROVED, AuditStatus.PROPOSED) and s.id not in ours
+            s
+            for s in self.library.load().strategies
+            if s.status in (AuditStatus.APPROVED, AuditStatus.PROPOSED)
+            and s.id not in ours
             and (s.provenance is None or s.provenance.node_id != node.id)
-        ]  # fmt: skip
+        ]
         kept: list[Strategy] = []
         updated: dict[str, Strategy] = {}
         merged: dict[str, str] = {}
@@ -304,17 +313,29 @@ class Trainer:
         rollouts = [
             *(
                 partial(
-                    self.runner.run, scenario, agent_model=cfg.student, trial=t, seed=seed,
-                    episode_id=f"{node.id}/student/{t}", condition="library" if guidance else "baseline",
-                    guidance=guidance, mentor_model=cfg.teacher, student_share=share,
+                    self.runner.run,
+                    scenario,
+                    agent_model=cfg.student,
+                    trial=t,
+                    seed=seed,
+                    episode_id=f"{node.id}/student/{t}",
+                    condition="library" if guidance else "baseline",
+                    guidance=guidance,
+                    mentor_model=cfg.teacher,
+                    student_share=share,
                 )
                 for t, seed in enumerate(seeds)
             ),
             partial(
-                self.runner.run, scenario, agent_model=cfg.teacher, trial=0, seed=seeds[0],
-                episode_id=f"{node.id}/teacher/0", condition="teacher",
+                self.runner.run,
+                scenario,
+                agent_model=cfg.teacher,
+                trial=0,
+                seed=seeds[0],
+                episode_id=f"{node.id}/teacher/0",
+                condition="teacher",
             ),
-        ]  # fmt: skip
+        ]
 
         def keep(episode: Episode) -> None:
             spend(episode)
@@ -348,9 +369,13 @@ class Trainer:
             )
             barely = not failed and student_mean < cfg.threshold + cfg.barely_margin
         outcome = _Outcome(
-            student_mean=student_mean, teacher_mean=teacher_mean, failed=failed, student_success=student_success,
-            teacher_success=teacher_success, simulator_faults=sum(e.simulator_fault is not None for e in student),
-        )  # fmt: skip
+            student_mean=student_mean,
+            teacher_mean=teacher_mean,
+            failed=failed,
+            student_success=student_success,
+            teacher_success=teacher_success,
+            simulator_faults=sum(e.simulator_fault is not None for e in student),
+        )
         worst = min(scored, key=lambda e: (e.verdict.score, e.verdict.satisfaction) if e.verdict else (0.0, 0))
         if failed or barely:
             outcome.prefix, student_reply, outcome.failure_turn = failure_point(worst)
@@ -394,9 +419,11 @@ class Trainer:
         writer = self.coach.teacher_client("teacher-scenarios", seed)
         try:
             proposals = await propose_children(
-                build_teacher(model_client=writer, output=ChildScenarios), node.scenario, prefix,
+                build_teacher(model_client=writer, output=ChildScenarios),
+                node.scenario,
+                prefix,
                 count=cfg.children_per_failure,
-            )  # fmt: skip
+            )
         except ModelResponseError as exc:
             logger.warning("node %s: no children: %s", node.id, exc)
             return []

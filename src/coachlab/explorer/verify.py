@@ -122,12 +122,20 @@ async def verify_guidance(
         arms.insert(0, ("without", "baseline", base))  # run first, as one trial at a time always did
     calls = [
         partial(
-            runner.run, scenario, agent_model=agent_model, trial=i, seed=seed, episode_id=f"{id_prefix}/{name}/{i}",
-            condition=condition, guidance=guidance, mentor_model=mentor_model, student_share=student_share,
+            runner.run,
+            scenario,
+            agent_model=agent_model,
+            trial=i,
+            seed=seed,
+            episode_id=f"{id_prefix}/{name}/{i}",
+            condition=condition,
+            guidance=guidance,
+            mentor_model=mentor_model,
+            student_share=student_share,
         )
         for name, condition, guidance in arms
         for i, seed in enumerate(seeds)
-    ]  # fmt: skip
+    ]
     episodes = await in_order(calls, limit=concurrency)
     with_guidance = episodes[len(episodes) - len(seeds) :]
     if without is None:
@@ -198,9 +206,15 @@ async def imitation_arm(
     cancels out over the arm. Up to `concurrency` trials run at once.
     """
     (arm,) = await _imitation_arms(
-        runner, scenario, prefix, [guidance], agent_model=agent_model, teacher_reply=teacher_reply, seeds=seeds,
+        runner,
+        scenario,
+        prefix,
+        [guidance],
+        agent_model=agent_model,
+        teacher_reply=teacher_reply,
+        seeds=seeds,
         concurrency=concurrency,
-    )  # fmt: skip
+    )
     return arm
 
 
@@ -258,14 +272,21 @@ async def verify_imitation(
     """
     shown = [*(g for g in base if g.id != candidate.id), candidate]
     arms = await _imitation_arms(
-        runner, scenario, prefix, [shown] if without is not None else [base, shown], agent_model=agent_model,
-        teacher_reply=teacher_reply, seeds=seeds, concurrency=concurrency,
-    )  # fmt: skip
+        runner,
+        scenario,
+        prefix,
+        [shown] if without is not None else [base, shown],
+        agent_model=agent_model,
+        teacher_reply=teacher_reply,
+        seeds=seeds,
+        concurrency=concurrency,
+    )
     without, with_ = (without, *arms) if without is not None else arms
     paired = [
-        (float(a), float(b)) for a, b in zip(without.at_least_teacher, with_.at_least_teacher, strict=True)
+        (float(a), float(b))
+        for a, b in zip(without.at_least_teacher, with_.at_least_teacher, strict=True)
         if a is not None and b is not None
-    ]  # fmt: skip
+    ]
     test = sign_test([a for a, _ in paired], [b for _, b in paired])
     accepted, why = _decide(test, config, (0, 0))
     evidence = Evidence(
@@ -398,9 +419,15 @@ async def verify_checklist(
     """
     shown = [*(g for g in base if g.id != candidate.id), candidate]
     arms = await _checklist_arms(
-        runner, scenario, prefix, items, [shown] if without is not None else [base, shown], agent_model=agent_model,
-        seeds=seeds, concurrency=concurrency,
-    )  # fmt: skip
+        runner,
+        scenario,
+        prefix,
+        items,
+        [shown] if without is not None else [base, shown],
+        agent_model=agent_model,
+        seeds=seeds,
+        concurrency=concurrency,
+    )
     without, with_ = (without, *arms) if without is not None else arms
     test = sign_test(without.scores, with_.scores)
     accepted, why = _decide(test, config, (0, 0))

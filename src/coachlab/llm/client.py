@@ -294,9 +294,14 @@ class RoleClient(WholeReplyClient):
                 return hit
         if recording is not None:
             raise ReplayMiss(
-                role=self.role, backend=self.backend.name, trial=self.trial, seed=seed, call=call,
-                messages=messages, recorded=len(recording),
-            )  # fmt: skip
+                role=self.role,
+                backend=self.backend.name,
+                trial=self.trial,
+                seed=seed,
+                call=call,
+                messages=messages,
+                recorded=len(recording),
+            )
         send_json, args = self._prepare(json_output, extra_create_args, seed)
         result = await self._call_with_retries(
             messages,
@@ -314,10 +319,14 @@ class RoleClient(WholeReplyClient):
             result = self.cache.put(key, result)  # an overlapping identical call's answer, if it came first
         self._count(result)
         logger.debug(
-            "%s (%s): %d prompt tokens sent, %s processed, %d generated, %s s", self.backend.name, self.role,
-            result.usage.prompt_tokens, getattr(result, "prompt_processed", None), result.usage.completion_tokens,
+            "%s (%s): %d prompt tokens sent, %s processed, %d generated, %s s",
+            self.backend.name,
+            self.role,
+            result.usage.prompt_tokens,
+            getattr(result, "prompt_processed", None),
+            result.usage.completion_tokens,
             getattr(result, "model_seconds", None),
-        )  # fmt: skip
+        )
         return result
 
     async def _call_with_retries(
