@@ -18,7 +18,7 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage,
 
 from coachlab.agents._context import ObservedContext
 from coachlab.agents._text import clean_line, normalize
-from coachlab.schema import Scenario
+from coachlab.schema import Dialogue, Line, Scenario
 
 __all__ = [
     "CustomerEnding",
@@ -146,7 +146,7 @@ def customer_system_prompt(scenario: Scenario) -> str:
     return "\n".join(lines)
 
 
-def chat_so_far(scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str:
+def chat_so_far(scenario: Scenario, dialogue: Dialogue) -> str:
     """The dialogue as the customer reads it: "The chat so far:", then one line per message, its own marked "(you)".
 
     The customer's view of each turn starts with it, and so does the post-chat survey (`survey_view`), so an
@@ -159,7 +159,7 @@ def chat_so_far(scenario: Scenario, dialogue: Sequence[tuple[str, str]]) -> str:
 
 def customer_view(
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     *,
     slip_rule: str | None = None,
 ) -> list[LLMMessage]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.schema import Scenario
+from coachlab.schema import Dialogue, Scenario
 
 __all__ = [
     "StrategyDraft",
@@ -274,9 +274,7 @@ _QUOTE_SPAN = 5
 """Content words in a row that a strategy may not copy from the chat (a quote, not a kind of moment)."""
 
 
-def _quotes_chat(
-    text: str, dialogue: Sequence[tuple[str, str]], scenario: Scenario, span: int = _QUOTE_SPAN
-) -> str | None:
+def _quotes_chat(text: str, dialogue: Dialogue, scenario: Scenario, span: int = _QUOTE_SPAN) -> str | None:
     """A run of `span` content words that `text` (redacted) shares with a line of the chat (redacted alike)."""
     words = [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
     said = {
@@ -295,7 +293,7 @@ _LABELS = re.compile(r"\b(would have been satisfied|in hindsight|the reviewer|ju
 
 
 def draft_problem(
-    draft: StrategyDraft, scenario: Scenario, dialogue: Sequence[tuple[str, str]], *, situation: bool = True
+    draft: StrategyDraft, scenario: Scenario, dialogue: Dialogue, *, situation: bool = True
 ) -> str | None:
     """Why a (redacted) draft cannot be a strategy, or None: a case detail, a quote, a narration, our own labels.
 
@@ -311,7 +309,9 @@ def draft_problem(
     if repeated is not None:
         return f"repeated the guidance in the situation ({repeated!r})"
     for c in scenario.success_criteria:
-        if c.forbidden and (c.matches(draft.guidance) or _quotes_chat(draft.guidance, [("", c.text)], scenario, 4)):
+        if c.forbidden and (
+            c.matches(draft.guidance) or _quotes_chat(draft.guidance, [("agent", c.text)], scenario, 4)
+        ):
             return f"told the agent to do what it must never do ({c.id})"
     if _descriptive(draft):
         return "described the expert"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Literal
 
 from autogen_agentchat.agents import AssistantAgent
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.agents._structured import ask_structured, structured_agent
 from coachlab.agents.customer import chat_so_far, customer_system_prompt
-from coachlab.schema import SatisfactionScore, Scenario
+from coachlab.schema import Dialogue, Line, SatisfactionScore, Scenario
 
 __all__ = [
     "JUDGE_SYSTEM_PROMPT",
@@ -67,9 +66,7 @@ _POLICY = '- "policy_followed": false if the agent broke any policy rule above.'
 _OPENING_WORDS = 6
 
 
-def judge_view(
-    scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
-) -> list[LLMMessage]:
+def judge_view(scenario: Scenario, dialogue: list[Line], *, correction: str | None = None) -> list[LLMMessage]:
     """The judge's view: the persona's private side, the policy, and the numbered transcript.
 
     Every persona field, policy rule and line passes through `quote_data`, so text from a persona file
@@ -117,7 +114,7 @@ def judge_view(
 
 
 def survey_view(
-    scenario: Scenario, dialogue: list[tuple[str, str]], *, policy: bool = True, correction: str | None = None
+    scenario: Scenario, dialogue: list[Line], *, policy: bool = True, correction: str | None = None
 ) -> list[LLMMessage]:
     """The post-chat survey (`judge.satisfaction: customer`): the customer rates the chat it has just had.
 
@@ -179,7 +176,7 @@ class ReplyComparison(BaseModel):
 
 def compare_view(
     scenario: Scenario,
-    dialogue: Sequence[tuple[str, str]],
+    dialogue: Dialogue,
     first: str,
     second: str,
     *,
@@ -220,7 +217,7 @@ def build_comparer(*, model_client: ChatCompletionClient, name: str = "judge") -
 async def compare_replies(
     judge: AssistantAgent,
     scenario: Scenario,
-    dialogue: Sequence[tuple[str, str]],
+    dialogue: Dialogue,
     first: str,
     second: str,
     *,

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coachlab.errors import UsageError
 from coachlab.library.coaching import COACHING_HEADER, CoachingLibrary, LiveLibrary, coaching_block
 from coachlab.library.retrieval import RetrievalConfig, situation_text
-from coachlab.schema import Guidance
+from coachlab.schema import Guidance, Line
 
 __all__ = ["CoachingMemory", "CoachingMemoryConfig"]
 
@@ -73,9 +73,9 @@ def _text(content: object) -> str:
     return ""
 
 
-def _dialogue(messages: Sequence[LLMMessage]) -> list[tuple[str, str]]:
+def _dialogue(messages: Sequence[LLMMessage]) -> list[Line]:
     """The customer's (user) and the agent's (assistant) lines of a model context, as simulation saw them."""
-    dialogue: list[tuple[str, str]] = []
+    dialogue: list[Line] = []
     for message in messages:
         if isinstance(message, UserMessage):
             who = "customer"

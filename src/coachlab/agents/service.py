@@ -11,7 +11,7 @@ from coachlab.agents._context import ObservedContext
 from coachlab.agents._text import clean_line
 from coachlab.library.coaching import coaching_parts
 from coachlab.library.retrieval import Placement
-from coachlab.schema import Guidance, Scenario
+from coachlab.schema import Guidance, Line, Scenario
 
 __all__ = ["Guidance", "build_service_agent", "parse_agent_line", "service_system_prompt", "service_view"]
 
@@ -44,7 +44,7 @@ def service_system_prompt(
 
 def service_view(
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     guidance: Sequence[Guidance] = (),
     placement: Placement = "system",
 ) -> list[LLMMessage]:

@@ -11,7 +11,6 @@ the chat or a private fact, or orders a forbidden item, is refused, so strategie
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import TypeVar
 
 from autogen_agentchat.agents import AssistantAgent
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from coachlab.agents._structured import ask_structured, structured_agent
 from coachlab.agents.drafts import StrategyDraft, StrategyDrafts, draft_problem, redact_case_details
 from coachlab.errors import ModelResponseError
-from coachlab.schema import Scenario
+from coachlab.schema import Dialogue, Scenario
 
 __all__ = [
     "ChildScenario",
@@ -73,7 +72,7 @@ def build_teacher(
     )
 
 
-def _dialogue_text(dialogue: Sequence[tuple[str, str]]) -> str:
+def _dialogue_text(dialogue: Dialogue) -> str:
     return "\n".join(f"{'Customer' if who == 'customer' else 'Agent'}: {text}" for who, text in dialogue)
 
 
@@ -136,7 +135,7 @@ def _hindsight_text(h: Hindsight) -> str:
 async def propose_strategies(
     teacher: AssistantAgent,
     scenario: Scenario,
-    dialogue: Sequence[tuple[str, str]],
+    dialogue: Dialogue,
     *,
     student_reply: str,
     teacher_reply: str,
@@ -203,7 +202,7 @@ async def propose_strategies(
 async def _restate_situation(
     teacher: AssistantAgent,
     scenario: Scenario,
-    dialogue: Sequence[tuple[str, str]],
+    dialogue: Dialogue,
     draft: StrategyDraft,
     retries: int,
     token: CancellationToken | None,
@@ -260,7 +259,7 @@ async def refine_strategy(
 async def propose_children(
     teacher: AssistantAgent,
     scenario: Scenario,
-    dialogue: Sequence[tuple[str, str]],
+    dialogue: Dialogue,
     *,
     count: int = 2,
     retries: int = 2,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
@@ -59,10 +59,13 @@ from coachlab.schema import (
     EpisodeEnded,
     Event,
     Guidance,
+    GuidanceProvider,
+    Line,
     RoleSlip,
     RoleUsage,
     SatisfactionScore,
     Scenario,
+    Speaker,
     StrategyShown,
     TerminationReason,
     Verdict,
@@ -72,7 +75,6 @@ __all__ = [
     "EnvironmentConfig",
     "EpisodeAgents",
     "ExpertConfig",
-    "GuidanceProvider",
     "JudgeResult",
     "ReplySearch",
     "agent_reply",
@@ -83,9 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-GuidanceProvider = Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]
-"""Returns the strategies the service agent should read this turn (per-turn retrieval)."""
 
 
 class EnvironmentConfig(BaseModel):
@@ -215,7 +214,7 @@ async def _reply(
 async def agent_reply(
     agent: AssistantAgent,
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     *,
     guidance: Sequence[Guidance] = (),
     search: ReplySearch | None = None,
@@ -234,7 +233,7 @@ async def agent_reply(
 async def judge_dialogue(
     judge: AssistantAgent,
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     *,
     retries: int = 2,
     cancellation_token: CancellationToken | None = None,
@@ -252,7 +251,7 @@ async def judge_dialogue(
 async def satisfaction_scores(
     judges: Sequence[AssistantAgent],
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     *,
     view: SatisfactionView = judge_view,
     retries: int = 2,
@@ -287,7 +286,7 @@ async def satisfaction_scores(
 async def judge_episode(
     panel: JudgePanel,
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     events: Sequence[Event],
     *,
     retries: int = 2,
@@ -366,7 +365,7 @@ async def run_episode(
     token = cancellation_token or CancellationToken()
     started = time.perf_counter()
     events: list[Event] = []
-    dialogue: list[tuple[str, str]] = []
+    dialogue: list[Line] = []
     said: dict[str, list[str]] = {"customer": [], "agent": []}
     repeats = {"customer": 0, "agent": 0}
     counts = {"customer": 0, "agent": 0}
@@ -378,7 +377,7 @@ async def run_episode(
         if bus is not None:
             bus.emit(episode_id, event)
 
-    def say(who: str, text: str, *, origin: Literal["model", "prefix", "opening", "mentor"] = "model") -> bool:
+    def say(who: Speaker, text: str, *, origin: Literal["model", "prefix", "opening", "mentor"] = "model") -> bool:
         """Record a line; True when it completes a loop."""
         turn = counts[who]
         counts[who] += 1
@@ -494,7 +493,7 @@ async def run_episode(
 async def _customer_turn(
     customer: AssistantAgent,
     scenario: Scenario,
-    dialogue: list[tuple[str, str]],
+    dialogue: list[Line],
     cfg: EnvironmentConfig,
     turn: int,
     emit: Callable[[Event], None],

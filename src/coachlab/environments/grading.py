@@ -21,7 +21,7 @@ from coachlab.errors import ModelResponseError
 from coachlab.judging import LineVotes, decide_criterion, graded_lines, policy_followed, task_success
 from coachlab.judging.evidence import fits
 from coachlab.judging.gate import Similarity
-from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, SatisfactionScore, Scenario, Verdict
+from coachlab.schema import AgentMessage, Criterion, CriterionResult, Event, Line, SatisfactionScore, Scenario, Verdict
 
 __all__ = ["JudgePanel", "ReplyScore", "SatisfactionView", "combine_scores", "grade_checklist", "score_reply"]
 
@@ -29,9 +29,7 @@ __all__ = ["JudgePanel", "ReplyScore", "SatisfactionView", "combine_scores", "gr
 class SatisfactionView(Protocol):
     """Builds the satisfaction judge's messages for a dialogue (`judge_view`, or the survey)."""
 
-    def __call__(
-        self, scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
-    ) -> list[LLMMessage]:
+    def __call__(self, scenario: Scenario, dialogue: list[Line], *, correction: str | None = None) -> list[LLMMessage]:
         """The messages for `dialogue`, with `correction` (why the last answer was unreadable) when re-asking."""
         ...
 
@@ -66,9 +64,7 @@ class JudgePanel:
             return judge_view
         graded = bool(self.graders)
 
-        def view(
-            scenario: Scenario, dialogue: list[tuple[str, str]], *, correction: str | None = None
-        ) -> list[LLMMessage]:
+        def view(scenario: Scenario, dialogue: list[Line], *, correction: str | None = None) -> list[LLMMessage]:
             decided = graded and any(c.policy for c in scenario.success_criteria)
             return survey_view(scenario, dialogue, policy=not decided, correction=correction)
 

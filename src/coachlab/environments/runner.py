@@ -38,7 +38,7 @@ from coachlab.judging import JudgeConfig
 from coachlab.judging.gate import Similarity
 from coachlab.library.retrieval import Placement
 from coachlab.llm import Backend, ResponseCache, RoleClient
-from coachlab.schema import Criterion, CriterionResult, Episode, Event, Guidance, RoleUsage, Scenario
+from coachlab.schema import Criterion, CriterionResult, Episode, Event, Guidance, Line, RoleUsage, Scenario
 from coachlab.stats import seed_for
 
 __all__ = ["CHECKLIST_CONTEXT", "EpisodeRunner"]
@@ -237,7 +237,7 @@ class EpisodeRunner:
     async def reply_at(
         self,
         scenario: Scenario,
-        dialogue: list[tuple[str, str]],
+        dialogue: list[Line],
         *,
         agent_model: str,
         seed: int,
@@ -261,7 +261,7 @@ class EpisodeRunner:
         return text, cost
 
     async def compare_at(
-        self, scenario: Scenario, dialogue: list[tuple[str, str]], first: str, second: str, *, seed: int
+        self, scenario: Scenario, dialogue: list[Line], first: str, second: str, *, seed: int
     ) -> tuple[ReplyComparison | None, RoleUsage]:
         """The judge's preference between two agent replies after `dialogue` (None if unreadable).
 

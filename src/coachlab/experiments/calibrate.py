@@ -20,7 +20,7 @@ from coachlab.judging.calibration import (
 )
 from coachlab.judging.gate import Similarity
 from coachlab.llm import Backend
-from coachlab.schema import AgentMessage, CustomerMessage, Event, Scenario
+from coachlab.schema import AgentMessage, CustomerMessage, Event, Line, Scenario
 from coachlab.stats import seed_for
 
 __all__ = ["calibration_events", "run_calibration", "spoken", "to_text"]
@@ -43,7 +43,7 @@ def calibration_events(scenario: Scenario, case: CalibrationCase) -> list[Event]
     return events
 
 
-def spoken(events: Sequence[Event]) -> list[tuple[str, str]]:
+def spoken(events: Sequence[Event]) -> list[Line]:
     """The (speaker, line) pairs of `events`, as the judge reads them."""
     return [
         ("customer" if isinstance(e, CustomerMessage) else "agent", e.text)
@@ -112,7 +112,7 @@ async def run_calibration(
             if case.variant == "good" or reference is None:
                 continue
             scenario = experiment.scenarios[case.scenario]
-            opening = [("customer" if t.role == "customer" else "agent", t.text) for t in scenario.prefix]
+            opening: list[Line] = [(t.role, t.text) for t in scenario.prefix]
             opening.append(("customer", case.dialogue[0].text))
             good_reply = next(t.text for t in reference.dialogue if t.role == "agent")
             bad_reply = next(t.text for t in case.dialogue if t.role == "agent")

@@ -26,9 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from coachlab.agents.drafts import StrategyDraft, redact_case_details
-from coachlab.environments import GuidanceProvider
 from coachlab.library.retrieval import content_words
-from coachlab.schema import Criterion, Guidance, Scenario
+from coachlab.schema import Criterion, Dialogue, Guidance, GuidanceProvider, Scenario
 
 __all__ = [
     "ORACLE_SITUATION",
@@ -103,7 +102,7 @@ def oracle_lines(scenario: Scenario, kind: Literal["example", "imperative"] = "e
 def oracle_guidance() -> GuidanceProvider:
     """The `oracle` condition: the scenario's must items' example lines, every turn."""
 
-    async def provide(scenario: Scenario, _: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def provide(scenario: Scenario, _: Dialogue) -> Sequence[Guidance]:
         return oracle_lines(scenario)
 
     return provide
@@ -156,7 +155,7 @@ def placebo_guidance(scenarios: Sequence[Scenario]) -> GuidanceProvider:
 
     cache: dict[str, list[Guidance]] = {}
 
-    async def provide(scenario: Scenario, _: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def provide(scenario: Scenario, _: Dialogue) -> Sequence[Guidance]:
         if scenario.id not in cache:
             cache[scenario.id] = placebo_lines(scenario, pool(scenario))
         return cache[scenario.id]
@@ -189,7 +188,7 @@ def twin_guidance(pairs: Mapping[str, Scenario]) -> GuidanceProvider:
     """The `twin` condition: `twin_lines` of the held-out scenario's twin in `pairs` (by held-out id), every turn."""
     lines = {sid: twin_lines(twin) for sid, twin in pairs.items()}
 
-    async def provide(scenario: Scenario, _: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def provide(scenario: Scenario, _: Dialogue) -> Sequence[Guidance]:
         return lines.get(scenario.id, [])
 
     return provide

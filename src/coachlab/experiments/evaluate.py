@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coachlab import __version__
-from coachlab.environments import GuidanceProvider, Observer
+from coachlab.environments import Observer
 from coachlab.errors import SimulationError, UsageError
 from coachlab.experiments.config import CONTROLS, EvaluateConfig, Experiment
 from coachlab.experiments.controls import oracle_guidance, oracle_lines, placebo_guidance, twin_guidance, twins
@@ -41,7 +41,7 @@ from coachlab.experiments.simulate import EpisodePlan, Simulation
 from coachlab.explorer.tree import ScenarioTree
 from coachlab.library import EmbeddingEndpointError, LibraryStore, RetrievalConfig
 from coachlab.llm import Backend
-from coachlab.schema import AuditStatus, Guidance, Scenario, Strategy
+from coachlab.schema import AuditStatus, Dialogue, Guidance, GuidanceProvider, Scenario, Strategy
 from coachlab.stats import seed_for
 
 __all__ = ["evaluate_experiment", "evaluation_plans", "generic_guidance"]
@@ -53,7 +53,7 @@ def generic_guidance(strategies: Sequence[Strategy], size: int) -> GuidanceProvi
     ranked = sorted(approved, key=lambda s: -s.evidence.gain if s.evidence else 0.0)[:size]
     fixed = [s.as_guidance() for s in ranked]
 
-    async def provide(_: Scenario, __: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def provide(_: Scenario, __: Dialogue) -> Sequence[Guidance]:
         return fixed
 
     return provide

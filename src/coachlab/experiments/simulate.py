@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, GuidanceProvider, Observer
+from coachlab.environments import EnvironmentConfig, EpisodeRunner, EventBus, Observer
 from coachlab.errors import CoachlabError, UsageError
 from coachlab.experiments.results import EpisodeLog, RunSummary, summarize, write_json_atomic
 from coachlab.experiments.transcripts import TranscriptWriter
 from coachlab.llm import Backend, ModelClient, ResponseCache
-from coachlab.schema import Episode, Scenario, TerminationReason
+from coachlab.schema import Episode, GuidanceProvider, Scenario, TerminationReason
 from coachlab.stats import seed_for
 
 if TYPE_CHECKING:

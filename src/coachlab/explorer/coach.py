@@ -29,7 +29,7 @@ from coachlab.agents import (
     propose_strategies,
     refine_strategy,
 )
-from coachlab.environments import EpisodeRunner, GuidanceProvider
+from coachlab.environments import EpisodeRunner
 from coachlab.errors import ModelResponseError
 from coachlab.explorer._infrastructure import require_complete
 from coachlab.explorer.config import TrainConfig
@@ -51,6 +51,8 @@ from coachlab.schema import (
     Criterion,
     Episode,
     Guidance,
+    GuidanceProvider,
+    Line,
     Provenance,
     RoleUsage,
     Scenario,
@@ -113,7 +115,7 @@ class Coach:
         self,
         node: TreeNode,
         iteration: int,
-        prefix: list[tuple[str, str]],
+        prefix: list[Line],
         student_reply: str,
         seeds: list[int],
         guidance: GuidanceProvider | None,
@@ -318,7 +320,7 @@ class Coach:
         return await self._verify(node, strategy.as_guidance(), bench, guidance, id_prefix, criterion=criterion)
 
 
-def failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, int | None]:
+def failure_point(episode: Episode) -> tuple[list[Line], str | None, int | None]:
     """The dialogue before the student's line where the judge says the customer was lost, and that line.
 
     The judge numbers every agent line; when it points at a line the student did not write (the
@@ -344,7 +346,7 @@ def failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, 
     else:
         blamed = agent_lines[min(max(turn, 0), len(agent_lines) - 1)]
         index = next((i for i in own if i >= blamed), own[-1])
-    prefix = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
+    prefix: list[Line] = [("customer" if e.type == "customer_message" else "agent", e.text) for e in lines[:index]]
     return prefix, lines[index].text, agent_lines.index(index)
 
 
@@ -352,7 +354,7 @@ def failure_point(episode: Episode) -> tuple[list[tuple[str, str]], str | None, 
 class _Bench:
     """What every candidate of one failed node is verified against (computed once, shared)."""
 
-    prefix: list[tuple[str, str]]
+    prefix: list[Line]
     teacher_reply: str
     seeds: list[int]
     base: list[Guidance]

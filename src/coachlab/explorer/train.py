@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coachlab.agents import ChildScenario, ChildScenarios, build_teacher, propose_children
-from coachlab.environments import EpisodeRunner, GuidanceProvider
+from coachlab.environments import EpisodeRunner
 from coachlab.errors import ModelResponseError, UsageError
 from coachlab.explorer._infrastructure import InfrastructureError, require_complete
 from coachlab.explorer._parallel import in_order
@@ -41,7 +41,7 @@ from coachlab.explorer.verify import VerificationResult
 from coachlab.library import EmbeddingEndpointError, LibraryStore, RetrievalConfig
 from coachlab.library.duplicates import embedder_for, find_duplicate, merge_into
 from coachlab.llm import BackendError
-from coachlab.schema import AuditStatus, DialogueTurn, Episode, RoleUsage, Scenario, Strategy
+from coachlab.schema import AuditStatus, DialogueTurn, Episode, GuidanceProvider, Line, RoleUsage, Scenario, Strategy
 from coachlab.stats import seed_for
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ class Trainer:
     async def _children(
         self,
         node: TreeNode,
-        prefix: list[tuple[str, str]],
+        prefix: list[Line],
         seed: int,
         spend: Callable[[Episode | dict[str, RoleUsage]], None],
     ) -> list[ChildScenario]:
@@ -443,12 +443,12 @@ class _Outcome:
     teacher_success: float | None = None
     simulator_faults: int = 0
     failure_turn: int | None = None
-    prefix: list[tuple[str, str]] = field(default_factory=lambda: [])
+    prefix: list[Line] = field(default_factory=lambda: [])
     strategies: list[Strategy] = field(default_factory=lambda: [])
     children: list[ChildScenario] = field(default_factory=lambda: [])
 
 
-def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[tuple[str, str]]) -> Scenario:
+def _mutate(scenario: Scenario, child: ChildScenario, prefix: list[Line]) -> Scenario:
     """The child scenario: the parent's with the persona changed, starting from the failure point.
 
     Everything else is the parent's: the facts, the policy, the checklist and the `situation` (a harder

@@ -36,9 +36,20 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coachlab.environments import EpisodeRunner, GuidanceProvider
+from coachlab.environments import EpisodeRunner
 from coachlab.explorer._parallel import in_order
-from coachlab.schema import AgentMessage, Criterion, Episode, Evidence, Guidance, RoleUsage, Scenario
+from coachlab.schema import (
+    AgentMessage,
+    Criterion,
+    Dialogue,
+    Episode,
+    Evidence,
+    Guidance,
+    GuidanceProvider,
+    Line,
+    RoleUsage,
+    Scenario,
+)
 from coachlab.stats import SignTest, paired_uplift, sign_test
 
 __all__ = [
@@ -113,7 +124,7 @@ async def verify_guidance(
     `concurrency` episodes run at once.
     """
 
-    async def plus_candidate(sc: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def plus_candidate(sc: Scenario, dialogue: Dialogue) -> Sequence[Guidance]:
         shown = list(await base(sc, dialogue)) if base is not None else []
         return [*(g for g in shown if g.id != candidate.id), candidate]
 
@@ -192,7 +203,7 @@ class ImitationArm:
 async def imitation_arm(
     runner: EpisodeRunner,
     scenario: Scenario,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     *,
     agent_model: str,
     teacher_reply: str,
@@ -221,7 +232,7 @@ async def imitation_arm(
 async def _imitation_arms(
     runner: EpisodeRunner,
     scenario: Scenario,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     guidances: Sequence[Sequence[Guidance]],
     *,
     agent_model: str,
@@ -255,7 +266,7 @@ async def verify_imitation(
     runner: EpisodeRunner,
     scenario: Scenario,
     candidate: Guidance,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     *,
     agent_model: str,
     teacher_reply: str,
@@ -345,7 +356,7 @@ def missed_items(scenario: Scenario, episode: Episode) -> list[Criterion]:
 async def checklist_arm(
     runner: EpisodeRunner,
     scenario: Scenario,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     items: Sequence[Criterion],
     *,
     agent_model: str,
@@ -366,7 +377,7 @@ async def checklist_arm(
 async def _checklist_arms(
     runner: EpisodeRunner,
     scenario: Scenario,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     items: Sequence[Criterion],
     guidances: Sequence[Sequence[Guidance]],
     *,
@@ -403,7 +414,7 @@ async def verify_checklist(
     runner: EpisodeRunner,
     scenario: Scenario,
     candidate: Guidance,
-    prefix: list[tuple[str, str]],
+    prefix: list[Line],
     items: Sequence[Criterion],
     *,
     agent_model: str,

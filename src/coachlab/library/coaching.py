@@ -42,7 +42,7 @@ from coachlab.library.retrieval import (
     situation_text,
 )
 from coachlab.library.store import LibraryStore
-from coachlab.schema import AuditStatus, Guidance, Strategy
+from coachlab.schema import AuditStatus, Guidance, Line, Speaker, Strategy
 from coachlab.yamlio import load_yaml, validate_yaml
 
 __all__ = [
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 COACHING_HEADER = "Guidance from your coach (apply it when the situation fits):"
 """The first line of the coaching block (the service agent read the same line in simulation)."""
 
-_SPEAKERS = {"user": "customer", "assistant": "agent"}
+_SPEAKERS: dict[str, Speaker] = {"user": "customer", "assistant": "agent"}
 _SYSTEM_ROLES = ("system", "developer")
 
 
@@ -119,14 +119,14 @@ def _content_text(content: object) -> str:
     return ""
 
 
-def dialogue_from_messages(messages: Iterable[object]) -> list[tuple[str, str]]:
+def dialogue_from_messages(messages: Iterable[object]) -> list[Line]:
     """The dialogue of OpenAI-style messages: `("customer", text)` per user and `("agent", text)` per assistant message.
 
     System, developer and tool messages, assistant messages without text (tool calls only) and
     anything that is not a mapping with a `role` are left out: they are not part of what the
     customer and the agent said to each other, and simulation never saw them.
     """
-    dialogue: list[tuple[str, str]] = []
+    dialogue: list[Line] = []
     for message in messages:
         if not isinstance(message, Mapping):
             continue

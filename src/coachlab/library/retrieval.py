@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coachlab.errors import UsageError
 from coachlab.library.openai_embedder import OpenAIEmbedderConfig
-from coachlab.schema import AuditStatus, Guidance, Scenario, Strategy
+from coachlab.schema import AuditStatus, Dialogue, Guidance, GuidanceProvider, Scenario, Strategy
 
 __all__ = [
     "MAX_LINE_CHARS",
@@ -67,7 +67,7 @@ MAX_LINE_CHARS = 1000
 """A line of the situation is cut here (a 1 MB message must not cost a 1 MB query)."""
 
 
-def situation_text(dialogue: Sequence[tuple[str, str]], *, last: int = 4) -> str:
+def situation_text(dialogue: Dialogue, *, last: int = 4) -> str:
     """The retrieval query: the last `last` lines of the dialogue, `who: text` one a line.
 
     `who` is `customer` or `agent`. The same function builds the query in simulation (per agent
@@ -145,15 +145,13 @@ class LexicalRetriever:
         return sorted(hits, key=lambda x: -x[1])[:k]
 
 
-def retrieval_guidance(
-    retriever: Retriever, *, k: int = 3, floor: float = 0.1
-) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
+def retrieval_guidance(retriever: Retriever, *, k: int = 3, floor: float = 0.1) -> GuidanceProvider:
     """A per-turn guidance provider for the episode runner (`run_episode(guidance=...)`).
 
     An `AsyncRetriever` is awaited (`asearch`); a plain `Retriever` is called (`search`).
     """
 
-    async def provide(_: Scenario, dialogue: Sequence[tuple[str, str]]) -> Sequence[Guidance]:
+    async def provide(_: Scenario, dialogue: Dialogue) -> Sequence[Guidance]:
         situation = situation_text(dialogue)
         if isinstance(retriever, AsyncRetriever):
             hits = await retriever.asearch(situation, k=k, floor=floor)
@@ -319,9 +317,7 @@ class RetrievalConfig(BaseModel):
         """
         return self.model_copy(update={"kind": resolve_retriever_kind(self.kind, model=self.model)})
 
-    def provider(
-        self, strategies: Sequence[Strategy]
-    ) -> Callable[[Scenario, Sequence[tuple[str, str]]], Awaitable[Sequence[Guidance]]]:
+    def provider(self, strategies: Sequence[Strategy]) -> GuidanceProvider:
         """A per-turn guidance provider over `strategies`, with the floor of the kind actually used."""
         retriever = self.retriever(strategies)
         floor = self.floor if self.floor is not None else default_floor(retriever)

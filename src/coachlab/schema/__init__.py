@@ -4,6 +4,7 @@ The map of the packages is docs/architecture.md.
 """
 
 from coachlab.schema.criterion import Criterion, CriterionLevel, CriterionResult, CriterionStatus
+from coachlab.schema.dialogue import Dialogue, GuidanceProvider, Line
 from coachlab.schema.episode import Episode, RoleUsage
 from coachlab.schema.events import (
     AgentMessage,
@@ -40,12 +41,15 @@ __all__ = [
     "CriterionResult",
     "CriterionStatus",
     "CustomerMessage",
+    "Dialogue",
     "DialogueTurn",
     "Episode",
     "EpisodeEnded",
     "Event",
     "Evidence",
     "Guidance",
+    "GuidanceProvider",
+    "Line",
     "MergedOrigin",
     "Patience",
     "Persona",
