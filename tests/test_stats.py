@@ -8,6 +8,7 @@ from coachlab.stats import (
     clustered_bootstrap,
     min_detectable_difference,
     paired_uplift,
+    sign_flip_test,
     sign_test,
     sign_test_floor,
 )
@@ -69,3 +70,35 @@ def test_minimum_detectable_difference_shrinks_with_more_scenarios() -> None:
     assert few is not None and many is not None and many < few
     assert many < few / 1.5  # se ~ 1/sqrt(scenarios)
     assert min_detectable_difference({"only": [1.0, 0.0]}) is None
+
+
+def test_sign_flip_weighs_the_size_of_each_difference() -> None:
+    # 9 better / 3 worse / 4 tied: the sign test cannot admit it at 95% ...
+    without = [0.0] * 9 + [1.0] * 3 + [1.0] * 4
+    small = [1.0] * 9 + [0.0] * 3 + [1.0] * 4
+    assert sign_test(without, small).p_value > 0.05
+    # ... and with the same signs and sizes of one, neither can the sign-flip test (same ordering)
+    assert sign_flip_test(without, small).p_value > 0.05
+    # wins of two items against losses of one: the sizes carry it over
+    big = [2.0] * 4 + [1.0] * 5 + [0.0] * 3 + [1.0] * 4
+    flip = sign_flip_test(without, big)
+    assert flip.method == "sign-flip" and (flip.wins, flip.losses, flip.ties) == (9, 3, 4)
+    assert flip.p_value == pytest.approx(129 / 4096)
+    assert sign_test(without, big).p_value > 0.05
+
+
+def test_sign_flip_exact_small_cases_and_floor() -> None:
+    assert sign_flip_test([0] * 5, [1] * 5).p_value == pytest.approx(1 / 32)  # all five in favour: 0.5**5
+    assert sign_flip_test([0] * 4, [3] * 4).p_value == pytest.approx(1 / 16)  # size cannot beat the floor
+    assert sign_flip_test([1, 1], [1, 1]).p_value == 1.0
+    assert sign_flip_test([], []).pairs == 0
+    assert sign_flip_test([1, 0], [0, 1]).p_value == pytest.approx(3 / 4)  # +1 and -1: sums 2, 0, 0, -2
+    with pytest.raises(ValueError, match="differ in length"):
+        sign_flip_test([1], [1, 2])
+
+
+def test_sign_flip_samples_when_the_sums_are_too_many() -> None:
+    without = [0.0] * 40
+    with_ = [1.0 + i / 997 for i in range(40)]  # 40 distinct sizes: 2^40 sums, so it samples
+    flip = sign_flip_test(without, with_)
+    assert 0 < flip.p_value < 1e-4

@@ -3,8 +3,13 @@
 Admission of a strategy rests on `sign_test`: an exact binomial test on the paired differences
 (ties dropped), which a handful of lucky trials cannot pass: with n untied pairs all in favour, the
 one-sided p-value is 0.5**n, so at 95% confidence no fewer than 5 untied pairs can ever admit.
-Evaluation CIs resample scenarios, then trials within them (`clustered_bootstrap`): episodes of one
-scenario are not independent, and treating them as such makes intervals too narrow.
+`sign_flip_test` is the same exact test on the sizes of the differences too (Fisher's paired
+randomisation test): a pair that met two more items counts for more than one that met one more,
+so a candidate whose wins are bigger than its losses can pass where the sign test cannot; it has
+the same floor of 5 untied pairs.
+
+Evaluation CIs resample scenarios, then trials within them (`clustered_bootstrap`): episodes of
+one scenario are not independent, and treating them as such makes intervals too narrow.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +34,7 @@ __all__ = [
     "paired_uplift",
     "pass_hat_k",
     "seed_for",
+    "sign_flip_test",
     "sign_test",
     "sign_test_floor",
 ]
@@ -115,7 +122,9 @@ class SignTest(BaseModel):
     ties: int = 0
     mean_difference: float | None = None
     p_value: float = 1.0
-    """P(at least `wins` of `wins + losses` untied pairs in favour | no effect)."""
+    """sign: P(at least `wins` of the untied pairs in favour | no effect); sign-flip: P(a sum of the
+    differences at least the observed one | each difference's sign a fair coin)."""
+    method: Literal["sign", "sign-flip"] = "sign"
 
     def passes(self, *, alpha: float, min_effect: float, min_pairs: int) -> bool:
         """Significant at `alpha`, with at least `min_pairs` pairs and a mean difference of at least `min_effect`."""
@@ -129,9 +138,10 @@ class SignTest(BaseModel):
 
     def __str__(self) -> str:
         mean = "n/a" if self.mean_difference is None else f"{self.mean_difference:+.2f}"
+        test = "" if self.method == "sign" else f" ({self.method})"
         return (
             f"{self.wins} better / {self.losses} worse / {self.ties} tied of {self.pairs}, mean {mean}, "
-            f"p={self.p_value:.3f}"
+            f"p={self.p_value:.3f}{test}"
         )
 
 
@@ -158,6 +168,46 @@ def sign_test(without: Sequence[float], with_: Sequence[float]) -> SignTest:
         mean_difference=sum(diffs) / len(diffs),
         p_value=p,
     )
+
+
+_FLIP_SUMS_LIMIT = 200_000
+"""Distinct partial sums the exact sign-flip distribution may hold before it is sampled instead."""
+
+
+def sign_flip_test(without: Sequence[float], with_: Sequence[float], *, seed: int = 0) -> SignTest:
+    """The exact one-sided paired randomisation test that `with_` beats `without` (ties dropped).
+
+    Under no effect each difference is as likely positive as negative; the p-value is the share of
+    the 2^n sign assignments of the n untied differences whose sum is at least the observed sum.
+    The distribution is counted exactly over the distinct partial sums (differences of checklist
+    items or satisfaction scores take few values); past `_FLIP_SUMS_LIMIT` of them it is sampled
+    (100,000 draws from `seed`).
+
+    Raises:
+        ValueError: The two arms have different lengths.
+    """
+    counted = sign_test(without, with_)
+    diffs = [round(b - a, 9) for a, b in zip(without, with_, strict=True) if b != a]
+    if not diffs:
+        return counted.model_copy(update={"method": "sign-flip"})
+    observed = sum(diffs) - 1e-9  # a sum equal to the observed one counts as at least as extreme
+    sums: dict[float, int] = {0.0: 1}
+    for d in diffs:
+        grown: dict[float, int] = {}
+        for total, ways in sums.items():
+            for step in (abs(d), -abs(d)):
+                key = round(total + step, 9)
+                grown[key] = grown.get(key, 0) + ways
+        sums = grown
+        if len(sums) > _FLIP_SUMS_LIMIT:
+            rng = random.Random(seed)
+            draws = 100_000
+            hits = sum(sum(x if rng.random() < 0.5 else -x for x in map(abs, diffs)) >= observed for _ in range(draws))
+            p = (hits + 1) / (draws + 1)
+            break
+    else:
+        p = sum(ways for total, ways in sums.items() if total >= observed) / 2 ** len(diffs)
+    return counted.model_copy(update={"p_value": min(p, 1.0), "method": "sign-flip"})
 
 
 def sign_test_floor(alpha: float) -> int:

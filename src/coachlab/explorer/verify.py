@@ -14,12 +14,15 @@ Three criteria, chosen in YAML (`verify.criterion`):
   with the teacher's reply there (in both orders across trials, against position bias); a pair
   scores 1 when the student's reply is rated at least as good as the teacher's.
 
-Every criterion decides with the same test, which a handful of lucky trials cannot pass: the exact
-one-sided sign test on the paired differences, ties dropped (`coachlab.stats.sign_test`), at
-`1 - confidence`, with at least `min_pairs` scored pairs and a mean difference of at least
-`min_effect`. All untied pairs in favour give p = 0.5**n, so at 95% confidence at least 5 untied
-pairs are needed whatever `trials` says; with `trials: 6`, 5 of 6 better and none worse passes
-(p = 0.031), 5 better and 1 worse does not (p = 0.109). A candidate whose arm broke a policy item
+Every criterion decides with the same test, which a handful of lucky trials cannot pass: an exact
+one-sided test on the paired differences, ties dropped, at `1 - confidence`: `test: sign-flip`
+(the default, `coachlab.stats.sign_flip_test`) weighs each difference by its size, so two more
+items met count for more than one; `test: sign` counts only which side won
+(`coachlab.stats.sign_test`). Both need at least `min_pairs` scored pairs and a mean difference of
+at least `min_effect`. All untied pairs in favour give p = 0.5**n under either test, so at 95%
+confidence at least 5 untied pairs are needed whatever `trials` says; with `trials: 6`, 5 of 6
+better and none worse passes (p = 0.031); under the sign test 5 better and 1 worse does not
+(p = 0.109). A candidate whose arm broke a policy item
 more often than the arm without it is rejected, whatever else it raised.
 
 Every decision keeps its numbers as `Evidence`. With `concurrency` above 1 the trials of both arms
@@ -50,7 +53,7 @@ from coachlab.schema import (
     RoleUsage,
     Scenario,
 )
-from coachlab.stats import SignTest, paired_uplift, sign_test
+from coachlab.stats import SignTest, paired_uplift, sign_flip_test, sign_test
 
 __all__ = [
     "ChecklistArm",
@@ -80,7 +83,13 @@ class VerifyConfig(BaseModel):
     criterion: Literal["uplift", "checklist", "imitation"] = Field(
         default="uplift", description="How a candidate is measured (see coachlab.explorer.verify)."
     )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="The sign test passes at p <= 1 - this.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="The test passes at p <= 1 - this.")
+    # The sign-flip test uses how much better each pair was; on 16 paired replies the quickstart's
+    # candidates that lifted missed items 0.3 -> 0.6-1.0 per reply missed the sign test (p = 0.07-0.15).
+    test: Literal["sign-flip", "sign"] = Field(
+        default="sign-flip",
+        description="The paired test: sign-flip (exact, on the sizes of the differences) or sign (which side won).",
+    )
     min_pairs: int = Field(default=5, ge=1, le=100, description="Scored pairs needed before any decision to admit.")
     min_effect: float = Field(
         default=0.0, ge=0, description="The mean paired difference must reach this (on the criterion's scale)."
@@ -153,7 +162,7 @@ async def verify_guidance(
         without = episodes[: len(seeds)]
     pairs = [(a.verdict, b.verdict) for a, b in zip(without, with_guidance, strict=True) if a.scored and b.scored]
     scored = [(a, b) for a, b in pairs if a is not None and b is not None]
-    test = sign_test([a.score for a, _ in scored], [b.score for _, b in scored])
+    test = _paired_test(config, [a.score for a, _ in scored], [b.score for _, b in scored])
     est = paired_uplift([a.score for a, _ in scored], [b.score for _, b in scored], confidence=config.confidence)
     n = len(scored)
     breaks = (sum(not a.policy_followed for a, _ in scored), sum(not b.policy_followed for _, b in scored))
@@ -298,7 +307,7 @@ async def verify_imitation(
         for a, b in zip(without.at_least_teacher, with_.at_least_teacher, strict=True)
         if a is not None and b is not None
     ]
-    test = sign_test([a for a, _ in paired], [b for _, b in paired])
+    test = _paired_test(config, [a for a, _ in paired], [b for _, b in paired])
     accepted, why = _decide(test, config, (0, 0))
     evidence = Evidence(
         trials=len(paired),
@@ -322,6 +331,11 @@ def _share(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.0%}"
 
 
+def _paired_test(config: VerifyConfig, without: Sequence[float], with_: Sequence[float]) -> SignTest:
+    """The configured exact one-sided test that `with_` beats `without`, pair by pair."""
+    return sign_flip_test(without, with_) if config.test == "sign-flip" else sign_test(without, with_)
+
+
 def _decide(test: SignTest, config: VerifyConfig, policy_breaks: tuple[int, int]) -> tuple[bool, str]:
     """The admission rule shared by every criterion: the sign test, the minimum pairs and effect, and policy."""
     alpha = 1 - config.confidence
@@ -330,10 +344,10 @@ def _decide(test: SignTest, config: VerifyConfig, policy_breaks: tuple[int, int]
     if test.pairs < config.min_pairs:
         return False, f"{test.pairs} scored pairs, fewer than min_pairs {config.min_pairs}"
     if test.passes(alpha=alpha, min_effect=config.min_effect, min_pairs=config.min_pairs):
-        return True, f"sign test p={test.p_value:.3f} <= {alpha:.2f}"
+        return True, f"{test.method} test p={test.p_value:.3f} <= {alpha:.2f}"
     if test.mean_difference is not None and test.mean_difference < config.min_effect:
         return False, f"mean difference {test.mean_difference:+.2f} below min_effect {config.min_effect}"
-    return False, f"sign test p={test.p_value:.3f} > {alpha:.2f}"
+    return False, f"{test.method} test p={test.p_value:.3f} > {alpha:.2f}"
 
 
 @dataclass(frozen=True)
@@ -440,7 +454,7 @@ async def verify_checklist(
         concurrency=concurrency,
     )
     without, with_ = (without, *arms) if without is not None else arms
-    test = sign_test(without.scores, with_.scores)
+    test = _paired_test(config, without.scores, with_.scores)
     accepted, why = _decide(test, config, (0, 0))
     n = len(with_.scores)
     evidence = Evidence(

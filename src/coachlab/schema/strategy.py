@@ -54,10 +54,10 @@ class Evidence(Frozen):
     uplift_low: float | None = Field(default=None, description="Lower bound of the uplift's confidence interval.")
     uplift_high: float | None = None
     criterion: str = Field(default="uplift", description="'uplift', 'imitation' or 'checklist'.")
-    wins: int | None = Field(default=None, description="Paired trials better with the strategy (sign test).")
+    wins: int | None = Field(default=None, description="Paired trials better with the strategy.")
     losses: int | None = Field(default=None, description="Paired trials worse with it.")
     ties: int | None = Field(default=None, description="Paired trials alike.")
-    p_value: float | None = Field(default=None, description="Exact one-sided sign test, ties dropped.")
+    p_value: float | None = Field(default=None, description="Exact one-sided paired test p-value.")
     success_without: float | None = Field(default=None, description="Task success rate without the strategy.")
     success_with: float | None = Field(default=None, description="Task success rate with it.")
     policy_breaks_without: int | None = Field(default=None, description="Episodes that broke a policy item, without.")
