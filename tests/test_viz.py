@@ -3,7 +3,11 @@
 What a user would notice: the page shows the saved tree (not a re-derived one) and its numbers,
 text from models and personas stays text, the review commands it offers really work, the picture
 and the report exist and agree with results.json, a run without evaluation still gets a report,
-and a wrong folder gets a one-line error naming it.
+and a wrong folder gets a one-line error naming it. The page and the picture colour nodes by task
+success (items met where nothing succeeds, satisfaction without a checklist); the report's first
+chart draws task success and items met per condition with their CIs and the control arms apart,
+and its per-strategy chart each strategy's figures where shown and where not. The charts are read
+back from the matplotlib figures, so a bar of the wrong height or a missing ceiling fails.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ import shlex
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
+import numpy as np
 import pytest
 import typer
 from markdown_it import MarkdownIt
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.colors import to_hex, to_rgba
+from matplotlib.container import BarContainer, ErrorbarContainer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -30,9 +40,20 @@ from coachlab.errors import UsageError
 from coachlab.explorer.tree import ScenarioTree
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus
-from coachlab.viz import load_run, page_data, render_page, role_costs, script_json, write_report, write_tree_png
-from coachlab.viz.layout import NO_SCORE_COLOR, satisfaction_color, tidy_layout
-from coachlab.viz.run import DRY_RUN, NO_EVALUATION
+from coachlab.viz import (
+    load_run,
+    page_data,
+    render_page,
+    role_costs,
+    script_json,
+    tree_figure,
+    write_report,
+    write_tree_png,
+)
+from coachlab.viz.layout import MEASURES, NO_SCORE_COLOR, Measure, satisfaction_color, tidy_layout
+from coachlab.viz.plots import outcomes_chart
+from coachlab.viz.run import DRY_RUN, NO_EVALUATION, RunData
+from coachlab.viz.strategy_chart import strategy_chart
 from viz_run import HELPFUL, INJECTION, MUTATION_INJECTION, big_run, scripted_run
 
 DATA_BLOCK = re.compile(r'<script type="application/json" id="coachlab-data">(.*?)</script>', re.S)
@@ -44,7 +65,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return scripted_run(tmp_path_factory.mktemp("viz") / "run")
 
 
-def embedded(page: str) -> dict[str, object]:
+def embedded(page: str) -> dict[str, Any]:
     (block,) = DATA_BLOCK.findall(page)
     return json.loads(block)
 
@@ -64,11 +85,13 @@ def test_page_embeds_the_saved_tree_as_node_link_json(run_dir: Path) -> None:
     assert isinstance(view, dict) and set(view) == {n["id"] for n in saved["nodes"]}
     root = view["retail-late-delivery"]
     record = next(n["record"] for n in saved["nodes"] if n["id"] == "retail-late-delivery")
-    assert root["color"] == satisfaction_color(record["student_mean"])
+    assert root["fill"] == MEASURES["task_success"].color(record["student_success"])
+    assert root["ring"] == MEASURES["task_success"].color(record["teacher_success"])
+    assert root["color"] == satisfaction_color(record["student_mean"])  # beside the satisfaction means
     assert root["teacher_color"] == satisfaction_color(record["teacher_mean"])
     assert root["trials"] == 2 and root["admitted"] == 1 and root["parent"] is None
     library = LibraryStore(run_dir / "library").load()
-    assert set(data["strategies"]) == {s.id for s in library.strategies}  # type: ignore[arg-type]
+    assert set(data["strategies"]) == {s.id for s in library.strategies}
     episodes = data["episodes"]
     assert isinstance(episodes, dict) and set(record["episode_ids"]) <= set(episodes)
 
@@ -90,9 +113,9 @@ def test_script_and_markup_in_transcripts_and_mutations_stay_text(run_dir: Path)
     assert page.count("<script") == 2 and page.count("</script") == 2
     assert "<img" not in page and "window.__pwned" in page  # present, but only inside escaped JSON strings
     data = embedded(page)
-    lines = [line["text"] for ep in data["episodes"].values() for line in ep["lines"]]  # type: ignore[union-attr]
+    lines = [line["text"] for ep in data["episodes"].values() for line in ep["lines"]]
     assert any(INJECTION in text for text in lines)  # round-trips exactly, as text
-    assert any(e["mutation"] == MUTATION_INJECTION for e in data["tree"]["edges"])  # type: ignore[index]
+    assert any(e["mutation"] == MUTATION_INJECTION for e in data["tree"]["edges"])
 
 
 @pytest.mark.parametrize(
@@ -147,7 +170,7 @@ def test_page_of_500_nodes_is_quick_to_make(tmp_path: Path) -> None:
     page = render_page(run)
     elapsed = time.perf_counter() - start
     data = embedded(page)
-    assert len(data["view"]) == 500 and len(data["episodes"]) > 500  # type: ignore[arg-type]
+    assert len(data["view"]) == 500 and len(data["episodes"]) > 500
     assert elapsed < 5, f"page for 500 nodes took {elapsed:.1f}s"
     assert len(page) < 5_000_000
 
@@ -181,6 +204,110 @@ def test_satisfaction_colours_run_red_to_green_and_grey_without_a_score() -> Non
     assert satisfaction_color(1) == "#d73027" and satisfaction_color(10) == "#1a9850"
     assert satisfaction_color(5.5) == "#fee08b" and satisfaction_color(0) == "#d73027"
     assert satisfaction_color(None) == NO_SCORE_COLOR and satisfaction_color(float("nan")) == NO_SCORE_COLOR
+
+
+# ---------- what the colours measure ----------
+
+RED, GREEN = "#d73027", "#1a9850"
+
+
+def items_met(run: RunData, node_id: str, *, teacher: bool = False) -> float | None:
+    """The mean share of checklist items met over a node's scored episodes, from train/episodes.jsonl."""
+    node = run.tree.node(node_id)
+    shares = [
+        e.verdict.items_met
+        for e in (run.episodes[i] for i in node.episode_ids)
+        if e.scored
+        and e.verdict is not None
+        and e.verdict.items_met is not None
+        and (e.condition == "teacher") == teacher
+    ]
+    return sum(shares) / len(shares) if shares else None
+
+
+def test_the_page_colours_nodes_by_task_success_with_items_met_and_satisfaction_a_switch_away(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    data = page_data(run)
+    assert data["run"]["measure"] == "task_success" and data["run"]["measure_note"] == ""
+    assert [m["key"] for m in data["run"]["measures"]] == ["task_success", "items_met", "satisfaction"]
+    for node in run.tree.nodes():
+        v = data["view"][node.id]
+        assert node.student_success is not None and node.teacher_success is not None
+        assert v["fill"] == v["colors"]["task_success"] == MEASURES["task_success"].color(node.student_success)
+        assert v["ring"] == v["teacher_colors"]["task_success"] == MEASURES["task_success"].color(node.teacher_success)
+        assert v["colors"]["items_met"] == MEASURES["items_met"].color(items_met(run, node.id))
+        assert v["teacher_colors"]["items_met"] == MEASURES["items_met"].color(items_met(run, node.id, teacher=True))
+        assert v["colors"]["satisfaction"] == satisfaction_color(node.student_mean)
+        assert v["scores"] == {
+            "task_success": node.student_success,
+            "items_met": pytest.approx(items_met(run, node.id)),
+            "satisfaction": node.student_mean,
+        }
+    # The story's bill shock: the coached student does every item but the apology, so it never succeeds.
+    telecom = data["view"]["telecom-bill-shock.1"]
+    assert telecom["fill"] == RED and telecom["ring"] == GREEN
+    assert telecom["scores"]["items_met"] == pytest.approx(5 / 6) and telecom["colors"]["items_met"] != RED
+    assert data["view"]["retail-late-delivery.1"]["fill"] == GREEN  # the admitted strategy works on the child
+    first = next(iter(data["episodes"].values()))
+    verdict = run.episodes[first["id"]].verdict
+    assert verdict is not None
+    assert first["colors"]["task_success"] == (GREEN if verdict.task_success else RED)
+
+
+def _nobody_succeeds(run_dir: Path, to: Path) -> Path:
+    """A copy of the run whose tree says no node's student ever succeeded."""
+    shutil.copytree(run_dir, to)
+    tree = json.loads((to / "tree.json").read_text())
+    for node in tree["nodes"]:
+        if node["record"]["student_success"] is not None:
+            node["record"]["student_success"] = 0.0
+    (to / "tree.json").write_text(json.dumps(tree))
+    return to
+
+
+def tree_colours(run: RunData, measure: Measure | None = None) -> tuple[list[str], list[str], str]:
+    """The fill and ring of every node of the tree picture (in tree order), and its colour bar's label."""
+    fig = tree_figure(run, measure=measure)
+    ax, bar = fig.axes
+    (dots,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    fills = [to_hex(tuple(rgba)) for rgba in np.asarray(dots.get_facecolor()).tolist()]
+    rings = [to_hex(tuple(rgba)) for rgba in np.asarray(dots.get_edgecolor()).tolist()]
+    return fills, rings, bar.get_ylabel()
+
+
+def test_tree_png_fills_and_rings_nodes_as_the_page_does(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    view = page_data(run)["view"]
+    fills, rings, label = tree_colours(run)
+    assert fills == [view[n.id]["fill"] for n in run.tree.nodes()] and RED in fills and GREEN in fills
+    assert rings == [view[n.id]["ring"] for n in run.tree.nodes()]
+    assert label.startswith("task success rate") and "fill: student, ring: teacher" in label
+    fills, _, label = tree_colours(run, "satisfaction")
+    assert fills == [satisfaction_color(n.student_mean) for n in run.tree.nodes()]
+    assert label.startswith("mean satisfaction")
+
+
+def test_a_run_where_no_node_succeeds_is_coloured_by_items_met(run_dir: Path, tmp_path: Path) -> None:
+    run = load_run(_nobody_succeeds(run_dir, tmp_path / "run"))
+    data = page_data(run)
+    assert data["run"]["measure"] == "items_met" and "items met" in data["run"]["measure_note"]
+    fills, _, label = tree_colours(run)
+    expected = [MEASURES["items_met"].color(items_met(run, n.id)) for n in run.tree.nodes()]
+    assert fills == expected == [data["view"][n.id]["fill"] for n in run.tree.nodes()]
+    assert len(set(fills)) > 1  # items met tells the nodes apart where task success is red everywhere
+    assert label.startswith("items met") and "no node's student succeeded" in label
+    md = write_report(run, tmp_path / "report").markdown.read_text()
+    assert "Fill: the student's items met" in md
+
+
+def test_a_run_without_checklists_is_coloured_by_satisfaction(tmp_path: Path) -> None:
+    run = load_run(big_run(tmp_path / "big", nodes=40))
+    data = page_data(run)
+    assert data["run"]["measure"] == "satisfaction"
+    assert [m["key"] for m in data["run"]["measures"]] == ["satisfaction"]  # nothing else to switch to
+    fills, _, label = tree_colours(run)
+    assert fills == [satisfaction_color(n.student_mean) for n in run.tree.nodes()]
+    assert label.startswith("mean satisfaction") and "no checklist verdicts" in label
 
 
 # ---------- errors ----------
@@ -222,10 +349,12 @@ def test_report_agrees_with_results_json_and_the_library(run_dir: Path, tmp_path
     run = load_run(run_dir)
     files = write_report(run, tmp_path / "report")
     assert {p.name for p in files.images} == {
+        "outcomes.png",
+        "satisfaction.png",
+        "strategies.png",
+        "transfer.png",
         "tree.png",
         "growth.png",
-        "satisfaction.png",
-        "transfer.png",
         "tokens.png",
     }
     for image in files.images:
@@ -252,8 +381,83 @@ def test_report_agrees_with_results_json_and_the_library(run_dir: Path, tmp_path
     assert results["teacher"]["agent_model"] == "teacher" and "| (ceiling) | teacher | teacher |" in md
     for s in run.library.strategies:
         assert f"### {s.id} ({s.status.value})" in md and s.guidance in md
-    assert md.count("![") == 5 and page.count('src="data:image/png;base64,') == 5
+    charts = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert charts[:3] == ["outcomes.png", "satisfaction.png", "strategies.png"]  # what decisions rest on, first
+    assert len(charts) == 7 and page.count('src="data:image/png;base64,') == 7
+    assert "the control arms (oracle, placebo) hatched, the oracle drawn as a ceiling line" in md
     assert "<script" not in page and "No evaluation yet" not in md
+
+
+def bars(ax: Axes) -> dict[str, tuple[float, float, float, str | None]]:
+    """Each bar of a per-condition panel by its label: (height, CI low, CI high, hatch)."""
+    out: dict[str, tuple[float, float, float, str | None]] = {}
+    for c in ax.containers:
+        if isinstance(c, BarContainer):
+            (rect,) = c.patches
+            assert c.errorbar is not None
+            (whisker,) = c.errorbar.lines[2]
+            (_, low), (_, high) = whisker.get_segments()[0]
+            out[str(c.get_label())] = (rect.get_height(), float(low), float(high), rect.get_hatch())
+    return out
+
+
+def test_the_first_chart_is_task_success_and_items_met_per_condition_with_the_controls_apart(run_dir: Path) -> None:
+    report = load_run(run_dir).evaluation
+    assert report is not None and report.teacher is not None
+    fig = outcomes_chart(report)
+    for ax, measure in zip(fig.axes, ("task_success", "items_met"), strict=True):
+        drawn = bars(ax)
+        expected = {f"{s.student} / {r.condition}": getattr(r, measure) for s in report.students for r in s.rows}
+        expected["teacher"] = getattr(report.teacher, measure)
+        assert set(drawn) == set(expected)
+        for label, est in expected.items():
+            height, low, high, hatch = drawn[label]
+            assert (height, low, high) == pytest.approx((est.mean, est.low, est.high)), label
+            assert (hatch is not None) == label.endswith(("/ oracle", "/ placebo")), label  # controls hatched
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == ["baseline", "generic", "library", "oracle\n(control)", "placebo\n(control)", "teacher"]
+        # The oracle as a ceiling: a dashed line per student at its oracle figure, labelled.
+        ceilings = {
+            c.get_gid(): c
+            for c in ax.collections
+            if isinstance(c, LineCollection) and str(c.get_gid()).startswith("oracle ceiling")
+        }
+        assert set(ceilings) == {f"oracle ceiling: {s.student}" for s in report.students}
+        for s in report.students:
+            oracle = next(r for r in s.rows if r.condition == "oracle")
+            (segment,) = ceilings[f"oracle ceiling: {s.student}"].get_segments()
+            assert [float(y) for _, y in segment] == pytest.approx([getattr(oracle, measure).mean] * 2)
+        assert "oracle ceiling" in [t.get_text() for t in ax.texts]
+    library = bars(fig.axes[0])["student / library"]
+    assert library[1] < library[0] < library[2]  # a CI that is not a point: the whisker is drawn
+
+
+def test_strategy_chart_shows_each_strategy_shown_vs_not_shown_with_its_ci(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    report = run.evaluation
+    assert report is not None
+    effects = [e for s in report.students for e in s.strategies if e.episodes]
+    assert {e.student for e in effects} == {"student", "student-b"} and all(e.success_not_shown.n for e in effects)
+    fig = strategy_chart(report, situations={s.id: s.situation for s in run.library.strategies})
+    left, right = fig.axes
+    points = {c.get_label(): c for c in left.containers if isinstance(c, ErrorbarContainer)}
+    effect_bars = {c.get_label(): c for c in right.containers if isinstance(c, BarContainer)}
+    for e in effects:
+        row = f"{e.strategy_id} ({e.student})"
+        for which, est in (("shown", e.success_shown), ("not shown", e.success_not_shown)):
+            point = points[f"{row}: {which}"]
+            (whisker,) = point.lines[2]
+            (low, _), (high, _) = whisker.get_segments()[0]
+            (x,) = np.asarray(point.lines[0].get_xdata())
+            assert (x, low, high) == pytest.approx((est.mean, est.low, est.high))
+        (bar,) = effect_bars[f"{row}: effect"].patches
+        assert bar.get_width() == pytest.approx(e.success_effect.mean)
+        assert bar.get_facecolor()[:3] == pytest.approx(to_rgba(GREEN)[:3])  # CI clear of 0, above it
+    labels = [t.get_text() for t in left.get_yticklabels()]
+    assert all("When the customer asks what happens next" in t for t in labels) and len(labels) == len(effects)
+    md = write_report(run).markdown.read_text()
+    for e in effects:
+        assert f"| {e.student} | {e.strategy_id} | {e.episodes} ({e.turns}) | 100% / 0% | {e.success_effect} |" in md
 
 
 def test_model_text_in_the_report_stays_text(run_dir: Path, tmp_path: Path) -> None:
@@ -294,14 +498,14 @@ def test_a_run_of_scripted_models_says_so_first_in_the_report_and_on_the_page(ru
     run = load_run(run_dir)  # every model of the story is a script
     md = write_report(run, tmp_path / "report").markdown.read_text()
     assert md.startswith(f"# Experiment report: viz-story (dry run)\n\n> {DRY_RUN}\n")
-    assert embedded(render_page(run))["run"]["dry_run"] == DRY_RUN  # type: ignore[index]
+    assert embedded(render_page(run))["run"]["dry_run"] == DRY_RUN
     record = json.loads((run_dir / "resolved.json").read_text())
     assert f"evaluate `{record['evaluate']['fingerprint'][:16]}`" in md
 
     real = load_run(_with_scripted(run_dir, tmp_path / "real", set()))
     md = write_report(real, tmp_path / "real-report").markdown.read_text()
     assert "DRY RUN" not in md and "SCRIPTED" not in md and "(dry run)" not in md
-    assert embedded(render_page(real))["run"]["dry_run"] is None  # type: ignore[index]
+    assert embedded(render_page(real))["run"]["dry_run"] is None
 
     partly = load_run(_with_scripted(run_dir, tmp_path / "partly", {"judge"}))
     assert partly.banner is not None and partly.banner.startswith("PARTLY SCRIPTED: judge answered from scripts")
@@ -310,7 +514,7 @@ def test_a_run_of_scripted_models_says_so_first_in_the_report_and_on_the_page(ru
 def test_an_empty_tree_still_gets_a_page_and_a_picture(tmp_path: Path) -> None:
     ScenarioTree().save(tmp_path / "tree.json")
     run = load_run(tmp_path)
-    assert len(embedded(render_page(run))["view"]) == 0  # type: ignore[arg-type]
+    assert len(embedded(render_page(run))["view"]) == 0
     with Image.open(write_tree_png(run, tmp_path / "tree.png")) as im:
         assert im.format == "PNG"
     assert "0 nodes" in write_report(run).markdown.read_text()
@@ -341,7 +545,7 @@ def test_a_run_without_evaluation_gets_a_report_that_says_so(tmp_path: Path) -> 
     md = files.markdown.read_text()
     assert NO_EVALUATION.format(root=run.root) in md and "## Scenario tree" in md
     assert not (tmp_path / "run" / "report" / "satisfaction.png").exists()
-    assert len(embedded(render_page(run))["view"]) == len(run.tree)  # type: ignore[arg-type]
+    assert len(embedded(render_page(run))["view"]) == len(run.tree)
 
 
 # ---------- commands ----------

@@ -8,6 +8,7 @@ kept in tests/artifacts/ (git-ignored) for people and CI to look at.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from coachlab.library import LibraryStore
 from coachlab.schema import AuditStatus
-from coachlab.viz import load_run, write_page, write_report
+from coachlab.viz import load_run, page_data, write_page, write_report
 from coachlab.viz.run import DRY_RUN
 from viz_run import HELPFUL, INJECTION, MUTATION_INJECTION, big_run, scripted_run
 
@@ -43,17 +44,15 @@ def browser() -> Iterator[Any]:
     """A headless Chromium session (skipped when there is none, unless COACHLAB_REQUIRE_BROWSER=1)."""
     binary = _find("COACHLAB_CHROMIUM", "chromium", "chromium-browser", "google-chrome")
     driver_path = _find("COACHLAB_CHROMEDRIVER", "chromedriver", "/usr/lib/chromium/chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        binary = None
-    if binary is None or driver_path is None:
+    if binary is None or driver_path is None or importlib.util.find_spec("selenium") is None:
         why = "no headless browser: apt-get install chromium chromium-driver, and pip install selenium"
         if os.environ.get("COACHLAB_REQUIRE_BROWSER") == "1":
             pytest.fail(f"COACHLAB_REQUIRE_BROWSER=1 but {why}")
         pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
     options = Options()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,950"):
@@ -137,6 +136,76 @@ def test_tree_page_shows_the_run_and_a_node_s_strategies(browser: Any, tmp_path:
     assert _errors(browser) == []
 
 
+def _rgba(hex_color: str) -> str:
+    """#rrggbb as Selenium reads a computed colour back."""
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, 1)"
+
+
+def test_tree_page_colours_by_task_success_and_switches_to_items_met_and_satisfaction(
+    browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    run = load_run(scripted_run(tmp_path / "run"))
+    data = page_data(run)
+    view = data["view"]
+    _open(browser, write_page(run, tmp_path / "tree.html"))
+    legend = browser.find_element(By.ID, "legend")
+
+    def colours() -> tuple[dict[str, str], dict[str, str]]:
+        fills, rings = {}, {}
+        for g in browser.find_elements(By.CSS_SELECTOR, "#nodes g.node"):
+            node = g.get_attribute("data-id")
+            fills[node] = g.find_element(By.CSS_SELECTOR, "circle.dot").get_attribute("fill")
+            rings[node] = g.find_element(By.CSS_SELECTOR, "circle.ring").get_attribute("stroke")
+        return fills, rings
+
+    def chips() -> list[tuple[str, str]]:
+        """(episode id, chip colour) of the transcripts in the node panel."""
+        return [
+            (
+                box.get_attribute("data-episode"),
+                box.find_element(By.CSS_SELECTOR, "summary .chip").value_of_css_property("background-color"),
+            )
+            for box in browser.find_elements(By.CSS_SELECTOR, "#details details.episode")
+        ]
+
+    # Opened in task success: every node's fill and ring, the legend and the switch say so.
+    assert browser.find_element(By.CSS_SELECTOR, 'input[data-measure="task_success"]').is_selected()
+    assert browser.execute_script("return document.body.getAttribute('data-measure')") == "task_success"
+    assert colours() == (
+        {n: v["colors"]["task_success"] for n, v in view.items()},
+        {n: v["teacher_colors"]["task_success"] for n, v in view.items()},
+    )
+    assert "task success rate" in legend.text and "0%" in legend.text and "100%" in legend.text
+    assert "satisfaction (secondary)" in legend.text
+    tip = browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="telecom-bill-shock.1"] > title')
+    assert "task success: student 0%, teacher 100%" in tip.get_attribute("textContent")
+    assert "items met: student 83%, teacher 100%" in tip.get_attribute("textContent")
+
+    browser.find_element(By.CSS_SELECTOR, 'g.node[data-id="telecom-bill-shock.1"]').click()
+    details = browser.find_element(By.ID, "details")
+    assert details.find_element(By.CSS_SELECTOR, 'dd[data-measure="task_success"]').text == "0% \u00b7 teacher 100%"
+    assert details.find_element(By.CSS_SELECTOR, 'dd[data-measure="items_met"]').text == "83% \u00b7 teacher 100%"
+    shown = chips()
+    assert shown and all(c == _rgba(data["episodes"][e]["colors"]["task_success"]) for e, c in shown)
+    _shot(browser, "tree-page-task-success.png")
+
+    for measure, title in (("items_met", "items met"), ("satisfaction", "mean satisfaction")):
+        browser.find_element(By.CSS_SELECTOR, f'input[data-measure="{measure}"]').click()
+        assert browser.execute_script("return document.body.getAttribute('data-measure')") == measure
+        assert colours() == (
+            {n: v["colors"][measure] for n, v in view.items()},
+            {n: v["teacher_colors"][measure] for n, v in view.items()},
+        )
+        assert legend.find_element(By.CSS_SELECTOR, ".measure-title").text.startswith(title)
+        assert all(c == _rgba(data["episodes"][e]["colors"][measure]) for e, c in chips())
+        _shot(browser, f"tree-page-{measure.replace('_', '-')}.png")
+    assert colours()[0] != {n: v["colors"]["task_success"] for n, v in view.items()}  # the switch changed them
+    assert _errors(browser) == []
+
+
 def test_page_of_500_nodes_renders_and_search_finds_a_node(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -164,7 +233,8 @@ def test_report_opens_with_every_chart(browser: Any, tmp_path: Path) -> None:
     first = browser.find_element(By.CSS_SELECTOR, "h1 + p")
     assert first.get_attribute("class") == "note" and first.is_displayed() and first.text == DRY_RUN
     images = browser.find_elements(By.CSS_SELECTOR, "img")
-    assert len(images) == 5
+    assert len(images) == 7
+    assert images[0].get_attribute("alt").startswith("task success and items met per condition")
     assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 300 for img in images)
     height = browser.execute_script("return document.body.scrollHeight")
     browser.set_window_size(1200, min(height + 120, 7000))

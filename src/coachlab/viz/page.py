@@ -2,7 +2,10 @@ r"""The interactive tree page: one self-contained HTML file (no network, works f
 
 The page embeds the saved tree as node-link JSON (node records inlined, exactly as tree.json
 holds them) with the layout, the colours, the node's transcripts and the library, and draws it
-with plain JavaScript and SVG shipped in the package (`coachlab/templates/tree_page.*`). Data goes
+with plain JavaScript and SVG shipped in the package (`coachlab/templates/tree_page.*`, followed by
+the colour switch of `coachlab.viz.measure_switch`). Nodes are coloured by the student's task
+success rate (items met where no node succeeds, satisfaction without a checklist:
+`coachlab.viz.measures`), and a control in the legend switches to the other measures. Data goes
 in a `<script type="application/json">` block with `<`, `>` and `&` written as JSON `\u` escapes,
 so no text from a persona, a transcript or a mutation can close the block or open a tag; the
 script builds every element with `textContent`, never parsing data as HTML.
@@ -23,7 +26,9 @@ from typing import Any
 
 from coachlab import __version__
 from coachlab.schema import AgentMessage, CustomerMessage, Episode, Strategy
-from coachlab.viz.layout import SATISFACTION_STOPS, node_radius, satisfaction_color, tidy_layout
+from coachlab.viz.layout import MEASURES, SATISFACTION_STOPS, Measure, node_radius, satisfaction_color, tidy_layout
+from coachlab.viz.measure_switch import MEASURE_SCRIPT, MEASURE_STYLE
+from coachlab.viz.measures import available_measures, episode_score, node_scores, tree_measure
 from coachlab.viz.run import RunData
 
 __all__ = ["page_data", "render_page", "script_json", "strategy_commands", "write_page"]
@@ -64,6 +69,22 @@ def strategy_commands(run_dir: str | Path, strategy: Strategy) -> dict[str, str]
     }
 
 
+_FIRST_BECAUSE: dict[Measure, str] = {
+    "task_success": "",
+    "items_met": "No node's student succeeded in this run: items met is shown first.",
+    "satisfaction": "No checklist verdicts in this run: satisfaction is shown.",
+}
+"""Why the page opens in a measure other than task success."""
+
+
+_SWITCH_NAMES: dict[Measure, str] = {
+    "task_success": "task success",
+    "items_met": "items met",
+    "satisfaction": "satisfaction (secondary)",
+}
+"""The measures as the page's switch names them in a run with checklist verdicts."""
+
+
 def _episode(ep: Episode) -> dict[str, Any]:
     """An episode as the page shows it: lines with agent-turn numbers and the judged failure turn."""
     lines: list[dict[str, Any]] = []
@@ -99,6 +120,7 @@ def _episode(ep: Episode) -> dict[str, Any]:
         "simulator_fault": ep.simulator_fault,
         "failure_turn": failure,
         "color": satisfaction_color(ep.verdict.satisfaction if ep.verdict is not None else None),
+        "colors": {m: scale.color(episode_score(ep, m)) for m, scale in MEASURES.items()},
         "lines": lines,
     }
 
@@ -119,23 +141,36 @@ def page_data(run: RunData, *, run_dir: str | Path | None = None) -> dict[str, A
         run_dir: The folder as the user names it in commands (default: the folder it was read from).
 
     Returns:
-        `tree` (node-link JSON, records inlined, as saved), `view` (layout, colour, size, badge per
-        node), `episodes` (the transcripts the nodes name), `strategies` (the latest library with
-        evidence, audit trail and commands) and `run` (name, folder, notes, the banner of a run with
-        scripted models, the fingerprints of resolved.json).
+        `tree` (node-link JSON, records inlined, as saved), `view` (layout, size, badge and colours
+        per node: `fill` and `ring` in the measure the page opens in, `colors` and `teacher_colors`
+        per measure, `scores` and `teacher_scores` the figures behind them, `color` and
+        `teacher_color` the satisfaction colours beside the panel's satisfaction means),
+        `episodes` (the transcripts the nodes name, each with its colour per measure),
+        `strategies` (the latest library with evidence, audit trail and commands) and `run` (name,
+        folder, notes, the banner of a run with scripted models, the fingerprints of
+        resolved.json, `measure` the page opens in and `measures` the ones it can switch to).
     """
     folder = run.root if run_dir is None else run_dir
     layout = tidy_layout(run.tree.graph)
     parents = {child: parent for parent, child in run.tree.graph.edges}
+    scores = {node.id: node_scores(run, node) for node in run.tree.nodes()}
+    first = tree_measure(scores.values())
     view: dict[str, dict[str, Any]] = {}
     episodes: dict[str, dict[str, Any]] = {}
     for node in run.tree.nodes():
         x, y = layout.positions[node.id]
         trials = run.trials(node)
+        mine = scores[node.id]
         view[node.id] = {
             "x": x,
             "y": y,
             "r": node_radius(trials),
+            "fill": MEASURES[first].color(mine.student[first]),
+            "ring": MEASURES[first].color(mine.teacher[first]),
+            "colors": {m: scale.color(mine.student[m]) for m, scale in MEASURES.items()},
+            "teacher_colors": {m: scale.color(mine.teacher[m]) for m, scale in MEASURES.items()},
+            "scores": dict(mine.student),
+            "teacher_scores": dict(mine.teacher),
             "color": satisfaction_color(node.student_mean),
             "teacher_color": satisfaction_color(node.teacher_mean),
             "trials": trials,
@@ -161,6 +196,19 @@ def page_data(run: RunData, *, run_dir: str | Path | None = None) -> dict[str, A
             "fingerprints": {r.command: r.fingerprint for r in run.record.runs()} if run.record is not None else {},
             "layout": {"width": layout.width, "depth": layout.depth},
             "scale": [list(stop) for stop in SATISFACTION_STOPS],
+            "measure": first,
+            "measure_note": _FIRST_BECAUSE[first],
+            "measures": [
+                {
+                    "key": m,
+                    "name": _SWITCH_NAMES[m] if first != "satisfaction" else m.replace("_", " "),
+                    "label": MEASURES[m].label,
+                    "scale": [list(stop) for stop in MEASURES[m].stops],
+                    "low": MEASURES[m].low,
+                    "high": MEASURES[m].high,
+                }
+                for m in available_measures(scores.values(), first=first)
+            ],
         },
         "tree": run.tree.to_json(),
         "view": view,
@@ -175,11 +223,11 @@ def _asset(name: str) -> str:
 
 def render_page(run: RunData, *, run_dir: str | Path | None = None) -> str:
     """The page as one HTML string (CSS, script and data inline)."""
-    script = "\n" + _asset("tree_page.js") + "\n"
+    script = "\n" + _asset("tree_page.js") + "\n" + MEASURE_SCRIPT + "\n"
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     parts = {
         "TITLE": html.escape(f"{run.name}: scenario tree (coachlab)"),
-        "STYLE": _asset("tree_page.css"),
+        "STYLE": _asset("tree_page.css") + MEASURE_STYLE,
         "SCRIPT": script,
         # The page's Content-Security-Policy runs this one script and nothing else, and allows no network.
         "SCRIPTHASH": f"'sha256-{digest}'",

@@ -19,12 +19,29 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from coachlab import __version__
+from coachlab.experiments.effects import StrategyEffect
 from coachlab.experiments.evaluate_markdown import calibration_line, share_line
 from coachlab.experiments.evaluation_report import ConditionResult, EvaluationReport
 from coachlab.schema import RoleUsage, Strategy
-from coachlab.viz.plots import growth_chart, growth_rows, satisfaction_chart, tokens_chart, transfer_chart
+from coachlab.stats import Estimate
+from coachlab.viz.layout import MEASURES, Measure
+from coachlab.viz.measures import node_scores, tree_measure
+from coachlab.viz.plots import (
+    ORACLE,
+    chart_conditions,
+    growth_chart,
+    growth_rows,
+    has_outcome,
+    is_control,
+    outcomes_chart,
+    report_measure,
+    satisfaction_chart,
+    tokens_chart,
+    transfer_chart,
+)
 from coachlab.viz.png import LABEL_LIMIT, tree_figure
 from coachlab.viz.run import NO_EVALUATION, RunData, role_costs
+from coachlab.viz.strategy_chart import STRATEGY_LIMIT, strategy_chart, strategy_rows
 
 __all__ = ["Report", "ReportFiles", "build_report", "write_report"]
 
@@ -232,26 +249,42 @@ def _config(run: RunData, doc: Report) -> None:
     doc.bullets(items)
 
 
+_TREE_FILL: dict[Measure, str] = {
+    "task_success": "task success rate (share of its scored trials that were a task success)",
+    "items_met": "items met (mean share of checklist items met per trial; no node's student succeeded, so task "
+    "success would be red everywhere)",
+    "satisfaction": "mean satisfaction (the run has no checklist verdicts)",
+}
+
+
 def _tree(run: RunData, doc: Report) -> None:
     doc.heading(2, "Scenario tree")
     nodes = list(run.tree.nodes())
     statuses = Counter(n.status.value for n in nodes)
     deepest = max((n.depth for n in nodes), default=0)
+    measure = tree_measure(node_scores(run, n) for n in nodes)
     doc.para(
         f"{len(nodes)} nodes ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items())) or 'none'}), "
-        f"{sum(1 for n in nodes if n.depth == 0)} roots, depth {deepest}. Fill: the student's mean satisfaction; "
-        "ring: the teacher's; size: student trials; badge: strategies admitted at the node."
+        f"{sum(1 for n in nodes if n.depth == 0)} roots, depth {deepest}. Fill: the student's "
+        f"{_TREE_FILL[measure]}; ring: the teacher's; size: student trials; badge: strategies admitted at the node. "
+        "The tree page (`coachlab tree show`) switches the colouring to the other measures."
     )
     doc.image("tree.png", tree_figure(run), "scenario tree", dpi=130 if len(nodes) <= LABEL_LIMIT else 80)
     rows = growth_rows(run)
     doc.heading(3, "Growth per iteration")
-    doc.table(
-        ["iteration", "nodes created", "expanded", "failed", "passed", "frontier", "infrastructure error",
-         "strategies admitted", "rejected", "nodes in the tree"],
-        [[str(r["iteration"]), str(r["nodes"]), str(r["expanded"]), str(r["failed"]), str(r["passed"]),
-          str(r["frontier"]), str(r["error"]), str(r["admitted"]), str(r["rejected"]), str(r["cumulative"])]
-         for r in rows],
-    )  # fmt: skip
+    columns = {
+        "iteration": "iteration",
+        "nodes": "nodes created",
+        "expanded": "expanded",
+        "failed": "failed",
+        "passed": "passed",
+        "frontier": "frontier",
+        "error": "infrastructure error",
+        "admitted": "strategies admitted",
+        "rejected": "rejected",
+        "cumulative": "nodes in the tree",
+    }
+    doc.table(list(columns.values()), [[str(r[k]) for k in columns] for r in rows])
     if rows:
         doc.image("growth.png", growth_chart(run), "tree growth per iteration")
 
@@ -276,10 +309,17 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
     if report is None:
         doc.para(NO_EVALUATION.format(root=run.root), note=True)
         return
+    checklist = has_outcome(report, "task_success")
     doc.para(
         f"Held-out scenarios against library v{report.library_version} (coachlab {report.package_version}). "
-        "Satisfaction is the mean over judged episodes with a 95% bootstrap CI; pass^k is the share of scenarios "
-        "whose every trial reached the threshold."
+        + (
+            "Task success (the primary outcome: every must item met, no policy item broken) and items met (the "
+            "share of checklist items met per episode) are shares of the scored episodes; satisfaction (1-10) is "
+            "the judge's score beside them. "
+            if checklist
+            else "The scenarios have no checklist, so satisfaction (1-10, the judge's score) is the outcome. "
+        )
+        + "95% CIs resample scenarios, then trials; pass^k is the share of scenarios whose every trial succeeded."
     )
     if report.library_version != run.library.version:
         doc.para(
@@ -287,16 +327,49 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             "now): run coachlab evaluate again to measure the current library.",
             note=True,
         )
-    headers = ["student", "condition", "agent model", "scored / episodes", "task success (95% CI)",
-               "items met (95% CI)", "satisfaction (95% CI)", "pass^k", "policy kept", "resolved",
-               "infra / judge / simulator", "tokens", "est. cost"]  # fmt: skip
+    if checklist or has_outcome(report, "items_met"):
+        conditions = chart_conditions(report)
+        controls = [c for c in conditions if is_control(c)]
+        doc.image(
+            "outcomes.png",
+            outcomes_chart(report),
+            "task success and items met per condition"
+            + (f", the control arms ({', '.join(controls)}) hatched" if controls else "")
+            + (", the oracle drawn as a ceiling line" if ORACLE in conditions else ""),
+        )
+    headers = [
+        "student",
+        "condition",
+        "agent model",
+        "scored / episodes",
+        "task success (95% CI)",
+        "items met (95% CI)",
+        "satisfaction (95% CI)",
+        "pass^k",
+        "policy kept",
+        "resolved",
+        "infra / judge / simulator",
+        "tokens",
+        "est. cost",
+    ]
 
     def line(student: str, r: ConditionResult) -> list[str]:
         tokens = sum(u.total_tokens for u in r.usage.values())
-        return [student, r.condition, r.agent_model, f"{r.judged}/{r.episodes}", str(r.task_success),
-                str(r.items_met), str(r.satisfaction), _pct(r.pass_k), _pct(r.policy_rate), _pct(r.resolved_rate),
-                f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults}",
-                f"{tokens:,}", _money(_row_cost(run, r))]  # fmt: skip
+        return [
+            student,
+            r.condition,
+            r.agent_model,
+            f"{r.judged}/{r.episodes}",
+            str(r.task_success),
+            str(r.items_met),
+            str(r.satisfaction),
+            _pct(r.pass_k),
+            _pct(r.policy_rate),
+            _pct(r.resolved_rate),
+            f"{r.infrastructure_errors} / {r.judge_errors} / {r.simulator_faults}",
+            f"{tokens:,}",
+            _money(_row_cost(run, r)),
+        ]
 
     rows = [line(s.student, r) for s in report.students for r in s.rows]
     if report.teacher is not None:
@@ -336,12 +409,91 @@ def _evaluation(run: RunData, report: EvaluationReport | None, doc: Report) -> N
             ],
         )
     threshold = run.experiment.evaluate.threshold if run.experiment and run.experiment.evaluate else None
-    if any(r.satisfaction.mean is not None for s in report.students for r in s.rows):
+    if has_outcome(report, "satisfaction"):
+        if checklist:
+            doc.para(
+                "Satisfaction per condition, secondary: the judge's 1-10 score of the same episodes. On labelled "
+                "chats it is barely related to the labels (docs/verdicts.md), so read it beside task success and "
+                "items met, never instead of them."
+            )
         doc.image("satisfaction.png", satisfaction_chart(report, threshold=threshold), "satisfaction per condition")
+    _strategies(run, report, doc)
     if len(report.students) > 1:
+        measure = report_measure(report)
         doc.heading(3, "Transfer matrix")
-        doc.para("The same library, retrieved for every student model: mean satisfaction per student and condition.")
+        doc.para(
+            f"The same library, retrieved for every student model: {MEASURES[measure].label} per student and condition."
+        )
         doc.image("transfer.png", transfer_chart(report), "transfer matrix: students x conditions")
+
+
+def _share(e: Estimate) -> str:
+    return "n/a" if e.mean is None else f"{100 * e.mean:.0f}%"
+
+
+def _verdict(e: StrategyEffect, retired: set[str]) -> str:
+    if e.harmful:
+        return "retired" if e.strategy_id in retired else "harmful"
+    return e.direction
+
+
+def _strategies(run: RunData, report: EvaluationReport, doc: Report) -> None:
+    """Per strategy: where it was shown vs not shown, as a chart and a table."""
+    listed = [e for s in report.students for e in s.strategies]
+    if not listed:
+        return
+    doc.heading(3, "Per strategy")
+    shown = strategy_rows(report, limit=None)
+    if not shown:
+        doc.para(
+            f"No strategy of the library was shown in the library condition "
+            f"({len({e.strategy_id for e in listed})} could have been): "
+            "retrieval found none above its similarity floor on these scenarios.",
+            note=True,
+        )
+        return
+    doc.para(
+        "In the library condition, each strategy's outcome in the episodes where retrieval showed it and in those "
+        "where it did not, and the difference (shown minus not shown; 95% CI over scenarios, then episodes). A "
+        "strategy retrieved only on hard scenarios looks worse than it is by this difference; the library minus "
+        "the baseline on the same seeds where it was shown compares each episode with itself without any library."
+        + (f" The chart shows the {STRATEGY_LIMIT} most shown of {len(shown)}." if len(shown) > STRATEGY_LIMIT else "")
+    )
+    situations = {s.id: s.situation for s in run.library.strategies}
+    doc.image("strategies.png", strategy_chart(report, situations=situations), "per strategy: shown vs not shown")
+    retired = set(report.retired)
+    several = len(report.students) > 1
+    doc.table(
+        (["student"] if several else [])
+        + [
+            "strategy",
+            "shown in episodes (turns)",
+            "task success shown / not",
+            "effect",
+            "items met shown / not",
+            "effect",
+            "satisfaction effect",
+            "library - baseline where shown",
+            "leave-one-out",
+            "verdict",
+        ],
+        [
+            ([e.student] if several else [])
+            + [
+                e.strategy_id,
+                f"{e.episodes} ({e.turns})",
+                f"{_share(e.success_shown)} / {_share(e.success_not_shown)}",
+                str(e.success_effect),
+                f"{_share(e.items_shown)} / {_share(e.items_not_shown)}",
+                str(e.items_effect),
+                str(e.satisfaction_effect),
+                "-" if e.vs_baseline is None else str(e.vs_baseline),
+                "-" if e.ablation is None else str(e.ablation),
+                _verdict(e, retired),
+            ]
+            for e in shown
+        ],
+    )
 
 
 def _strategy_lines(s: Strategy) -> list[str]:
@@ -402,15 +554,37 @@ def _costs(run: RunData, doc: Report) -> None:
         doc.para("No model calls recorded yet.", note=True)
         return
     rows = [
-        [c.phase, c.role, c.model, f"{c.usage.calls:,}", f"{c.usage.cached_calls:,}", f"{c.usage.prompt_tokens:,}",
-         _processed(c.usage), f"{c.usage.completion_tokens:,}", f"{c.tokens:,}", _money(c.cost)]
+        [
+            c.phase,
+            c.role,
+            c.model,
+            f"{c.usage.calls:,}",
+            f"{c.usage.cached_calls:,}",
+            f"{c.usage.prompt_tokens:,}",
+            _processed(c.usage),
+            f"{c.usage.completion_tokens:,}",
+            f"{c.tokens:,}",
+            _money(c.cost),
+        ]
         for c in sorted(costs, key=lambda c: (c.phase != "train", c.role, c.model))
-    ]  # fmt: skip
+    ]
     total = sum((c.usage for c in costs), RoleUsage())
     priced = [c.cost for c in costs if c.cost is not None]
     all_cost = _money(sum(priced)) if priced else "n/a"
-    rows.append(["all", "", "", f"{total.calls:,}", f"{total.cached_calls:,}", f"{total.prompt_tokens:,}",
-                 _processed(total), f"{total.completion_tokens:,}", f"{total.total_tokens:,}", all_cost])  # fmt: skip
+    rows.append(
+        [
+            "all",
+            "",
+            "",
+            f"{total.calls:,}",
+            f"{total.cached_calls:,}",
+            f"{total.prompt_tokens:,}",
+            _processed(total),
+            f"{total.completion_tokens:,}",
+            f"{total.total_tokens:,}",
+            all_cost,
+        ]
+    )
     doc.table(
         ["phase", "role", "model", "calls", "cached", "prompt", "processed", "completion", "tokens", "est. cost"], rows
     )
@@ -439,8 +613,8 @@ def build_report(run: RunData) -> Report:
     for note in run.notes:
         doc.para(note, note=True)
     _config(run, doc)
-    _tree(run, doc)
     _evaluation(run, run.evaluation, doc)
+    _tree(run, doc)
     _library(run, doc)
     _costs(run, doc)
     return doc

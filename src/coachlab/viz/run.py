@@ -94,6 +94,16 @@ class RunData:
         """Student trials rolled out at a node (its episodes other than the teacher's)."""
         return sum(1 for e in node.episode_ids if self._condition(e) != "teacher")
 
+    def scored_episodes(self, node: TreeNode, *, teacher: bool = False) -> list[Episode]:
+        """A node's scored episodes (judged, no simulator fault) in train/episodes.jsonl.
+
+        Args:
+            node: The node.
+            teacher: The teacher's episodes instead of the student's.
+        """
+        found = (self.episodes.get(e) for e in node.episode_ids)
+        return [e for e in found if e is not None and e.scored and (e.condition == "teacher") == teacher]
+
     def _condition(self, episode_id: str) -> str:
         ep = self.episodes.get(episode_id)
         if ep is not None:
